@@ -1,0 +1,336 @@
+"""Back end: IR → ModelProto → checked file, written atomically and never onto the input.
+
+Emission is deterministic: nodes in the IR's stable topological order, initializers in value id
+order, attributes in their stored order, and deterministic protobuf serialization.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import AttributeProto as A
+from onnx import helper, numpy_helper
+
+from graphopt.errors import InvalidModelError, WriteError
+from graphopt.ir import Attr, Function, Graph, Model, Tensor, Value
+
+# Past this many bytes of constant data the model cannot be one protobuf (2 GiB limit, with
+# headroom for the graph itself): external data is then written automatically.
+AUTO_EXTERNAL_BYTES = 1_800_000_000
+# Tensors smaller than this stay inline even in external-data mode.
+EXTERNAL_MIN_BYTES = 1024
+ALIGNMENT = 64
+
+
+class ExternalDataWriter:
+    """Appends tensor bytes to one fresh data file and returns where each landed."""
+
+    def __init__(self, path: str, location: str):
+        self.path, self.location = path, location
+        self._f = open(path, "xb")  # a fresh file: never append to an old one
+        self.offset = 0
+
+    def write(self, tensor: Tensor) -> tuple[int, int]:
+        pad = (-self.offset) % ALIGNMENT
+        if pad:
+            self._f.write(b"\0" * pad)
+            self.offset += pad
+        data = _tensor_bytes(tensor)
+        start = self.offset
+        self._f.write(data)
+        self.offset += len(data)
+        return start, len(data)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _tensor_bytes(tensor: Tensor) -> memoryview:
+    if tensor.is_external or (tensor.source_proto is not None and tensor.source_proto.HasField("raw_data")):
+        return tensor.raw_bytes()
+    arr = np.ascontiguousarray(tensor.numpy())
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    if arr.dtype == object or tensor.dtype == onnx.TensorProto.STRING:
+        raise ValueError("string tensors cannot be stored as external data")
+    if tensor.source_proto is None and arr.dtype.itemsize * arr.size == tensor.nbytes:
+        return memoryview(arr).cast("B")
+    return tensor.raw_bytes()
+
+
+@dataclass
+class EmitOptions:
+    external_data: Optional[bool] = None  # None: automatic past AUTO_EXTERNAL_BYTES
+
+
+class _Emitter:
+    def __init__(self, writer: Optional[ExternalDataWriter]):
+        self.writer = writer
+
+    def model(self, m: Model) -> onnx.ModelProto:
+        p = onnx.ModelProto()
+        p.ir_version = m.ir_version
+        for domain, version in m.opset_imports.items():
+            p.opset_import.add(domain=domain, version=version)
+        for field, value in _nonempty(producer_name=m.producer_name, producer_version=m.producer_version,
+                                      domain=m.domain, model_version=m.model_version,
+                                      doc_string=m.doc_string).items():
+            setattr(p, field, value)
+        for k, v in m.metadata.items():
+            p.metadata_props.add(key=k, value=v)
+        p.graph.CopyFrom(self.graph(m.graph))
+        for f in m.functions:
+            p.functions.append(self.function(f))
+        for field, items in m.extra.items():
+            getattr(p, field).extend(items)
+        return p
+
+    def graph(self, g: Graph) -> onnx.GraphProto:
+        gp = onnx.GraphProto(**_nonempty(name=g.name, doc_string=g.doc_string))
+        for k, v in g.metadata.items():
+            gp.metadata_props.add(key=k, value=v)
+        order = g.toposort()
+        for node in order:
+            gp.node.append(self.node(node))
+        special = set()
+        for v in g.inputs:
+            gp.input.append(_value_info(v))
+            special.add(v.id)
+        for v in g.initializers:
+            gp.initializer.append(self.tensor(v.const, v.name))
+            special.add(v.id)
+        for v in g.outputs:
+            special.add(v.id)
+        for node in order:
+            for v in node.outputs:
+                if v is not None and v.id not in special and (v.dtype is not None or v.type_proto is not None):
+                    gp.value_info.append(_value_info(v))
+        for v in g.outputs:
+            gp.output.append(_value_info(v))
+        for field, items in g.extra.items():
+            getattr(gp, field).extend(items)
+        return gp
+
+    def node(self, n) -> onnx.NodeProto:
+        np_ = onnx.NodeProto(**_nonempty(op_type=n.op_type, domain=n.domain, name=n.name,
+                                         doc_string=n.doc_string))
+        if n.overload:
+            np_.overload = n.overload
+        np_.input.extend(v.name if v is not None else "" for v in n.inputs)
+        np_.output.extend(v.name if v is not None else "" for v in n.outputs)
+        for name, a in n.attrs.items():
+            np_.attribute.append(self.attr(name, a))
+        for k, v in n.metadata.items():
+            np_.metadata_props.add(key=k, value=v)
+        return np_
+
+    def attr(self, name: str, a: Attr) -> onnx.AttributeProto:
+        t, v = a.type, a.value
+        if isinstance(v, onnx.AttributeProto):  # kept verbatim (sparse tensors, type protos)
+            ap = onnx.AttributeProto()
+            ap.CopyFrom(v)
+            return ap
+        ap = onnx.AttributeProto(**_nonempty(name=name, type=t, doc_string=a.doc_string))
+        if a.ref_attr_name:
+            ap.ref_attr_name = a.ref_attr_name
+            return ap
+        if t == A.FLOAT:
+            ap.f = v
+        elif t == A.INT:
+            ap.i = v
+        elif t == A.STRING:
+            ap.s = v
+        elif t == A.TENSOR:
+            ap.t.CopyFrom(self.tensor(v, None))
+        elif t == A.GRAPH:
+            ap.g.CopyFrom(self.graph(v))
+        elif t == A.FLOATS:
+            ap.floats.extend(v)
+        elif t == A.INTS:
+            ap.ints.extend(v)
+        elif t == A.STRINGS:
+            ap.strings.extend(v)
+        elif t == A.TENSORS:
+            ap.tensors.extend(self.tensor(x, None) for x in v)
+        elif t == A.GRAPHS:
+            ap.graphs.extend(self.graph(x) for x in v)
+        return ap
+
+    def function(self, f: Function) -> onnx.FunctionProto:
+        fp = onnx.FunctionProto(**_nonempty(name=f.name, domain=f.domain, doc_string=f.doc_string))
+        if f.overload:
+            fp.overload = f.overload
+        fp.input.extend(v.name for v in f.body.inputs)
+        fp.output.extend(v.name for v in f.body.outputs)
+        fp.attribute.extend(f.attributes)
+        for name, a in f.attribute_defaults.items():
+            fp.attribute_proto.append(self.attr(name, a))
+        for domain, version in f.opset_imports.items():
+            fp.opset_import.add(domain=domain, version=version)
+        for node in f.body.toposort():
+            fp.node.append(self.node(node))
+            for v in node.outputs:
+                if v is not None and v.dtype is not None and not v.is_graph_output:
+                    fp.value_info.append(_value_info(v))
+        for k, v in f.metadata.items():
+            fp.metadata_props.add(key=k, value=v)
+        return fp
+
+    def tensor(self, t: Tensor, name: Optional[str]) -> onnx.TensorProto:
+        src = t.source_proto
+        if self.writer is not None and t.nbytes >= EXTERNAL_MIN_BYTES and t.dtype != onnx.TensorProto.STRING:
+            tp = onnx.TensorProto(data_type=t.dtype, dims=t.shape, **_nonempty(doc_string=t.doc_string))
+            offset, length = self.writer.write(t)
+            tp.data_location = onnx.TensorProto.EXTERNAL
+            for k, v in (("location", self.writer.location), ("offset", str(offset)), ("length", str(length))):
+                tp.external_data.add(key=k, value=v)
+        elif src is not None:
+            tp = onnx.TensorProto()
+            tp.CopyFrom(src)
+        elif t.is_external:
+            tp = onnx.TensorProto(data_type=t.dtype, dims=t.shape, **_nonempty(doc_string=t.doc_string))
+            tp.raw_data = bytes(t.raw_bytes())
+        else:
+            tp = numpy_helper.from_array(np.asarray(t.numpy()))
+            tp.data_type = t.dtype
+            if t.doc_string:
+                tp.doc_string = t.doc_string
+        if name:
+            tp.name = name
+        elif tp.HasField("name"):
+            tp.ClearField("name")
+        return tp
+
+
+def _value_info(v: Value) -> onnx.ValueInfoProto:
+    vi = onnx.ValueInfoProto(**_nonempty(name=v.name, doc_string=v.doc_string))
+    if v.type_proto is not None:
+        vi.type.CopyFrom(v.type_proto)
+    elif v.dtype is not None or v.shape is not None:
+        tt = vi.type.tensor_type
+        tt.elem_type = v.dtype or 0
+        if v.shape is not None:
+            shape = tt.shape
+            shape.SetInParent()
+            for d in v.shape:
+                dim = shape.dim.add()
+                if isinstance(d, int):
+                    dim.dim_value = d
+                elif d:
+                    dim.dim_param = d
+    for k, val in v.metadata.items():
+        vi.metadata_props.add(key=k, value=val)
+    return vi
+
+
+def _nonempty(**fields) -> dict:
+    """Proto2 keeps presence: only set what has a value, so round trips add no empty fields."""
+    return {k: v for k, v in fields.items() if v}
+
+
+def constant_bytes(model: Model) -> int:
+    return sum(v.const.nbytes for g in model.all_graphs() for v in g.initializers)
+
+
+def to_proto(model: Model) -> onnx.ModelProto:
+    """The model as one ModelProto with all data inline (for models under 2 GiB)."""
+    return _Emitter(None).model(model)
+
+
+# ==================================================================== writing files
+class OutputTransaction:
+    """Writes an output safely: into a fresh temporary folder beside the target, moved into
+    place only on commit(). Refuses to write onto the input, its external data or a symlink,
+    and onto an existing file unless `force`."""
+
+    def __init__(self, out_path: str, *, force: bool = False, protected: tuple[str, ...] = ()):
+        self.target = os.path.abspath(os.fspath(out_path))
+        self.out_dir = os.path.dirname(self.target)
+        self.basename = os.path.basename(self.target)
+        self.protected = {os.path.realpath(p) for p in protected if p}
+        self.force = force
+        self._check_target(self.target, "output")
+        self.tmpdir: Optional[str] = None
+
+    def _check_target(self, path: str, what: str) -> None:
+        if not self.basename:
+            raise WriteError(f"{what} path {path!r} names a folder, not a file")
+        if not os.path.isdir(self.out_dir):
+            raise WriteError(f"{what} folder {self.out_dir!r} does not exist")
+        if os.path.islink(path):
+            raise WriteError(f"refusing to write {what} {path!r}: it is a symlink")
+        if os.path.realpath(path) in self.protected:
+            raise WriteError(f"refusing to write {what} {path!r}: it is the input model or its external data")
+        if os.path.isdir(path):
+            raise WriteError(f"{what} path {path!r} is a folder")
+        if os.path.exists(path) and not self.force:
+            raise WriteError(f"{what} {path!r} exists (use --force to overwrite)")
+
+    def __enter__(self) -> "OutputTransaction":
+        self.tmpdir = tempfile.mkdtemp(prefix=".graphopt-", dir=self.out_dir)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tmpdir and os.path.isdir(self.tmpdir):
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def staging_dir(self) -> str:
+        """A fresh folder for one candidate emission (the final one is committed)."""
+        return tempfile.mkdtemp(dir=self.tmpdir)
+
+    def commit(self, staged: "EmittedModel") -> None:
+        data_target = None
+        if staged.data_path:
+            data_target = os.path.join(self.out_dir, os.path.basename(staged.data_path))
+            self._check_target(data_target, "external data file")
+        for src, dst in ((staged.data_path, data_target), (staged.path, self.target)):
+            if src:
+                os.replace(src, dst)
+
+
+@dataclass
+class EmittedModel:
+    path: str
+    data_path: Optional[str]
+    nbytes: int
+
+
+def emit(model: Model, folder: str, basename: str, *, external_data: Optional[bool] = None,
+         check: bool = True) -> EmittedModel:
+    """Emit `model` into `folder` as `basename` (plus `basename`.data when data goes external),
+    then run the full ONNX checker with strict shape inference on what was written."""
+    if external_data is None:
+        external_data = constant_bytes(model) > AUTO_EXTERNAL_BYTES
+    path = os.path.join(folder, basename)
+    writer = None
+    if external_data:
+        location = basename + ".data"
+        writer = ExternalDataWriter(os.path.join(folder, location), location)
+    try:
+        proto = _Emitter(writer).model(model)
+    finally:
+        if writer is not None:
+            writer.close()
+    data = proto.SerializeToString(deterministic=True)
+    del proto
+    if len(data) > onnx.checker.MAXIMUM_PROTOBUF:
+        raise WriteError("the graph is over 2 GiB even without its weights; cannot be written")
+    with open(path, "wb") as f:
+        f.write(data)
+    if check:
+        check_model(data if writer is None else path)
+    return EmittedModel(path, writer.path if writer else None, len(data))
+
+
+def check_model(model: bytes | str) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidModelError(f"emitted model fails the ONNX checker: {first}") from None

@@ -1,0 +1,543 @@
+"""The graph IR: one networkx MultiDiGraph of op nodes and value nodes.
+
+Edges op→value carry the output index as their key; edges value→op carry the input index. A node
+with a subgraph (If/Loop/Scan) that reads an outer value has a *capture* edge from that value,
+keyed ``Capture(attr, index, local_id)``: the outer graph therefore sees every use, and the
+subgraph's local capture value resolves its name through that edge, so renaming or replacing the
+outer value is seen inside the subgraph without extra bookkeeping.
+
+The networkx graph is the single source of truth for connectivity; Node and Value objects carry
+the per-node data. Passes use the methods here and never touch networkx or protobuf.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
+
+import networkx as nx
+
+from graphopt.errors import IRError
+from graphopt.ir.tensor import Tensor
+
+
+class Capture(NamedTuple):
+    """Edge key of an outer value read by the subgraph ``attr[index]`` of a node."""
+
+    attr: str
+    index: int  # position in a GRAPHS attribute; 0 for a GRAPH attribute
+    local_id: int  # id of the capture value inside that subgraph
+
+
+@dataclass
+class Attr:
+    """A node attribute: ONNX type code, Python value, and what ONNX may attach to it."""
+
+    type: int  # onnx.AttributeProto.AttributeType
+    value: Any  # int, float, bytes, Tensor, Graph, list of those, or a raw proto for rare kinds
+    ref_attr_name: str = ""  # set inside function bodies: the value comes from the caller
+    doc_string: str = ""
+
+
+class NameScope:
+    """Names used anywhere in one model (a subgraph may not shadow an outer name)."""
+
+    def __init__(self, used: Iterable[str] = ()):
+        self.used = set(used)
+        self._counter = itertools.count()
+
+    def claim(self, hint: str) -> str:
+        hint = hint or "v"
+        if hint not in self.used:
+            self.used.add(hint)
+            return hint
+        while True:
+            name = f"{hint}__{next(self._counter)}"
+            if name not in self.used:
+                self.used.add(name)
+                return name
+
+    def release(self, name: str) -> None:
+        self.used.discard(name)
+
+
+class Value:
+    """A tensor (or other typed) value: a graph input, an initializer, or a node output."""
+
+    __slots__ = ("id", "graph", "_name", "dtype", "shape", "const", "type_proto", "doc_string",
+                 "metadata", "is_capture")
+
+    def __init__(self, graph: "Graph", vid: int, name: str):
+        self.id = vid
+        self.graph = graph
+        self._name = name
+        self.dtype: Optional[int] = None  # onnx.TensorProto elem type, None if unknown
+        self.shape: Optional[tuple] = None  # dims: int, str (symbolic) or None; None = unknown rank
+        self.const: Optional[Tensor] = None  # initializer data
+        self.type_proto = None  # non-tensor types (sequence, map, optional, sparse) kept verbatim
+        self.doc_string = ""
+        self.metadata: dict[str, str] = {}
+        self.is_capture = False
+
+    @property
+    def name(self) -> str:
+        if self.is_capture:
+            return self.graph.capture_source(self).name
+        return self._name
+
+    @property
+    def producer(self) -> Optional["Node"]:
+        return self.graph.producer(self)
+
+    @property
+    def uses(self) -> list[tuple["Node", Any]]:
+        return self.graph.uses(self)
+
+    @property
+    def is_graph_input(self) -> bool:
+        return any(v is self for v in self.graph.inputs)
+
+    @property
+    def is_graph_output(self) -> bool:
+        return any(v is self for v in self.graph.outputs)
+
+    @property
+    def is_initializer(self) -> bool:
+        return self.const is not None
+
+    def __repr__(self) -> str:
+        return f"Value({self.name!r})"
+
+
+class Node:
+    """An operator application. Inputs/outputs are derived from the graph's edges."""
+
+    __slots__ = ("id", "graph", "op_type", "domain", "overload", "name", "attrs", "n_inputs",
+                 "n_outputs", "doc_string", "metadata")
+
+    def __init__(self, graph: "Graph", nid: int, op_type: str, domain: str, name: str):
+        self.id = nid
+        self.graph = graph
+        self.op_type = op_type
+        self.domain = domain
+        self.overload = ""
+        self.name = name
+        self.attrs: dict[str, Attr] = {}
+        self.n_inputs = 0
+        self.n_outputs = 0
+        self.doc_string = ""
+        self.metadata: dict[str, str] = {}
+
+    @property
+    def inputs(self) -> list[Optional[Value]]:
+        """Inputs in order; None where an optional input is omitted."""
+        return self.graph.node_inputs(self)
+
+    @property
+    def outputs(self) -> list[Optional[Value]]:
+        return self.graph.node_outputs(self)
+
+    @property
+    def captures(self) -> list[Value]:
+        """Outer values read by this node's subgraphs."""
+        return [self.graph._values[u] for u, k in self.graph._in_keys(self.id) if isinstance(k, Capture)]
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        a = self.attrs.get(name)
+        return default if a is None else a.value
+
+    def subgraphs(self) -> Iterator[tuple[str, int, "Graph"]]:
+        from onnx import AttributeProto
+
+        for aname, a in self.attrs.items():
+            if a.type == AttributeProto.GRAPH:
+                yield aname, 0, a.value
+            elif a.type == AttributeProto.GRAPHS:
+                for i, g in enumerate(a.value):
+                    yield aname, i, g
+
+    def __repr__(self) -> str:
+        return f"Node({self.op_type}, {self.name!r})"
+
+
+class Graph:
+    """A graph (the main graph, a subgraph or a function body)."""
+
+    def __init__(self, name: str = "", *, scope: Optional[NameScope] = None,
+                 parent: Optional["Graph"] = None):
+        self.name = name
+        self.doc_string = ""
+        self.metadata: dict[str, str] = {}
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self.parent = parent
+        self.owner: Optional[Node] = None  # the node whose attribute holds this subgraph
+        self.owner_slot: Optional[tuple[str, int]] = None  # (attribute name, index)
+        self.scope = scope if scope is not None else (parent.scope if parent else NameScope())
+        self.extra: dict[str, Any] = {}  # rare GraphProto fields kept verbatim for emission
+        self._g = nx.MultiDiGraph()
+        self._ops: dict[int, Node] = {}
+        self._values: dict[int, Value] = {}
+        self._by_name: dict[str, Value] = {}
+        self._ids = itertools.count()
+
+    # ---------------------------------------------------------------- lookup
+    @property
+    def nodes(self) -> list[Node]:
+        """Op nodes in creation order (use toposort() for execution order)."""
+        return list(self._ops.values())
+
+    @property
+    def values(self) -> list[Value]:
+        return list(self._values.values())
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def value(self, name: str) -> Optional[Value]:
+        return self._by_name.get(name)
+
+    @property
+    def initializers(self) -> list[Value]:
+        return [v for v in self._values.values() if v.const is not None]
+
+    def _in_keys(self, nid: int) -> Iterator[tuple[int, Any]]:
+        for u, keys in self._g._pred[nid].items():
+            for k in keys:
+                yield u, k
+
+    def node_inputs(self, node: Node) -> list[Optional[Value]]:
+        slots: list[Optional[Value]] = [None] * node.n_inputs
+        for u, k in self._in_keys(node.id):
+            if not isinstance(k, Capture):
+                slots[k] = self._values[u]
+        return slots
+
+    def node_outputs(self, node: Node) -> list[Optional[Value]]:
+        slots: list[Optional[Value]] = [None] * node.n_outputs
+        for v, keys in self._g._succ[node.id].items():
+            for k in keys:
+                slots[k] = self._values[v]
+        return slots
+
+    def producer(self, value: Value) -> Optional[Node]:
+        for u in self._g._pred[value.id]:
+            return self._ops[u]
+        return None
+
+    def uses(self, value: Value) -> list[tuple[Node, Any]]:
+        """(node, input index) for every use; the index is a Capture for subgraph reads."""
+        return [(self._ops[n], k) for n, keys in self._g._succ[value.id].items() for k in keys]
+
+    def has_uses(self, value: Value) -> bool:
+        return bool(self._g._succ[value.id]) or value.is_graph_output
+
+    # ---------------------------------------------------------------- building
+    def _new_id(self) -> int:
+        return next(self._ids)
+
+    def add_value(self, name: Optional[str] = None, dtype: Optional[int] = None,
+                  shape: Optional[Sequence] = None) -> Value:
+        """A new value; `name` is a hint made unique across the model."""
+        v = Value(self, self._new_id(), self.scope.claim(name or "v"))
+        v.dtype = dtype
+        v.shape = tuple(shape) if shape is not None else None
+        self._values[v.id] = v
+        self._by_name[v._name] = v
+        self._g.add_node(v.id)
+        return v
+
+    def add_input(self, name: str, dtype: Optional[int] = None, shape: Optional[Sequence] = None) -> Value:
+        v = self.add_value(name, dtype, shape)
+        self.inputs.append(v)
+        return v
+
+    def add_initializer(self, name: str, tensor: Tensor) -> Value:
+        v = self.add_value(name, tensor.dtype, tensor.shape)
+        v.const = tensor
+        return v
+
+    def add_node(self, op_type: str, inputs: Sequence[Optional[Value]] = (),
+                 outputs: int | Sequence[Value | str | None] = 1, attrs: Optional[dict] = None,
+                 *, domain: str = "", name: Optional[str] = None) -> Node:
+        """Create a node. `outputs` is a count or a list of existing producer-less values or
+        name hints (None leaves an optional output absent)."""
+        node = Node(self, self._new_id(), op_type, domain, "")
+        node.name = name if name is not None else ""
+        self._ops[node.id] = node
+        self._g.add_node(node.id)
+        node.n_inputs = len(inputs)
+        for i, v in enumerate(inputs):
+            if v is not None:
+                self._check_owned(v)
+                self._g.add_edge(v.id, node.id, key=i)
+        if isinstance(outputs, int):
+            outputs = [f"{name or op_type}_out{i}" if outputs > 1 else (name or op_type)
+                       for i in range(outputs)]
+        node.n_outputs = len(outputs)
+        for i, o in enumerate(outputs):
+            if o is None:
+                continue
+            if isinstance(o, str):
+                o = self.add_value(o)
+            else:
+                self._check_owned(o)
+                if self._g._pred[o.id]:
+                    raise IRError(f"value {o.name!r} already has a producer")
+            self._g.add_edge(node.id, o.id, key=i)
+        if attrs:
+            for k, a in attrs.items():
+                node.attrs[k] = a if isinstance(a, Attr) else make_attr(a)
+        return node
+
+    def set_input(self, node: Node, index: int, value: Optional[Value]) -> None:
+        for u, k in list(self._in_keys(node.id)):
+            if k == index:
+                self._g.remove_edge(u, node.id, key=k)
+        if index >= node.n_inputs:
+            node.n_inputs = index + 1
+        if value is not None:
+            self._check_owned(value)
+            self._g.add_edge(value.id, node.id, key=index)
+
+    def _check_owned(self, v: Value) -> None:
+        if self._values.get(v.id) is not v:
+            raise IRError(f"value {v.name!r} does not belong to graph {self.name!r}")
+
+    # ---------------------------------------------------------------- subgraph captures
+    def capture(self, outer: Value) -> Value:
+        """The local value standing for `outer` (a value of an enclosing graph)."""
+        if self.parent is None or self.owner is None:
+            raise IRError("only a subgraph can capture an outer value")
+        for v in self.captures():
+            if self.capture_source(v) is outer:
+                return v
+        if outer.graph is not self.parent:
+            outer = self.parent.capture(outer)  # nested: the parent captures it first
+        local = Value(self, self._new_id(), "")
+        local.is_capture = True
+        local.dtype, local.shape, local.type_proto = outer.dtype, outer.shape, outer.type_proto
+        self._values[local.id] = local
+        self._g.add_node(local.id)
+        attr, idx = self.owner_slot
+        self.parent._g.add_edge(outer.id, self.owner.id, key=Capture(attr, idx, local.id))
+        return local
+
+    def captures(self) -> list[Value]:
+        return [v for v in self._values.values() if v.is_capture]
+
+    def capture_source(self, local: Value) -> Value:
+        """The outer value a capture value stands for (resolved through the owner's edge)."""
+        attr, idx = self.owner_slot
+        want = Capture(attr, idx, local.id)
+        for u, k in self.parent._in_keys(self.owner.id):
+            if k == want:
+                return self.parent._values[u]
+        raise IRError(f"capture {local.id} of subgraph {self.name!r} has no source")
+
+    def lookup_or_capture(self, name: str) -> Optional[Value]:
+        """Resolve a name as ONNX scoping does: local first, then enclosing graphs."""
+        v = self._by_name.get(name)
+        if v is not None:
+            return v
+        for c in self.captures():
+            if c.name == name:
+                return c
+        if self.parent is None:
+            return None
+        outer = self.parent.lookup_or_capture(name)
+        return None if outer is None else self.capture(outer)
+
+    def attach_subgraph(self, node: Node, attr: str, index: int, sub: "Graph") -> None:
+        sub.parent, sub.owner, sub.owner_slot, sub.scope = self, node, (attr, index), self.scope
+
+    # ---------------------------------------------------------------- mutation
+    def rename(self, value: Value, new_name: str) -> str:
+        """Give `value` a name (made unique); returns the name it got."""
+        if value.is_capture:
+            raise IRError("rename the outer value, not its capture")
+        if new_name == value._name:
+            return new_name
+        del self._by_name[value._name]
+        self.scope.release(value._name)
+        value._name = self.scope.claim(new_name)
+        self._by_name[value._name] = value
+        return value._name
+
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        """Every use of `old` (node inputs, subgraph captures, graph outputs) now reads `new`.
+
+        Graph output names are part of the model's interface and are kept: `new` takes the
+        output's name when it is free to, otherwise an Identity carries it.
+        """
+        if old is new:
+            return
+        self._check_owned(new)
+        for _, user, key in list(self._g.out_edges(old.id, keys=True)):
+            self._g.remove_edge(old.id, user, key=key)
+            self._g.add_edge(new.id, user, key=key)
+        if not old.is_graph_output:
+            return
+        out_name = old._name
+        self.rename(old, old._name + "_replaced")
+        if self._can_take_output_name(new):
+            target = new
+            self.rename(target, out_name)
+        else:
+            ident = self.add_node("Identity", [new], [out_name])
+            target = ident.outputs[0]
+            target.dtype, target.shape, target.type_proto = old.dtype, old.shape, old.type_proto
+        self.outputs = [target if v is old else v for v in self.outputs]
+
+    def _can_take_output_name(self, v: Value) -> bool:
+        return not (v.is_capture or v.is_graph_input or v.is_graph_output or v.const is not None
+                    or self.producer(v) is None)
+
+    def remove_node(self, node: Node) -> None:
+        """Remove a node and its output values; the outputs must be unused."""
+        for v in node.outputs:
+            if v is not None and self.has_uses(v):
+                raise IRError(f"cannot remove {node.op_type} node {node.name!r}: output {v.name!r} is still used")
+        for v in node.outputs:
+            if v is not None:
+                self._drop_value(v)
+        self._g.remove_node(node.id)
+        del self._ops[node.id]
+
+    def remove_value(self, value: Value) -> None:
+        """Remove an unused value (an initializer or a graph input)."""
+        if self._g._succ[value.id] or value.is_graph_output:
+            raise IRError(f"cannot remove value {value.name!r}: it is still used")
+        if self._g._pred[value.id]:
+            raise IRError(f"cannot remove value {value.name!r}: remove its producer instead")
+        self.inputs = [v for v in self.inputs if v is not value]
+        self._drop_value(value)
+
+    def _drop_value(self, v: Value) -> None:
+        self._g.remove_node(v.id)
+        del self._values[v.id]
+        if not v.is_capture:
+            del self._by_name[v._name]
+            self.scope.release(v._name)
+
+    # ---------------------------------------------------------------- traversal
+    def toposort(self) -> list[Node]:
+        """Execution order: creation order wherever that is valid, each node after its
+        producers. Deterministic, and the identity on an already-sorted input model."""
+        g, ops = self._g, self._ops
+        state: dict[int, int] = {}  # 1 = on stack, 2 = done
+        order: list[Node] = []
+        for root in ops:
+            if root in state:
+                continue
+            stack = [(root, False)]
+            while stack:
+                nid, expanded = stack.pop()
+                if expanded:
+                    state[nid] = 2
+                    order.append(ops[nid])
+                    continue
+                if state.get(nid) == 2:
+                    continue
+                if state.get(nid) == 1:
+                    raise IRError(f"graph {self.name!r} has a cycle through node {ops[nid].name!r}")
+                state[nid] = 1
+                stack.append((nid, True))
+                deps = []
+                for vid in g._pred[nid]:
+                    for pid in g._pred[vid]:
+                        if state.get(pid) != 2:
+                            deps.append(pid)
+                for pid in sorted(deps, reverse=True):
+                    if state.get(pid) == 1:
+                        raise IRError(f"graph {self.name!r} has a cycle through node {ops[pid].name!r}")
+                    stack.append((pid, False))
+        return order
+
+    def walk(self) -> Iterator["Graph"]:
+        """This graph and every subgraph inside it, outermost first."""
+        yield self
+        for node in list(self._ops.values()):
+            for _, _, sub in node.subgraphs():
+                yield from sub.walk()
+
+    def count_nodes(self) -> int:
+        """Nodes including those inside subgraphs."""
+        return sum(len(g) for g in self.walk())
+
+    # ---------------------------------------------------------------- copies and checks
+    def clone(self, *, parent: Optional["Graph"] = None, scope: Optional[NameScope] = None) -> "Graph":
+        """A structural copy with the same ids and names; constant data is shared (immutable)."""
+        if scope is None:
+            scope = NameScope(self.scope.used) if parent is None else parent.scope
+        new = Graph(self.name, scope=scope, parent=parent)
+        new.doc_string, new.metadata, new.extra = self.doc_string, dict(self.metadata), dict(self.extra)
+        new._g = self._g.copy()
+        ids = next(self._ids)
+        self._ids = itertools.count(ids)  # copying the counter consumed one id; keep ids dense
+        new._ids = itertools.count(ids)
+        for vid, v in self._values.items():
+            c = Value(new, vid, v._name)
+            c.dtype, c.shape, c.const, c.type_proto = v.dtype, v.shape, v.const, v.type_proto
+            c.doc_string, c.metadata, c.is_capture = v.doc_string, dict(v.metadata), v.is_capture
+            new._values[vid] = c
+            if not v.is_capture:
+                new._by_name[c._name] = c
+        for nid, n in self._ops.items():
+            c = Node(new, nid, n.op_type, n.domain, n.name)
+            c.overload, c.n_inputs, c.n_outputs = n.overload, n.n_inputs, n.n_outputs
+            c.doc_string, c.metadata = n.doc_string, dict(n.metadata)
+            new._ops[nid] = c
+            for k, a in n.attrs.items():
+                c.attrs[k] = Attr(a.type, _clone_attr_value(a.value, new, c, k), a.ref_attr_name, a.doc_string)
+        new.inputs = [new._values[v.id] for v in self.inputs]
+        new.outputs = [new._values[v.id] for v in self.outputs]
+        return new
+
+    def verify(self) -> None:
+        from graphopt.ir.verify import verify
+
+        verify(self)
+
+
+def _clone_attr_value(value, new_graph: Graph, node: Node, attr: str):
+    if isinstance(value, Graph):
+        sub = value.clone(parent=new_graph)
+        sub.owner, sub.owner_slot = node, value.owner_slot
+        return sub
+    if isinstance(value, list) and value and isinstance(value[0], Graph):
+        out = []
+        for g in value:
+            sub = g.clone(parent=new_graph)
+            sub.owner, sub.owner_slot = node, g.owner_slot
+            out.append(sub)
+        return out
+    return value
+
+
+def make_attr(value: Any) -> Attr:
+    """An Attr from a plain Python value (the common case when a pass creates a node)."""
+    from onnx import AttributeProto as A
+
+    if isinstance(value, bool) or isinstance(value, int):
+        return Attr(A.INT, int(value))
+    if isinstance(value, float):
+        return Attr(A.FLOAT, value)
+    if isinstance(value, str):
+        return Attr(A.STRING, value.encode())
+    if isinstance(value, bytes):
+        return Attr(A.STRING, value)
+    if isinstance(value, Tensor):
+        return Attr(A.TENSOR, value)
+    if isinstance(value, Graph):
+        return Attr(A.GRAPH, value)
+    if isinstance(value, (list, tuple)):
+        vals = list(value)
+        if all(isinstance(x, (int, bool)) for x in vals):
+            return Attr(A.INTS, [int(x) for x in vals])
+        if all(isinstance(x, (int, float)) for x in vals):
+            return Attr(A.FLOATS, [float(x) for x in vals])
+        if all(isinstance(x, (str, bytes)) for x in vals):
+            return Attr(A.STRINGS, [x.encode() if isinstance(x, str) else x for x in vals])
+    raise IRError(f"cannot make an attribute from {type(value).__name__}")
