@@ -272,6 +272,11 @@ class OutputTransaction:
         if os.path.exists(path) and not self.force:
             raise WriteError(f"{what} {path!r} exists (use --force to overwrite)")
 
+    def protect(self, paths) -> None:
+        """Also refuse to write onto these files (the input's external data)."""
+        self.protected |= {os.path.realpath(p) for p in paths}
+        self._check_target(self.target, "output")
+
     def __enter__(self) -> "OutputTransaction":
         self.tmpdir = tempfile.mkdtemp(prefix=".graphopt-", dir=self.out_dir)
         return self

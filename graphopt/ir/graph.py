@@ -381,7 +381,7 @@ class Graph:
             return
         out_name = old._name
         self.rename(old, old._name + "_replaced")
-        if self._can_take_output_name(new):
+        if self.can_take_output_name(new):
             target = new
             self.rename(target, out_name)
         else:
@@ -390,7 +390,8 @@ class Graph:
             target.dtype, target.shape, target.type_proto = old.dtype, old.shape, old.type_proto
         self.outputs = [target if v is old else v for v in self.outputs]
 
-    def _can_take_output_name(self, v: Value) -> bool:
+    def can_take_output_name(self, v: Value) -> bool:
+        """Whether `v` can be renamed to a graph output's name (a plain node output)."""
         return not (v.is_capture or v.is_graph_input or v.is_graph_output or v.const is not None
                     or self.producer(v) is None)
 
@@ -415,6 +416,11 @@ class Graph:
         self._drop_value(value)
 
     def _drop_value(self, v: Value) -> None:
+        if v.is_capture:  # the owner stops reading the outer value
+            attr, idx = self.owner_slot
+            key = Capture(attr, idx, v.id)
+            src = self.capture_source(v)
+            self.parent._g.remove_edge(src.id, self.owner.id, key=key)
         self._g.remove_node(v.id)
         del self._values[v.id]
         if not v.is_capture:

@@ -1,0 +1,196 @@
+"""The driver behind the CLI and the Python API.
+
+load → pin input shapes → run the pipeline → emit (checker + strict shape inference) →
+validate against the input with onnxruntime → on a mismatch, bisect the pass trace to the
+first invocation that broke it, roll that pass back (or fail under strict) → write atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+import onnx
+
+from graphopt import backend, frontend
+from graphopt.dsl.lower import lower
+from graphopt.dsl.parser import parse_inline
+from graphopt.errors import GraphoptError, ValidationError
+from graphopt.ir import Model
+from graphopt.passmanager import PassContext, PassManager, PassRecord
+from graphopt.registry import Registry
+from graphopt.validate import Tolerance, ValidationReport, Validator
+
+log = logging.getLogger("graphopt")
+
+MAX_ROLLBACKS = 8
+
+
+@dataclass
+class Result:
+    model: Model
+    records: list[PassRecord]
+    validation: Optional[ValidationReport] = None
+    rolled_back: list[str] = field(default_factory=list)
+    output: Optional[str] = None
+    nodes_before: int = 0
+    nodes_after: int = 0
+    seconds: float = 0.0
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "seconds": round(self.seconds, 4),
+            "passes": [r.to_dict() for r in self.records],
+            "rolled_back": self.rolled_back,
+            "validation": self.validation.to_dict() if self.validation else None,
+        }
+
+
+def default_registry() -> Registry:
+    from graphopt.passes import default_registry as make  # the pass library, composed here
+
+    return make()
+
+
+def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
+    if isinstance(passes, str):
+        return lower(parse_inline(passes), registry)
+    return list(passes)
+
+
+def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """`NAME:1x3x224x224` strings → {NAME: (1, 3, 224, 224)}."""
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
+            if any(d <= 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise GraphoptError(f"--input-shape {spec!r}: expected NAME:DIMxDIM..., e.g. input:1x3x224x224") from None
+        shapes[name] = shape
+    return shapes
+
+
+def pin_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
+    inputs = {v.name: v for v in model.graph.inputs}
+    for name, shape in shapes.items():
+        v = inputs.get(name)
+        if v is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(inputs), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; inputs are {', '.join(inputs)}"
+            raise GraphoptError(f"--input-shape names {name!r}, which is not a model input{hint}")
+        if v.shape is not None:
+            if len(v.shape) != len(shape) or any(isinstance(d, int) and d != p for d, p in zip(v.shape, shape)):
+                raise GraphoptError(f"--input-shape {name}:{'x'.join(map(str, shape))} does not match the "
+                                    f"model's input shape {list(v.shape)}")
+        v.shape = tuple(shape)
+
+
+def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str, Sequence] = "none", *,
+             output: Optional[str] = None, input_shapes: Optional[dict] = None, validate: bool = True,
+             strict: bool = False, force: bool = False, debug: bool = False,
+             external_data: Optional[bool] = None, initializers_as_constants: bool = False,
+             tolerance: Tolerance = Tolerance(), registry: Optional[Registry] = None) -> Result:
+    """Run a pipeline on a model; write it to `output` if given. See the module docstring."""
+    start = time.perf_counter()
+    registry = registry or default_registry()
+    steps = parse_pipeline(passes, registry)  # pipeline errors before any work
+    input_shapes = dict(input_shapes or {})
+    protected: tuple[str, ...] = ()
+    if not isinstance(model, onnx.ModelProto):
+        model = os.fspath(model)
+        protected = (model,)
+    tx = backend.OutputTransaction(output, force=force, protected=protected) if output else None
+
+    def load() -> Model:
+        m = frontend.load(model, initializers_as_constants=initializers_as_constants)
+        pin_input_shapes(m, input_shapes)
+        return m
+
+    ir = load()
+    if tx:
+        tx.protect(ir.source_data_files)
+    nodes_before = ir.graph.count_nodes()
+    original = ir.clone() if validate else None
+
+    def run(disabled: set[str]) -> tuple[Model, PassManager, list[PassRecord]]:
+        m = original.clone() if original is not None else ir
+        pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
+        records = pm.run(m, PassContext(m, input_shapes, debug=debug, verify=debug))
+        return m, pm, records
+
+    result_model, pm, records = run(set())
+    with (tx if tx else _ScratchDir()) as dest:
+        emitted = backend.emit(result_model, dest.staging_dir(), dest.basename, external_data=external_data)
+        report = None
+        rolled_back: list[str] = []
+        if validate:
+            validator = Validator(_reference_path(model, original, dest), original, pinned=input_shapes, tol=tolerance)
+            report = validator.check(emitted.path)
+            while not report.ok:
+                culprit = _bisect(original, pm, validator, dest, input_shapes)
+                msg = f"validation failed: {report.summary()}; first broken by pass {culprit}"
+                if strict or culprit is None or len(rolled_back) >= MAX_ROLLBACKS:
+                    raise ValidationError(msg)
+                log.warning("%s; rolling it back", msg)
+                rolled_back.append(culprit)
+                result_model, pm, records = run(set(rolled_back))
+                emitted = backend.emit(result_model, dest.staging_dir(), dest.basename, external_data=external_data)
+                report = validator.check(emitted.path)
+        if tx:
+            tx.commit(emitted)
+    return Result(result_model, records, report, rolled_back, tx.target if tx else None, nodes_before,
+                  result_model.graph.count_nodes(), time.perf_counter() - start)
+
+
+def _reference_path(source, original: Model, dest) -> str:
+    """A file onnxruntime can run as the reference: the input itself when it is a file."""
+    if isinstance(source, str):
+        return source
+    return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).path
+
+
+def _bisect(original: Model, pm: PassManager, validator: Validator, dest, input_shapes) -> Optional[str]:
+    """The name of the first pass invocation after which the model stops validating."""
+    lo, hi = 0, len(pm.trace)  # the prefix of length lo validates; the prefix of length hi does not
+    if hi == 0:
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        m = original.clone()
+        pm.replay(m, PassContext(m, input_shapes), mid)
+        try:
+            ok = validator.check(backend.emit(m, dest.staging_dir(), dest.basename).path).ok
+        except GraphoptError:
+            ok = False
+        lo, hi = (mid, hi) if ok else (lo, mid)
+    return pm.trace[hi - 1][0].name
+
+
+class _ScratchDir:
+    """Stands in for an OutputTransaction when nothing is written (API use without output)."""
+
+    basename = "model.onnx"
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="graphopt-")
+        return self
+
+    def __exit__(self, *exc):
+        self._tmp.cleanup()
+
+    def staging_dir(self) -> str:
+        return tempfile.mkdtemp(dir=self._tmp.name)

@@ -1,0 +1,157 @@
+"""Command line: `graphopt MODEL -p PASSES -o OUT` and `graphopt passes`.
+
+Errors are one line on stderr and a non-zero exit code; a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+from typing import Optional, Sequence
+
+from graphopt.errors import GraphoptError
+
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+SUBCOMMANDS = {"passes"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other usage error
+        self.exit(2, f"graphopt: error: {message} (see graphopt --help)\n")
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="graphopt", description="Rewrite an ONNX graph with a pipeline of passes, "
+                "check and validate the result, and write it. Also: `graphopt passes` lists passes.")
+    p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("-p", "--passes", help="comma-separated passes or aliases, each optionally with "
+                   "options in braces, e.g. 'cleanup,dce'; 'none' runs no pass (a lossless round trip)")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
+                   help="pin an input's shape, e.g. input:1x3x224x224 (repeatable)")
+    p.add_argument("--report", metavar="FILE.json", help="write per-pass stats, timings and validation")
+    p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--rtol", type=float, default=1e-5, help="validation tolerance, relative to each output's max |value| (default 1e-5)")
+    p.add_argument("--atol", type=float, default=1e-6, help="validation absolute tolerance (default 1e-6)")
+    p.add_argument("--strict", action="store_true", help="a pass that fails or breaks validation is an error, not rolled back")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--external-data", action="store_true",
+                   help="store weights in OUT.data beside the output (automatic past 2 GiB)")
+    p.add_argument("--initializers-as-constants", action="store_true",
+                   help="treat initializers that are also graph inputs (IR v3 models) as constants")
+    p.add_argument("--debug", action="store_true", help="verify the IR after every pass; show tracebacks")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every pass")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return _passes_command(argv[1:])
+        return _optimize_command(argv)
+    except GraphoptError as e:
+        if debug:
+            raise
+        print(f"graphopt: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("graphopt: interrupted; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("graphopt: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        msg = " ".join(str(e).split())[:300]
+        print(f"graphopt: internal error: {type(e).__name__}: {msg} (run with --debug for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _optimize_command(argv: list[str]) -> int:
+    from graphopt import api
+    from graphopt.validate import Tolerance
+
+    args = _main_parser().parse_args(argv)
+    _setup_logging(args)
+    if args.passes is None:
+        raise GraphoptError("give passes with -p (e.g. -p cleanup), or -p none for a plain round trip")
+    if args.report:
+        _check_report_path(args.report, args)
+    result = api.optimize(
+        args.model, args.passes, output=args.output, input_shapes=api.parse_input_shapes(args.input_shape),
+        validate=not args.no_validate, strict=args.strict, force=args.force, debug=args.debug,
+        external_data=True if args.external_data else None,
+        initializers_as_constants=args.initializers_as_constants,
+        tolerance=Tolerance(rtol=args.rtol, atol=args.atol))
+    if args.report:
+        report = {"input": os.path.abspath(args.model), "pipeline": args.passes, **result.report()}
+        _write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
+    if not args.quiet:
+        val = result.validation.summary() if result.validation else "skipped (--no-validate)"
+        rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
+        print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
+              f"{result.seconds:.2f}s; validation: {val}{rolled}", file=sys.stderr)
+    return 0
+
+
+def _check_report_path(path: str, args) -> None:
+    if os.path.realpath(path) in (os.path.realpath(args.model), os.path.realpath(args.output)):
+        raise GraphoptError(f"--report {path!r} would overwrite the input or the output model")
+
+
+def _write_text_atomically(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".graphopt-report-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _setup_logging(args) -> None:
+    level = logging.ERROR if args.quiet else (logging.INFO if args.verbose or args.debug else logging.WARNING)
+    logging.basicConfig(level=level, format="graphopt: %(message)s", stream=sys.stderr)
+
+
+def _passes_command(argv: list[str]) -> int:
+    from graphopt.api import default_registry
+
+    p = _Parser(prog="graphopt passes", description="List every pass and alias with its options.")
+    p.parse_args(argv)
+    reg = default_registry()
+    out = ["Passes:"]
+    for name in sorted(reg.passes):
+        cls = reg.passes[name]
+        out.append(f"  {name:24s} {cls.summary}")
+        for f in dataclasses.fields(cls.Options):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            help_ = f.metadata.get("help", "")
+            out.append(f"  {'':24s}   {f.name}={default!r} ({getattr(f.type, '__name__', f.type)}) {help_}".rstrip())
+    out.append("")
+    out.append("Aliases:")
+    for name in sorted(reg.aliases):
+        a = reg.aliases[name]
+        how = f"fixed point, at most {a.max_iterations} rounds" if a.fixed_point else "in order"
+        out.append(f"  {name:24s} {a.summary} [{', '.join(a.members)}; {how}]")
+    out.append("")
+    out.append(f"  {'none':24s} run no pass (a lossless round trip)")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
