@@ -124,7 +124,7 @@ def random_feeds(specs, draws: int, seed: int) -> list[dict[str, np.ndarray]]:
                 arr = rng.standard_normal(shape).astype(np.float32).astype(dt)
             else:
                 raise GraphoptError(f"cannot make validation data of type {dt} for input {name!r}")
-            feed[name] = arr
+            feed[name] = np.asarray(arr)  # scalars too: onnxruntime takes arrays only
         feeds.append(feed)
     return feeds
 

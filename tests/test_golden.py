@@ -1,0 +1,102 @@
+"""`-p none` round-trips every golden model losslessly and deterministically."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from helpers import golden, golden_params, run_ort
+
+from graphopt import api, frontend
+from graphopt.backend import check_model
+
+
+@pytest.mark.parametrize("gm", golden_params())
+def test_round_trip_is_lossless_and_deterministic(gm, golden_path, tmp_path):
+    src = golden_path(gm)
+    first = tmp_path / "first.onnx"
+    result = api.optimize(src, "none", output=str(first))
+    # validation ran on seeded random inputs and found the outputs bitwise equal
+    assert result.validation.ok and result.validation.bitwise_equal
+    assert result.nodes_after == result.nodes_before
+    check_model(str(first))  # full checker + strict shape inference, from the file
+
+    # the committed reference outputs are reproduced by the round-tripped model
+    ref = os.path.join(golden.HERE, gm.path[:-5] + ".ref.npz")
+    if os.path.exists(ref):
+        data = np.load(ref)
+        feeds = {k[3:]: data[k] for k in data.files if k.startswith("in_")}
+        outs = run_ort(str(first), feeds)
+        expected = [data[k] for k in data.files if k.startswith("out_")]
+        for got, want in zip(outs, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    # a second run on the output is byte-identical, and so is a run in a fresh call
+    second = tmp_path / "second.onnx"
+    api.optimize(str(first), "none", output=str(second), validate=False)
+    assert first.read_bytes() == second.read_bytes()
+    third = tmp_path / "third.onnx"
+    api.optimize(src, "none", output=str(third), validate=False)
+    assert first.read_bytes() == third.read_bytes()
+
+
+@pytest.mark.parametrize("gm", [m for m in golden.CORPUS if golden.is_committed(m)], ids=lambda m: m.name)
+def test_committed_models_have_reference_outputs(gm):
+    path = golden.model_path(gm)
+    assert os.path.exists(path), f"{gm.path} is missing: run python golden_models/build.py"
+    assert os.path.exists(path[:-5] + ".ref.npz")
+
+
+def test_round_trip_keeps_metadata_functions_and_value_info(tmp_path):
+    text = """
+    <ir_version: 8, opset_import: ["" : 17, "local" : 1], producer_name: "exp", producer_version: "1.2",
+     model_version: 7, doc_string: "the model">
+    m (float[N, 4] x) => (float[N, 4] y) {
+        h = local.Scale <alpha: float = 2.0> (x)
+        y = Relu (h)
+    }
+    <domain: "local", opset_import: ["" : 17]>
+    Scale <alpha> (a) => (b) {
+        s = Constant <value_float: float = @alpha> ()
+        b = Mul (a, s)
+    }
+    """
+    proto = onnx.parser.parse_model(text)
+    proto.metadata_props.add(key="author", value="team")
+    proto.graph.doc_string = "graph doc"
+    proto.graph.node[1].doc_string = "relu doc"
+    proto.graph.value_info.append(onnx.helper.make_tensor_value_info("h", onnx.TensorProto.FLOAT, ["N", 4]))
+    src = tmp_path / "m.onnx"
+    onnx.save(proto, src)
+    out = tmp_path / "out.onnx"
+    api.optimize(str(src), "none", output=str(out))
+    got = onnx.load(out)
+    assert (got.producer_name, got.producer_version, got.model_version, got.doc_string) == ("exp", "1.2", 7, "the model")
+    assert {p.key: p.value for p in got.metadata_props} == {"author": "team"}
+    assert [(o.domain, o.version) for o in got.opset_import] == [("", 17), ("local", 1)]
+    assert got.graph.doc_string == "graph doc" and got.graph.node[1].doc_string == "relu doc"
+    assert [vi.name for vi in got.graph.value_info] == ["h"]
+    assert got.graph.value_info[0].type == proto.graph.value_info[0].type
+    (f,) = got.functions
+    assert (f.name, f.domain, list(f.attribute)) == ("Scale", "local", ["alpha"])
+    assert f.node[0].attribute[0].ref_attr_name == "alpha"
+    assert onnx.printer.to_text(f) == onnx.printer.to_text(proto.functions[0])
+
+
+def test_ir_v3_initializers_stay_overridable_unless_asked(golden_path):
+    sq = next(m for m in golden.CORPUS if m.name == "squeezenet")
+    path = golden_path(sq)
+    default = frontend.load(path)
+    w = default.graph.value("conv1_w_0")
+    assert w.const is not None and w.is_graph_input
+    consts = frontend.load(path, initializers_as_constants=True)
+    w = consts.graph.value("conv1_w_0")
+    assert w.const is not None and not w.is_graph_input
+    assert [v.name for v in consts.graph.inputs] == ["data_0"]
+
+
+def test_constant_nodes_are_kept(tmp_path):
+    cf = next(m for m in golden.CORPUS if m.name == "control_flow")
+    model = frontend.load(golden.model_path(cf))
+    ops = [n.op_type for n in model.graph.nodes]
+    assert ops.count("Constant") == 3

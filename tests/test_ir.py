@@ -1,0 +1,215 @@
+"""The IR's API and its invariants."""
+
+import numpy as np
+import onnx
+import pytest
+from helpers import model_from_text
+
+from graphopt import frontend
+from graphopt.backend import to_proto
+from graphopt.errors import IRError
+from graphopt.ir import Capture, Graph, Tensor
+
+
+def small_graph():
+    g = Graph("g")
+    x = g.add_input("x", onnx.TensorProto.FLOAT, (2, 3))
+    sq = g.add_node("Mul", [x, x], ["sq"])
+    relu = g.add_node("Relu", [sq.outputs[0]], ["y"])
+    g.outputs.append(relu.outputs[0])
+    return g, x, sq, relu
+
+
+def test_multigraph_keeps_a_value_used_twice_by_one_node():
+    g, x, sq, _ = small_graph()
+    assert sq.inputs == [x, x]
+    assert sorted(k for _, k in x.uses) == [0, 1]
+    g.verify()
+
+
+def test_producer_uses_and_replace_all_uses():
+    g, x, sq, relu = small_graph()
+    assert sq.outputs[0].producer is sq
+    assert relu.inputs[0].uses == [(relu, 0)]
+    g.replace_all_uses(sq.outputs[0], x)
+    assert relu.inputs == [x]
+    assert sq.outputs[0].uses == []
+    g.remove_node(sq)
+    g.verify()
+    assert [n.op_type for n in g.toposort()] == ["Relu"]
+
+
+def test_replace_all_uses_keeps_the_graph_output_name():
+    g, x, sq, relu = small_graph()
+    y = relu.outputs[0]
+    g.replace_all_uses(y, sq.outputs[0])
+    g.remove_node(relu)
+    assert [v.name for v in g.outputs] == ["y"]
+    assert g.outputs[0] is sq.outputs[0]
+    g.verify()
+
+
+def test_replace_output_with_graph_input_inserts_identity():
+    g, x, sq, relu = small_graph()
+    g.replace_all_uses(relu.outputs[0], x)
+    g.remove_node(relu)
+    assert g.outputs[0].name == "y"
+    assert g.outputs[0].producer.op_type == "Identity"
+    assert g.outputs[0].producer.inputs == [x]
+    g.verify()
+
+
+def test_remove_node_refuses_while_outputs_are_used():
+    g, x, sq, relu = small_graph()
+    with pytest.raises(IRError, match="still used"):
+        g.remove_node(sq)
+    with pytest.raises(IRError, match="still used"):
+        g.remove_node(relu)  # its output is a graph output
+
+
+def test_names_are_unique_and_ids_never_reused():
+    g, x, sq, relu = small_graph()
+    a = g.add_value("sq")
+    assert a.name != "sq" and a.name.startswith("sq")
+    last = max(v.id for v in g.values + g.nodes)
+    g.outputs.clear()
+    g.remove_node(relu)  # frees ids and the name, but a new node gets a fresh id
+    n = g.add_node("Relu", [x], ["y"])
+    assert n.id > last
+    assert n.outputs[0].name == "y"
+
+
+def test_toposort_is_creation_order_when_valid_and_puts_producers_first():
+    g, x, sq, relu = small_graph()
+    # a new node inserted between existing ones comes right before its reader
+    neg = g.add_node("Neg", [sq.outputs[0]], ["neg"])
+    g.set_input(relu, 0, neg.outputs[0])
+    assert [n.op_type for n in g.toposort()] == ["Mul", "Neg", "Relu"]
+
+
+def test_verify_finds_a_cycle():
+    g, x, sq, relu = small_graph()
+    g.set_input(sq, 1, relu.outputs[0])
+    with pytest.raises(IRError, match="cycle"):
+        g.verify()
+
+
+def test_verify_finds_two_producers():
+    g, x, sq, relu = small_graph()
+    g._g.add_edge(relu.id, sq.outputs[0].id, key=0)
+    with pytest.raises(IRError, match="more than one producer"):
+        g.verify()
+
+
+def test_verify_finds_an_undefined_value_and_bad_index():
+    g, x, sq, relu = small_graph()
+    dangling = g.add_value("dangling")
+    g.set_input(relu, 0, dangling)
+    with pytest.raises(IRError, match="never defined"):
+        g.verify()
+    g2, x2, sq2, relu2 = small_graph()
+    g2._g.add_edge(x2.id, relu2.id, key=5)
+    with pytest.raises(IRError, match="bad input index"):
+        g2.verify()
+
+
+def test_verify_finds_duplicate_names():
+    g, x, sq, relu = small_graph()
+    sq.outputs[0]._name = "x"
+    with pytest.raises(IRError):
+        g.verify()
+
+
+IF_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+m (float[2] x, bool c) => (float[2] y) {
+    a = Neg (x)
+    y = If (c) <
+        then_branch = t () => (float[2] t_out) { t_out = Relu (a) },
+        else_branch = e () => (float[2] e_out) { e_out = Identity (a) }
+    >
+}
+"""
+
+
+def test_subgraph_reads_are_explicit_captures():
+    model = frontend.load(model_from_text(IF_MODEL))
+    g = model.graph
+    a = g.value("a")
+    if_node = [n for n in g.nodes if n.op_type == "If"][0]
+    uses = a.uses
+    assert len(uses) == 2 and all(isinstance(k, Capture) and n is if_node for n, k in uses)
+    assert if_node.inputs == [g.value("c")]  # captures are not positional inputs
+    assert if_node.captures == [a, a]
+    then_g = if_node.attr("then_branch")
+    (cap,) = then_g.captures()
+    assert cap.name == "a" and then_g.capture_source(cap) is a
+    model.graph.verify()
+
+
+def test_replacing_an_outer_value_is_seen_inside_subgraphs():
+    model = frontend.load(model_from_text(IF_MODEL))
+    g = model.graph
+    x, a = g.value("x"), g.value("a")
+    g.replace_all_uses(a, x)
+    g.remove_node(a.producer)
+    g.verify()
+    text = onnx.printer.to_text(to_proto(model).graph)
+    assert "Relu (x)" in text and "Identity (x)" in text and "Neg" not in text
+
+
+def test_renaming_an_outer_value_renames_its_subgraph_reads():
+    model = frontend.load(model_from_text(IF_MODEL))
+    g = model.graph
+    g.rename(g.value("a"), "renamed")
+    text = onnx.printer.to_text(to_proto(model).graph)
+    assert "Relu (renamed)" in text and "Identity (renamed)" in text
+
+
+def test_nested_capture_goes_through_every_level():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[2] x, bool c) => (float[2] y) {
+        a = Neg (x)
+        y = If (c) <
+            then_branch = t () => (float[2] t_out) {
+                t_out = If (c) <
+                    then_branch = tt () => (float[2] tt_out) { tt_out = Relu (a) },
+                    else_branch = te () => (float[2] te_out) { te_out = Sigmoid (a) }
+                >
+            },
+            else_branch = e () => (float[2] e_out) { e_out = Abs (x) }
+        >
+    }
+    """
+    model = frontend.load(model_from_text(text))
+    g = model.graph
+    outer_if = [n for n in g.nodes if n.op_type == "If"][0]
+    assert g.value("a") in outer_if.captures
+    then_g = outer_if.attr("then_branch")
+    inner_if = [n for n in then_g.nodes if n.op_type == "If"][0]
+    assert {then_g.capture_source(v).name for v in inner_if.captures} == {"a"}
+    (cond,) = inner_if.inputs  # `c` is read positionally inside the branch: a capture there
+    assert cond.is_capture and then_g.capture_source(cond) is g.value("c")
+    g.verify()
+
+
+def test_clone_is_independent_and_shares_tensor_data():
+    model = frontend.load(model_from_text(IF_MODEL))
+    model.graph.add_initializer("w", Tensor.from_numpy(np.ones(4, np.float32)))
+    copy = model.clone()
+    copy.graph.verify()
+    a = copy.graph.value("a")
+    copy.graph.replace_all_uses(a, copy.graph.value("x"))
+    copy.graph.remove_node(a.producer)
+    assert model.graph.value("a") is not None and model.graph.value("a").uses
+    model.graph.verify()
+    assert copy.graph.value("w").const is model.graph.value("w").const
+
+
+def test_add_node_with_attrs_emits_valid_onnx():
+    g, x, sq, relu = small_graph()
+    t = g.add_node("Transpose", [relu.outputs[0]], ["t"], {"perm": [1, 0]})
+    g.outputs.append(t.outputs[0])
+    assert t.attr("perm") == [1, 0]
+    assert t.attr("missing", 7) == 7
