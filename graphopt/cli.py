@@ -124,7 +124,12 @@ def _write_text_atomically(path: str, text: str) -> None:
 
 def _setup_logging(args) -> None:
     level = logging.ERROR if args.quiet else (logging.INFO if args.verbose or args.debug else logging.WARNING)
-    logging.basicConfig(level=level, format="graphopt: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("graphopt: %(message)s"))
+    logger = logging.getLogger("graphopt")
+    logger.handlers = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def _passes_command(argv: list[str]) -> int:

@@ -374,6 +374,8 @@ class Graph:
         if old is new:
             return
         self._check_owned(new)
+        if new.dtype is None and new.type_proto is None:  # same value by contract: same type
+            new.dtype, new.shape, new.type_proto = old.dtype, old.shape, old.type_proto
         for _, user, key in list(self._g.out_edges(old.id, keys=True)):
             self._g.remove_edge(old.id, user, key=key)
             self._g.add_edge(new.id, user, key=key)
