@@ -138,6 +138,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         report = None
         rolled_back: list[str] = []
         if validate:
+            result_model.release_mapped_pages()
             validator = Validator(_reference_path(model, original, dest), original, pinned=input_shapes, tol=tolerance)
             report = validator.check(emitted.path)
             while not report.ok:

@@ -17,6 +17,7 @@ import onnx
 from onnx import AttributeProto as A
 from onnx import helper, numpy_helper
 
+from graphopt import wire
 from graphopt.errors import InvalidModelError, WriteError
 from graphopt.ir import Attr, Function, Graph, Model, Tensor, Value
 
@@ -26,6 +27,10 @@ AUTO_EXTERNAL_BYTES = 1_800_000_000
 # Tensors smaller than this stay inline even in external-data mode.
 EXTERNAL_MIN_BYTES = 1024
 ALIGNMENT = 64
+# Inline top-level initializers at least this large are streamed from their source buffer.
+STREAM_MIN_BYTES = 1024
+# For the checker, initializers at least this large are replaced by stubs (it never reads them).
+CHECK_STUB_MIN_BYTES = 64 * 1024
 
 
 class ExternalDataWriter:
@@ -70,8 +75,13 @@ class EmitOptions:
 
 
 class _Emitter:
-    def __init__(self, writer: Optional[ExternalDataWriter]):
+    """Builds protos. With `defer_initializers`, the main graph's initializers are left out and
+    collected in `deferred` (name, tensor), for streaming after the serialized model."""
+
+    def __init__(self, writer: Optional[ExternalDataWriter], defer_initializers: bool = False):
         self.writer = writer
+        self.defer_initializers = defer_initializers
+        self.deferred: list[tuple[str, Tensor]] = []
 
     def model(self, m: Model) -> onnx.ModelProto:
         p = onnx.ModelProto()
@@ -84,14 +94,14 @@ class _Emitter:
             setattr(p, field, value)
         for k, v in m.metadata.items():
             p.metadata_props.add(key=k, value=v)
-        p.graph.CopyFrom(self.graph(m.graph))
+        p.graph.CopyFrom(self.graph(m.graph, top=True))
         for f in m.functions:
             p.functions.append(self.function(f))
         for field, items in m.extra.items():
             getattr(p, field).extend(items)
         return p
 
-    def graph(self, g: Graph) -> onnx.GraphProto:
+    def graph(self, g: Graph, top: bool = False) -> onnx.GraphProto:
         gp = onnx.GraphProto(**_nonempty(name=g.name, doc_string=g.doc_string))
         for k, v in g.metadata.items():
             gp.metadata_props.add(key=k, value=v)
@@ -103,7 +113,10 @@ class _Emitter:
             gp.input.append(_value_info(v))
             special.add(v.id)
         for v in g.initializers:
-            gp.initializer.append(self.tensor(v.const, v.name))
+            if top and self.defer_initializers:
+                self.deferred.append((v.name, v.const))
+            else:
+                gp.initializer.append(self.tensor(v.const, v.name))
             special.add(v.id)
         for v in g.outputs:
             special.add(v.id)
@@ -309,28 +322,81 @@ class EmittedModel:
 def emit(model: Model, folder: str, basename: str, *, external_data: Optional[bool] = None,
          check: bool = True) -> EmittedModel:
     """Emit `model` into `folder` as `basename` (plus `basename`.data when data goes external),
-    then run the full ONNX checker with strict shape inference on what was written."""
+    then run the full ONNX checker with strict shape inference on what was written.
+
+    Inline weights are streamed: the model is serialized without its main-graph initializers,
+    which follow as appended `graph{initializer}` chunks written straight from their source
+    (see wire.py), so no second copy of the weights is ever built in memory."""
     if external_data is None:
         external_data = constant_bytes(model) > AUTO_EXTERNAL_BYTES
     path = os.path.join(folder, basename)
-    writer = None
     if external_data:
         location = basename + ".data"
         writer = ExternalDataWriter(os.path.join(folder, location), location)
-    try:
-        proto = _Emitter(writer).model(model)
-    finally:
-        if writer is not None:
+        try:
+            proto = _Emitter(writer).model(model)
+        finally:
             writer.close()
+        data = _serialize(proto)
+        with open(path, "xb") as f:
+            f.write(data)
+        if check:
+            check_model(path)
+        return EmittedModel(path, writer.path, len(data))
+    emitter = _Emitter(None, defer_initializers=True)
+    proto = emitter.model(model)
+    main = _serialize(proto)
+    with open(path, "xb") as f:
+        f.write(main)
+        for name, tensor in emitter.deferred:
+            _write_initializer_chunk(f, emitter, name, tensor)
+        size = f.tell()
+    if check:
+        _check_light(proto, emitter, folder)
+    return EmittedModel(path, None, size)
+
+
+def _serialize(proto: onnx.ModelProto) -> bytes:
     data = proto.SerializeToString(deterministic=True)
-    del proto
     if len(data) > onnx.checker.MAXIMUM_PROTOBUF:
         raise WriteError("the graph is over 2 GiB even without its weights; cannot be written")
-    with open(path, "wb") as f:
-        f.write(data)
-    if check:
-        check_model(data if writer is None else path)
-    return EmittedModel(path, writer.path if writer else None, len(data))
+    return data
+
+
+def _write_initializer_chunk(f, emitter: _Emitter, name: str, t: Tensor) -> None:
+    if t.nbytes < STREAM_MIN_BYTES or t.dtype == onnx.TensorProto.STRING:
+        chunk = onnx.ModelProto()
+        chunk.graph.initializer.append(emitter.tensor(t, name))
+        f.write(chunk.SerializeToString(deterministic=True))
+        return
+    head = onnx.TensorProto(dims=t.shape, data_type=t.dtype, name=name).SerializeToString(deterministic=True)
+    tail = onnx.TensorProto(**_nonempty(doc_string=t.doc_string)).SerializeToString(deterministic=True)
+    raw = _tensor_bytes(t)
+    f.write(wire.initializer_chunk_parts(head, raw.nbytes, tail))
+    f.write(raw)
+    f.write(tail)
+
+
+def _check_light(proto: onnx.ModelProto, emitter: _Emitter, folder: str) -> None:
+    """Check the model with its large weights as stubs in an empty external file: the checker
+    and shape inference need their types and shapes, never their bytes."""
+    light_dir = tempfile.mkdtemp(dir=folder)
+    try:
+        open(os.path.join(light_dir, "stub.data"), "wb").close()
+        for name, t in emitter.deferred:
+            if t.nbytes < CHECK_STUB_MIN_BYTES or t.dtype == onnx.TensorProto.STRING:
+                proto.graph.initializer.append(emitter.tensor(t, name))
+                continue
+            stub = proto.graph.initializer.add(name=name, data_type=t.dtype, dims=t.shape)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            for k, v in (("location", "stub.data"), ("offset", "0"), ("length", str(t.nbytes))):
+                stub.external_data.add(key=k, value=v)
+        light = os.path.join(light_dir, "light.onnx")
+        with open(light, "wb") as f:
+            f.write(_serialize(proto))
+        check_model(light)
+    finally:
+        shutil.rmtree(light_dir, ignore_errors=True)
 
 
 def check_model(model: bytes | str) -> None:

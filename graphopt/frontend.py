@@ -14,12 +14,15 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto as A
 
+from graphopt import wire
 from graphopt.errors import ModelLoadError
 from graphopt.external_data import ExternalDataReader
-from graphopt.ir import Attr, Function, Graph, Model, NameScope, Tensor
+from graphopt.ir import Attr, Function, Graph, MappedFile, Model, NameScope, Tensor
 from graphopt.ir.graph import Node
 
 MIN_OPSET = 7
+# Inline initializers at least this large stay in the memory-mapped file, never in Python memory.
+MAPPED_MIN_BYTES = 1024
 
 # ModelProto / GraphProto fields the IR does not model but must emit unchanged.
 _MODEL_EXTRA_FIELDS = ("training_info", "configuration")
@@ -32,38 +35,44 @@ def load(source: Source, *, initializers_as_constants: bool = False) -> Model:
     """Parse a model. With `initializers_as_constants`, initializers that an IR v3 model also
     lists as graph inputs become plain constants (by default they stay overridable inputs)."""
     if isinstance(source, onnx.ModelProto):
-        proto, path, base_dir = source, None, os.getcwd()
-    else:
-        path = os.fspath(source)
-        proto = read_model_proto(path)
-        base_dir = os.path.dirname(os.path.abspath(path))
-    return _Reader(base_dir, initializers_as_constants).model(proto, path)
+        reader = _Reader(os.getcwd(), initializers_as_constants)
+        return reader.model(source, None)
+    path = os.fspath(source)
+    proto, mapped, payloads = read_model_proto(path)
+    reader = _Reader(os.path.dirname(os.path.abspath(path)), initializers_as_constants)
+    reader.mapped_initializers = {p.index: (mapped, p) for p in payloads}
+    model = reader.model(proto, path)
+    model.mapped_files = [mapped, *reader.external.files.values()]
+    return model
 
 
-def read_model_proto(path: str) -> onnx.ModelProto:
-    """Read the protobuf without external data; one clear error for anything unreadable."""
+def read_model_proto(path: str) -> tuple[onnx.ModelProto, MappedFile, list[wire.Payload]]:
+    """Parse the model's structure; large inline weights stay in the mapped file (see wire.py).
+    One clear error for anything unreadable."""
     if not os.path.exists(path):
         raise ModelLoadError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
-    size = os.path.getsize(path)
-    if size == 0:
+    if os.path.getsize(path) == 0:
         raise ModelLoadError(f"{path}: file is empty")
+    mapped = MappedFile(os.path.realpath(path))
     proto = onnx.ModelProto()
     try:
-        with open(path, "rb") as f:
-            proto.ParseFromString(f.read())
+        stripped, payloads = wire.strip_initializer_data(mapped.buffer(), MAPPED_MIN_BYTES)
+        proto.ParseFromString(stripped)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"{path}: not an ONNX model (protobuf parse failed: {e})") from None
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph or IR version in the protobuf)")
-    return proto
+    return proto, mapped, payloads
 
 
 class _Reader:
     def __init__(self, base_dir: str, initializers_as_constants: bool):
         self.external = ExternalDataReader(base_dir)
         self.initializers_as_constants = initializers_as_constants
+        # top-level initializer index -> (mapped model file, where its raw_data lies)
+        self.mapped_initializers: dict[int, tuple[MappedFile, wire.Payload]] = {}
 
     def model(self, proto: onnx.ModelProto, path: Optional[str]) -> Model:
         label = path or "model"
@@ -117,12 +126,12 @@ class _Reader:
             self._declare(g, vi.name, where)
             v = g.add_input(vi.name)
             _set_type(v, vi)
-        for t in gp.initializer:
+        for i, t in enumerate(gp.initializer):
             v = g.value(t.name)
             if v is None:
                 self._declare(g, t.name, where)
                 v = g.add_value(t.name)
-            v.const = self.tensor(t)
+            v.const = self.mapped_tensor(t, i) if top and i in self.mapped_initializers else self.tensor(t)
             v.dtype, v.shape = v.const.dtype, v.const.shape
         for n in gp.node:
             for o in n.output:
@@ -236,6 +245,14 @@ class _Reader:
         for a in fp.attribute_proto:
             f.attribute_defaults[a.name] = self.attr(a, body, None)
         return f
+
+    def mapped_tensor(self, t: onnx.TensorProto, index: int) -> Tensor:
+        mapped, payload = self.mapped_initializers[index]
+        tensor = Tensor.from_external(t, mapped, payload.offset)
+        if tensor.nbytes != payload.length:
+            raise ModelLoadError(f"initializer {t.name!r} has {payload.length} bytes of data but its "
+                                 f"shape and type need {tensor.nbytes}")
+        return tensor
 
     def tensor(self, t: onnx.TensorProto) -> Tensor:
         if t.data_location == onnx.TensorProto.EXTERNAL:

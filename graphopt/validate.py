@@ -159,6 +159,7 @@ def run_model(model_path: str, feeds: list[dict[str, np.ndarray]], *, has_random
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False  # validation runs a few batches: return memory promptly
     source: str | bytes = model_path
     if has_random_ops:
         proto = onnx.load_model(model_path, load_external_data=False)

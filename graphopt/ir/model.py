@@ -38,6 +38,11 @@ class Model:
     extra: dict[str, Any] = field(default_factory=dict)  # rare ModelProto fields kept verbatim
     source_path: Optional[str] = None  # the file this model was read from, if any
     source_data_files: list[str] = field(default_factory=list)  # its external data files (realpaths)
+    mapped_files: list = field(default_factory=list)  # MappedFiles the tensors read from
+
+    def release_mapped_pages(self) -> None:
+        for f in self.mapped_files:
+            f.release()
 
     @property
     def opset(self) -> int:
@@ -58,4 +63,5 @@ class Model:
         m.functions = [Function(**{**f.__dict__, "body": f.body.clone()}) for f in self.functions]
         m.extra = dict(self.extra)
         m.source_data_files = list(self.source_data_files)
+        m.mapped_files = list(self.mapped_files)
         return m

@@ -26,6 +26,12 @@ class MappedFile:
         self.size = os.path.getsize(path)
         self._map: Optional[mmap.mmap] = None
 
+    def release(self) -> None:
+        """Drop this process's resident pages of the file (they stay in the page cache and
+        fault back in on the next read): keeps RSS down while onnxruntime validates."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     def buffer(self) -> mmap.mmap:
         if self._map is None:
             with open(self.path, "rb") as f:
