@@ -46,14 +46,27 @@ class ExternalDataWriter:
         if pad:
             self._f.write(b"\0" * pad)
             self.offset += pad
-        data = _tensor_bytes(tensor)
         start = self.offset
-        self._f.write(data)
-        self.offset += len(data)
-        return start, len(data)
+        self.offset += _write_streamed(self._f, tensor)
+        return start, self.offset - start
 
     def close(self) -> None:
         self._f.close()
+
+
+WRITE_SLICE_BYTES = 64 << 20
+
+
+def _write_streamed(f, tensor: Tensor) -> int:
+    """Write a tensor's bytes in slices; a memory-mapped source gives its pages back after
+    each slice, so writing a weight never needs the whole weight resident."""
+    raw = _tensor_bytes(tensor)
+    n = raw.nbytes
+    for start in range(0, n, WRITE_SLICE_BYTES):
+        f.write(raw[start:start + WRITE_SLICE_BYTES])
+        if tensor.is_external:
+            tensor.release_pages(start, WRITE_SLICE_BYTES)
+    return n
 
 
 def _tensor_bytes(tensor: Tensor) -> memoryview:
@@ -371,9 +384,8 @@ def _write_initializer_chunk(f, emitter: _Emitter, name: str, t: Tensor) -> None
         return
     head = onnx.TensorProto(dims=t.shape, data_type=t.dtype, name=name).SerializeToString(deterministic=True)
     tail = onnx.TensorProto(**_nonempty(doc_string=t.doc_string)).SerializeToString(deterministic=True)
-    raw = _tensor_bytes(t)
-    f.write(wire.initializer_chunk_parts(head, raw.nbytes, tail))
-    f.write(raw)
+    f.write(wire.initializer_chunk_parts(head, _tensor_bytes(t).nbytes, tail))
+    _write_streamed(f, t)
     f.write(tail)
 
 

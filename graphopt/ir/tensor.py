@@ -26,11 +26,15 @@ class MappedFile:
         self.size = os.path.getsize(path)
         self._map: Optional[mmap.mmap] = None
 
-    def release(self) -> None:
-        """Drop this process's resident pages of the file (they stay in the page cache and
-        fault back in on the next read): keeps RSS down while onnxruntime validates."""
-        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED)
+    def release(self, offset: int = 0, length: int | None = None) -> None:
+        """Drop this process's resident pages of the file, or of a range of it. They stay in
+        the page cache and fault back in on the next read; RSS stays near the working set."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        end = self.size if length is None else min(offset + length, self.size)
+        start = offset - offset % mmap.PAGESIZE
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def buffer(self) -> mmap.mmap:
         if self._map is None:
@@ -92,6 +96,13 @@ class Tensor:
     @property
     def is_external(self) -> bool:
         return self._file is not None
+
+    def release_pages(self, start: int = 0, length: int | None = None) -> None:
+        """For a memory-mapped tensor: drop the resident pages of its bytes [start, start+length)
+        (see MappedFile.release)."""
+        if self._file is not None:
+            length = self.nbytes - start if length is None else min(length, self.nbytes - start)
+            self._file.release(self._offset + start, length)
 
     @property
     def source_proto(self) -> onnx.TensorProto | None:
