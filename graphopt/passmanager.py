@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from graphopt.errors import GraphoptError, PipelineError
 from graphopt.ir import Graph, Model
 
 log = logging.getLogger("graphopt")
+
+# Set by the test suite: verify the IR after every pass, in every test.
+VERIFY_ENV = "GRAPHOPT_VERIFY"
 
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -131,7 +135,7 @@ class PassManager:
                  disabled: Iterable[str] = ()):
         self.steps = list(steps)
         self.strict = strict
-        self.verify = verify
+        self.verify = verify or os.environ.get(VERIFY_ENV) == "1"
         self.disabled = set(disabled)
         self.trace: list[tuple[Pass, PassRecord]] = []
 

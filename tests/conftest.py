@@ -1,7 +1,14 @@
 """Fixtures shared by the tests (helpers live in helpers.py)."""
 
+import os
+
 import pytest
 from helpers import golden
+
+from graphopt.passmanager import VERIFY_ENV
+
+# Every pipeline a test runs verifies the IR after every pass (DESIGN §2).
+os.environ[VERIFY_ENV] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -100,3 +100,19 @@ def test_constant_nodes_are_kept(tmp_path):
     model = frontend.load(golden.model_path(cf))
     ops = [n.op_type for n in model.graph.nodes]
     assert ops.count("Constant") == 3
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 13, 17, onnx.defs.onnx_opset_version()])
+def test_round_trip_across_opsets(opset, tmp_path):
+    text = f"""
+    <ir_version: {7 if opset <= 12 else 8}, opset_import: ["" : {opset}]>
+    m (float[2, 3] x, float[3, 4] w) => (float[2, 4] y) {{
+        h = MatMul (x, w)
+        y = Relu (h)
+    }}
+    """
+    src = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(text), src)
+    result = api.optimize(str(src), "none", output=str(tmp_path / "o.onnx"))
+    assert result.validation.bitwise_equal
+    assert onnx.load(tmp_path / "o.onnx").opset_import[0].version == opset

@@ -269,3 +269,22 @@ def test_a_pass_never_sees_networkx_or_protobuf():
 def test_tensor_constructors_keep_dtype():
     t = Tensor.from_numpy(np.arange(3, dtype=np.int64))
     assert t.dtype == onnx.TensorProto.INT64 and t.shape == (3,) and t.nbytes == 24
+
+
+class BreakInvariant(Pass):
+    """Leaves a dangling read: verify() must catch it and the pass must be rolled back."""
+
+    name = "break-invariant"
+    summary = "reads a value nothing defines"
+
+    def run(self, graph, ctx):
+        relu = next(n for n in graph.nodes if n.op_type == "Relu")
+        graph.set_input(relu, 0, graph.add_value("dangling"))
+        return PassResult(True)
+
+
+def test_tests_verify_the_ir_after_every_pass():
+    model = load()
+    records = PassManager([BreakInvariant()]).run(model, PassContext(model))  # no verify flag given
+    assert records[0].rolled_back and "never defined" in records[0].error
+    model.graph.verify()
