@@ -19,7 +19,7 @@ import onnx
 from graphopt import backend, frontend
 from graphopt.dsl.lower import lower
 from graphopt.dsl.parser import parse_inline
-from graphopt.errors import GraphoptError, ValidationError
+from graphopt.errors import GraphoptError, InvalidModelError, ValidationError
 from graphopt.ir import Model
 from graphopt.passmanager import PassContext, PassManager, PassRecord
 from graphopt.registry import Registry
@@ -124,7 +124,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     if tx:
         tx.protect(ir.source_data_files)
     nodes_before = ir.graph.count_nodes()
-    original = ir.clone() if validate else None
+    # Passes are replayed from this copy to bisect a failure (tensor data is shared, not copied).
+    original = ir.clone() if steps else None
 
     def run(disabled: set[str]) -> tuple[Model, PassManager, list[PassRecord]]:
         m = original.clone() if original is not None else ir
@@ -133,24 +134,37 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         return m, pm, records
 
     result_model, pm, records = run(set())
+    rolled_back: list[str] = []
     with (tx if tx else _ScratchDir()) as dest:
-        emitted = backend.emit(result_model, dest.staging_dir(), dest.basename, external_data=external_data)
-        report = None
-        rolled_back: list[str] = []
+        validator = None
         if validate:
-            result_model.release_mapped_pages()
-            validator = Validator(_reference_path(model, original, dest), original, pinned=input_shapes, tol=tolerance)
+            ir.release_mapped_pages()
+            validator = Validator(_reference_path(model, ir, dest), ir, pinned=input_shapes, tol=tolerance)
+
+        def build(m: Model):
+            """Emit and check `m`, then validate it: (emitted, report, problem or None)."""
+            try:
+                emitted = backend.emit(m, dest.staging_dir(), dest.basename, external_data=external_data)
+            except InvalidModelError as e:
+                return None, None, str(e)
+            if validator is None:
+                return emitted, None, None
+            m.release_mapped_pages()
             report = validator.check(emitted.path)
-            while not report.ok:
-                culprit = _bisect(original, pm, validator, dest, input_shapes)
-                msg = f"validation failed: {report.summary()}; first broken by pass {culprit}"
-                if strict or culprit is None or len(rolled_back) >= MAX_ROLLBACKS:
-                    raise ValidationError(msg)
-                log.warning("%s; rolling it back", msg)
-                rolled_back.append(culprit)
-                result_model, pm, records = run(set(rolled_back))
-                emitted = backend.emit(result_model, dest.staging_dir(), dest.basename, external_data=external_data)
-                report = validator.check(emitted.path)
+            return emitted, report, None if report.ok else f"validation failed: {report.summary()}"
+
+        emitted, report, problem = build(result_model)
+        while problem:
+            culprit = _bisect(original, pm, build, input_shapes) if original is not None else None
+            if culprit is None:
+                raise (ValidationError if report else InvalidModelError)(f"{problem} (no pass ran)")
+            msg = f"{problem}; first broken by pass {culprit}"
+            if strict or len(rolled_back) >= MAX_ROLLBACKS:
+                raise (ValidationError if report else InvalidModelError)(msg)
+            log.warning("%s; rolling it back", msg)
+            rolled_back.append(culprit)
+            result_model, pm, records = run(set(rolled_back))
+            emitted, report, problem = build(result_model)
         if tx:
             tx.commit(emitted)
     return Result(result_model, records, report, rolled_back, tx.target if tx else None, nodes_before,
@@ -164,9 +178,9 @@ def _reference_path(source, original: Model, dest) -> str:
     return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).path
 
 
-def _bisect(original: Model, pm: PassManager, validator: Validator, dest, input_shapes) -> Optional[str]:
-    """The name of the first pass invocation after which the model stops validating."""
-    lo, hi = 0, len(pm.trace)  # the prefix of length lo validates; the prefix of length hi does not
+def _bisect(original: Model, pm: PassManager, build, input_shapes) -> Optional[str]:
+    """The name of the first pass invocation after which the model stops checking or validating."""
+    lo, hi = 0, len(pm.trace)  # the prefix of length lo is good; the prefix of length hi is not
     if hi == 0:
         return None
     while hi - lo > 1:
@@ -174,7 +188,7 @@ def _bisect(original: Model, pm: PassManager, validator: Validator, dest, input_
         m = original.clone()
         pm.replay(m, PassContext(m, input_shapes), mid)
         try:
-            ok = validator.check(backend.emit(m, dest.staging_dir(), dest.basename).path).ok
+            ok = build(m)[2] is None
         except GraphoptError:
             ok = False
         lo, hi = (mid, hi) if ok else (lo, mid)

@@ -78,7 +78,7 @@ def _tensor_bytes(tensor: Tensor) -> memoryview:
     if arr.dtype == object or tensor.dtype == onnx.TensorProto.STRING:
         raise ValueError("string tensors cannot be stored as external data")
     if tensor.source_proto is None and arr.dtype.itemsize * arr.size == tensor.nbytes:
-        return memoryview(arr).cast("B")
+        return memoryview(arr.reshape(-1).view(np.uint8))  # any fixed-size dtype, bfloat16 too
     return tensor.raw_bytes()
 
 

@@ -66,6 +66,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("graphopt: interrupted; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # the environment, not a bug: unwritable folder, disk full, ...
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"graphopt: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except MemoryError:
         print("graphopt: error: out of memory", file=sys.stderr)
         return 1
@@ -106,6 +112,9 @@ def _optimize_command(argv: list[str]) -> int:
 
 
 def _check_report_path(path: str, args) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GraphoptError(f"--report folder {folder!r} does not exist")
     if os.path.realpath(path) in (os.path.realpath(args.model), os.path.realpath(args.output)):
         raise GraphoptError(f"--report {path!r} would overwrite the input or the output model")
 

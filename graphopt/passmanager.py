@@ -159,6 +159,11 @@ class PassManager:
                 log.info("fixed-point group %s stopped at its cap of %d iterations", step.name, step.max_iterations)
             return changed_any
         if step.name in self.disabled:
+            if not any(rec.name == step.name for _, rec in self.trace):  # report it once
+                rec = PassRecord(len(self.trace), step.name, step.label(), group, iteration,
+                                 error="rolled back: it broke the checker or validation", rolled_back=True)
+                rec.nodes_before = rec.nodes_after = model.graph.count_nodes()
+                self.trace.append((step, rec))
             return False
         return self._run_pass(step, model, ctx, group, iteration)
 

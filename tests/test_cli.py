@@ -169,3 +169,22 @@ def test_python_m_graphopt_cli_works(tmp_path, model_file):
     proc = subprocess.run([sys.executable, "-m", "graphopt.cli", str(model_file), "-p", "none", "-o",
                            str(tmp_path / "o.onnx")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_os_errors_are_one_line(tmp_path, model_file, capsys, monkeypatch):
+    code, _, err = run_cli(capsys, model_file, "-p", "none", "-o", tmp_path / "o.onnx",
+                           "--report", tmp_path / "missing" / "r.json")
+    assert code == 1 and "--report folder" in err and "does not exist" in err
+    assert not (tmp_path / "o.onnx").exists()
+
+    import errno
+
+    from graphopt import backend
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.onnx"))
+
+    monkeypatch.setattr(backend, "emit", disk_full)
+    code, _, err = run_cli(capsys, model_file, "-p", "none", "-o", tmp_path / "o.onnx")
+    assert code == 1 and err == f"graphopt: error: No space left on device: {tmp_path / 'o.onnx'}\n"
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]  # the staging folder is gone too

@@ -288,3 +288,43 @@ def test_tests_verify_the_ir_after_every_pass():
     records = PassManager([BreakInvariant()]).run(model, PassContext(model))  # no verify flag given
     assert records[0].rolled_back and "never defined" in records[0].error
     model.graph.verify()
+
+
+class InvalidAttr(Pass):
+    """Produces a model the ONNX checker rejects (Relu has no attribute 'bogus')."""
+
+    name = "invalid-attr"
+    summary = "adds an attribute Relu does not have"
+
+    def run(self, graph, ctx):
+        relu = next(n for n in graph.nodes if n.op_type == "Relu")
+        if "bogus" in relu.attrs:
+            return PassResult(False)
+        from graphopt.ir import make_attr
+
+        relu.attrs["bogus"] = make_attr(1)
+        return PassResult(True)
+
+
+def test_a_pass_that_breaks_the_checker_is_bisected_and_rolled_back(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(model_from_text(MODEL), src)
+    for validate in (True, False):
+        out = tmp_path / f"o{validate}.onnx"
+        result = api.optimize(str(src), "eliminate-identity,invalid-attr,dce", output=str(out),
+                              validate=validate, registry=registry(InvalidAttr))
+        assert result.rolled_back == ["invalid-attr"]
+        assert [n.op_type for n in onnx.load(out).graph.node] == ["Relu", "Abs"]
+        rec = next(r for r in result.records if r.name == "invalid-attr")
+        assert rec.rolled_back and "rolled back" in rec.error
+
+
+def test_a_pass_that_breaks_the_checker_is_an_error_under_strict(tmp_path):
+    from graphopt.errors import InvalidModelError
+
+    src = tmp_path / "m.onnx"
+    onnx.save(model_from_text(MODEL), src)
+    with pytest.raises(InvalidModelError, match="fails the ONNX checker.*first broken by pass invalid-attr"):
+        api.optimize(str(src), "dce,invalid-attr", output=str(tmp_path / "o.onnx"), strict=True,
+                     registry=registry(InvalidAttr))
+    assert os.listdir(tmp_path) == ["m.onnx"]
