@@ -93,8 +93,8 @@ def build_zoo(name: str, out_path: str) -> None:
         else:
             keep_nodes.append(n)
     keep_inputs = name in KEEP_INITIALIZER_INPUTS
-    weight_names = {t.name for t in new_inits}
-    real_inputs = [vi for vi in g.input if vi.name not in drop and (keep_inputs or vi.name not in weight_names)]
+    init_names = {t.name for t in new_inits} | set(inits)
+    real_inputs = [vi for vi in g.input if vi.name not in drop and (keep_inputs or vi.name not in init_names)]
     if keep_inputs:  # IR v3: every initializer is also a graph input, typed
         listed = {vi.name for vi in real_inputs}
         for t in new_inits:
@@ -109,8 +109,52 @@ def build_zoo(name: str, out_path: str) -> None:
     old = [t for t in g.initializer if t.name not in drop]
     del g.initializer[:]
     g.initializer.extend(old + new_inits)
+    _calibrate_logits(m, rng)
     onnx.checker.check_model(m)
     _save(m, out_path)
+
+
+def _calibrate_logits(m: onnx.ModelProto, rng) -> None:
+    """Scale the last linear layer so the logits entering Softmax have a std near 2: random
+    weights otherwise saturate Softmax into one-hot outputs, and validation would compare
+    nothing but zeros and ones."""
+    import onnxruntime as ort
+
+    g = m.graph
+    producers = {o: n for n in g.node for o in n.output}
+    softmax = next((n for n in g.node if n.op_type == "Softmax"), None)
+    if softmax is None:
+        return
+    layer, v = None, softmax.input[0]
+    while v in producers:
+        n = producers[v]
+        if n.op_type in ("Conv", "Gemm"):
+            layer = n
+            break
+        if n.op_type not in ("Relu", "AveragePool", "GlobalAveragePool", "MaxPool", "Reshape", "Flatten", "Dropout"):
+            return
+        v = n.input[0]
+    if layer is None:
+        return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    probe.graph.output.append(helper.make_value_info(softmax.input[0], onnx.TypeProto()))
+    del probe.graph.output[0]
+    probe.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = rng.standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
+    std = float(np.std(sess.run(None, {inp.name: x})[0]))
+    if not np.isfinite(std) or std == 0:
+        return
+    inits = {t.name: i for i, t in enumerate(g.initializer)}
+    for name in layer.input[1:3]:
+        while name not in inits and name in producers and producers[name].op_type == "Reshape":
+            name = producers[name].input[0]  # weights reshaped on the fly
+        i = inits[name]
+        g.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(g.initializer[i]) * np.float32(2.0 / std), name))
 
 
 def _random_weight(rng, shape, uses) -> np.ndarray:

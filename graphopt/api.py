@@ -157,7 +157,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         while problem:
             culprit = _bisect(original, pm, build, input_shapes) if original is not None else None
             if culprit is None:
-                raise (ValidationError if report else InvalidModelError)(f"{problem} (no pass ran)")
+                raise (ValidationError if report else InvalidModelError)(f"{problem} (before any pass ran)")
             msg = f"{problem}; first broken by pass {culprit}"
             if strict or len(rolled_back) >= MAX_ROLLBACKS:
                 raise (ValidationError if report else InvalidModelError)(msg)
@@ -181,8 +181,8 @@ def _reference_path(source, original: Model, dest) -> str:
 def _bisect(original: Model, pm: PassManager, build, input_shapes) -> Optional[str]:
     """The name of the first pass invocation after which the model stops checking or validating."""
     lo, hi = 0, len(pm.trace)  # the prefix of length lo is good; the prefix of length hi is not
-    if hi == 0:
-        return None
+    if hi == 0 or build(original.clone())[2] is not None:
+        return None  # it fails without any pass
     while hi - lo > 1:
         mid = (lo + hi) // 2
         m = original.clone()

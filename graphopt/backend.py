@@ -99,6 +99,8 @@ class _Emitter:
     def model(self, m: Model) -> onnx.ModelProto:
         p = onnx.ModelProto()
         p.ir_version = m.ir_version
+        if m.ir_version < 4 and any(not v.is_graph_input for g in m.graph.walk() for v in g.initializers):
+            p.ir_version = 4  # IR 3 lists every initializer as an input; IR 4 lifted that rule
         for domain, version in m.opset_imports.items():
             p.opset_import.add(domain=domain, version=version)
         for field, value in _nonempty(producer_name=m.producer_name, producer_version=m.producer_version,
@@ -389,20 +391,36 @@ def _write_initializer_chunk(f, emitter: _Emitter, name: str, t: Tensor) -> None
     f.write(tail)
 
 
+STUB_LOCATION = "stub.data"
+
+
+def light_proto(model: Model) -> onnx.ModelProto:
+    """The model with its large main-graph weights replaced by external-data stubs (dtype and
+    shape only): what the checker and shape inference need, at a fraction of the memory."""
+    emitter = _Emitter(None, defer_initializers=True)
+    proto = emitter.model(model)
+    _add_stub_initializers(proto, emitter)
+    return proto
+
+
+def _add_stub_initializers(proto: onnx.ModelProto, emitter: _Emitter) -> None:
+    for name, t in emitter.deferred:
+        if t.nbytes < CHECK_STUB_MIN_BYTES or t.dtype == onnx.TensorProto.STRING:
+            proto.graph.initializer.append(emitter.tensor(t, name))
+            continue
+        stub = proto.graph.initializer.add(name=name, data_type=t.dtype, dims=t.shape)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", STUB_LOCATION), ("offset", "0"), ("length", str(t.nbytes))):
+            stub.external_data.add(key=k, value=v)
+
+
 def _check_light(proto: onnx.ModelProto, emitter: _Emitter, folder: str) -> None:
     """Check the model with its large weights as stubs in an empty external file: the checker
     and shape inference need their types and shapes, never their bytes."""
     light_dir = tempfile.mkdtemp(dir=folder)
     try:
-        open(os.path.join(light_dir, "stub.data"), "wb").close()
-        for name, t in emitter.deferred:
-            if t.nbytes < CHECK_STUB_MIN_BYTES or t.dtype == onnx.TensorProto.STRING:
-                proto.graph.initializer.append(emitter.tensor(t, name))
-                continue
-            stub = proto.graph.initializer.add(name=name, data_type=t.dtype, dims=t.shape)
-            stub.data_location = onnx.TensorProto.EXTERNAL
-            for k, v in (("location", "stub.data"), ("offset", "0"), ("length", str(t.nbytes))):
-                stub.external_data.add(key=k, value=v)
+        open(os.path.join(light_dir, STUB_LOCATION), "wb").close()
+        _add_stub_initializers(proto, emitter)
         light = os.path.join(light_dir, "light.onnx")
         with open(light, "wb") as f:
             f.write(_serialize(proto))

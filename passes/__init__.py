@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+from graphopt.passes.cse import CommonSubexpressionElimination
 from graphopt.passes.dead_code_elimination import DeadCodeElimination
 from graphopt.passes.eliminate_identity import EliminateIdentity
+from graphopt.passes.eliminate_noops import EliminateNoops
+from graphopt.passes.fold_constants import FoldConstants
+from graphopt.passes.fold_shape_chains import FoldShapeChains
+from graphopt.passes.fuse_batchnorm import FuseBatchNorm
+from graphopt.passes.fuse_channel_affine import FuseChannelAffine
+from graphopt.passes.fuse_matmul_add import FuseMatMulAdd
+from graphopt.passes.fuse_pad_conv import FusePadConv
+from graphopt.passes.merge_reshapes import MergeReshapes
+from graphopt.passes.merge_transposes import MergeTransposes
 from graphopt.registry import Alias, Registry
 
 PASSES = [
     DeadCodeElimination,
     EliminateIdentity,
+    EliminateNoops,
+    CommonSubexpressionElimination,
+    FoldConstants,
+    FoldShapeChains,
+    MergeReshapes,
+    MergeTransposes,
+    FuseBatchNorm,
+    FuseChannelAffine,
+    FusePadConv,
+    FuseMatMulAdd,
 ]
 
 ALIASES = [
     Alias("cleanup", "remove Identity nodes and dead code, to a fixed point",
           ("eliminate-identity", "dce"), fixed_point=True),
+    Alias("fold", "constant folding, shape-chain folding, no-op/Identity removal, reshape and "
+          "transpose merging, CSE and dead code, to a fixed point",
+          ("fold-constants", "fold-shape-chains", "eliminate-noops", "eliminate-identity", "merge-reshapes",
+           "merge-transposes", "cse", "dce"), fixed_point=True),
+    Alias("fuse", "BatchNorm, per-channel scale, Pad and MatMul+Add fusions, to a fixed point",
+          ("fuse-batchnorm", "fuse-channel-affine", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",
+           "dce"), fixed_point=True),
 ]
 
 

@@ -195,6 +195,10 @@ class Graph:
     def __len__(self) -> int:
         return len(self._ops)
 
+    def __contains__(self, node: Node) -> bool:
+        """Whether `node` is (still) in this graph."""
+        return self._ops.get(node.id) is node
+
     def value(self, name: str) -> Optional[Value]:
         return self._by_name.get(name)
 
@@ -232,6 +236,27 @@ class Graph:
 
     def has_uses(self, value: Value) -> bool:
         return bool(self._g._succ[value.id]) or value.is_graph_output
+
+    def const_value(self, value: Optional[Value]):
+        """The value's data as a read-only numpy array if it is a constant: an initializer that
+        is not an overridable graph input, a Constant node's output, or a capture of either."""
+        if value is None:
+            return None
+        if value.is_capture:
+            src = self.capture_source(value)
+            return src.graph.const_value(src)
+        if value.const is not None:
+            return None if value.is_graph_input else value.const.numpy()
+        node = self.producer(value)
+        if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            return constant_node_value(node)
+        return None
+
+    def add_constant(self, array, name: str = "const") -> Value:
+        """A new initializer holding `array` (a numpy array or scalar)."""
+        import numpy as np
+
+        return self.add_initializer(name, Tensor.from_numpy(np.asarray(array)))
 
     # ---------------------------------------------------------------- building
     def _new_id(self) -> int:
@@ -392,6 +417,21 @@ class Graph:
             target.dtype, target.shape, target.type_proto = old.dtype, old.shape, old.type_proto
         self.outputs = [target if v is old else v for v in self.outputs]
 
+    def bypass(self, node: Node, value: Value, output: int = 0) -> bool:
+        """Remove `node`, whose output `output` equals `value`, rewiring its readers to `value`.
+        Declines (returns False) when the node's other outputs are used, or when that output is
+        a graph output that `value` cannot carry the name of (an Identity would be needed)."""
+        outs = node.outputs
+        out = outs[output]
+        if any(v is not None and i != output and self.has_uses(v) for i, v in enumerate(outs)):
+            return False
+        if out is not None and out.is_graph_output and (value.is_graph_output or not self.can_take_output_name(value)):
+            return False
+        if out is not None:
+            self.replace_all_uses(out, value)
+        self.remove_node(node)
+        return True
+
     def can_take_output_name(self, v: Value) -> bool:
         """Whether `v` can be renamed to a graph output's name (a plain node output)."""
         return not (v.is_capture or v.is_graph_input or v.is_graph_output or v.const is not None
@@ -522,6 +562,30 @@ def _clone_attr_value(value, new_graph: Graph, node: Node, attr: str):
             out.append(sub)
         return out
     return value
+
+
+def constant_node_value(node: Node):
+    """The tensor a Constant node produces, as numpy (None for sparse values)."""
+    import numpy as np
+
+    for key, a in node.attrs.items():
+        if a.ref_attr_name:
+            return None
+        if key == "value":
+            return a.value.numpy()
+        if key == "value_float":
+            return np.array(a.value, np.float32)
+        if key == "value_floats":
+            return np.array(a.value, np.float32)
+        if key == "value_int":
+            return np.array(a.value, np.int64)
+        if key == "value_ints":
+            return np.array(a.value, np.int64)
+        if key == "value_string":
+            return np.array(a.value, object)
+        if key == "value_strings":
+            return np.array(a.value, object)
+    return None
 
 
 def make_attr(value: Any) -> Attr:

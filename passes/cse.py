@@ -1,0 +1,100 @@
+"""cse: common-subexpression elimination.
+
+Two nodes are the same computation only if op, domain, inputs (the same values, in order),
+output count and every attribute are exactly equal: floats are compared by their bits, tensors
+by dtype, shape and bytes. Nodes with subgraphs and random ops are never merged. Identical
+small constants (initializers) are merged first, so readers of equal constants can merge too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+from graphopt.evaluate import NON_DETERMINISTIC
+from graphopt.ir import Graph, Node, Tensor
+from graphopt.passmanager import Pass, PassContext, PassResult
+
+
+@dataclass
+class CseOptions:
+    max_constant_bytes: int = field(default=16 << 20, metadata={"help": "largest constant compared for merging"})
+
+
+class CommonSubexpressionElimination(Pass):
+    name = "cse"
+    summary = "merge identical nodes and identical constants (attributes and data compared exactly)"
+    Options = CseOptions
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        stats = {"nodes_merged": 0, "constants_merged": 0}
+        for g in list(graph.walk()):
+            stats["constants_merged"] += self._merge_constants(g)
+            stats["nodes_merged"] += self._merge_nodes(g)
+        return PassResult(any(stats.values()), stats)
+
+    def _merge_constants(self, g: Graph) -> int:
+        seen: dict[tuple, object] = {}
+        merged = 0
+        for v in g.initializers:
+            if v.is_graph_input or v.is_graph_output or v.const.nbytes > self.options.max_constant_bytes:
+                continue
+            key = _tensor_key(v.const)
+            first = seen.setdefault(key, v)
+            if first is not v:
+                g.replace_all_uses(v, first)
+                g.remove_value(v)
+                merged += 1
+        return merged
+
+    def _merge_nodes(self, g: Graph) -> int:
+        seen: dict[tuple, Node] = {}
+        merged = 0
+        for node in g.toposort():
+            key = _node_key(node)
+            if key is None:
+                continue
+            first = seen.setdefault(key, node)
+            if first is node:
+                continue
+            outs, keep = node.outputs, first.outputs
+            if any(v is not None and v.is_graph_output for v in outs):
+                continue  # the model's interface names stay where they are
+            for old, new in zip(outs, keep):
+                if old is not None and new is not None:
+                    g.replace_all_uses(old, new)
+            if all(o is None or k is not None for o, k in zip(outs, keep)):
+                g.remove_node(node)
+                merged += 1
+        return merged
+
+
+def _node_key(node: Node):
+    if node.op_type in NON_DETERMINISTIC or any(True for _ in node.subgraphs()):
+        return None
+    attrs = []
+    for name in sorted(node.attrs):
+        a = node.attrs[name]
+        if a.ref_attr_name:
+            return None
+        attrs.append((name, a.type, _attr_key(a.value)))
+    inputs = tuple(v.id if v is not None else None for v in node.inputs)
+    return (node.op_type, node.domain, node.overload, inputs, node.n_outputs, tuple(attrs))
+
+
+def _attr_key(value):
+    if isinstance(value, float):
+        return ("f", struct.pack("<d", value))
+    if isinstance(value, Tensor):
+        return _tensor_key(value)
+    if isinstance(value, list):
+        return tuple(_attr_key(x) for x in value)
+    if isinstance(value, (int, bytes, str)) or value is None:
+        return value
+    return ("id", id(value))  # anything else is never equal to another node's
+
+
+def _tensor_key(t: Tensor):
+    digest = hashlib.sha256(t.raw_bytes()).hexdigest()
+    return ("t", t.dtype, t.shape, digest)

@@ -1,0 +1,168 @@
+"""fuse-batchnorm: fold inference BatchNormalization into the Conv, ConvTranspose, Gemm or
+MatMul before it.
+
+The layer's weights and bias, and the BatchNorm parameters, must be constant or computed from
+constants (the dynamo exporter builds a missing conv bias as Expand(CastLike(0, x), ...)).
+Weights are rescaled in float64 and stored in the layer's dtype. A BatchNormalization with no
+such layer before it is left alone, or with `lower=true` becomes Mul+Add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from graphopt.evaluate import fold_value
+from graphopt.ir import Graph
+from graphopt.passes._channels import out_channels, scale_output_channels
+from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, Var
+from graphopt.shapes import infer_shapes
+
+BN_PARAMS = (Var("scale"), Var("bias"), Var("mean"), Var("var"))
+
+
+def _bn_check(m: Match, opset: int) -> Optional[str]:
+    bn = m.nodes["bn"]
+    if bn.attr("training_mode", 0) or (opset < 7 and bn.attr("is_test", 0) == 0):
+        return "BatchNormalization is in training mode"
+    if any(v is not None and v.uses for v in bn.outputs[1:]):
+        return "its running statistics outputs are read"
+    for name in ("scale", "bias", "mean", "var"):
+        if fold_value(m.graph, m.values[name], opset) is None:
+            return f"its {name} is not constant"
+    return None
+
+
+def _bn_affine(m: Match, opset: int) -> tuple[np.ndarray, np.ndarray]:
+    """(s, t) with bn(y) = y * s + t per channel, in float64."""
+    g = m.graph
+    scale, bias, mean, var = (fold_value(g, m.values[k], opset).astype(np.float64) for k in ("scale", "bias", "mean", "var"))
+    eps = m.nodes["bn"].attr("epsilon", 1e-5)
+    s = scale / np.sqrt(var + eps)
+    return s, bias - mean * s
+
+
+class BnIntoConv(Rule):
+    name = "bn-into-conv"
+    pattern = Op("BatchNormalization", Op(("Conv", "ConvTranspose"), Var("x"), Var("w"), Opt(Var("b")), name="conv"),
+                 *BN_PARAMS, name="bn")
+
+    def __init__(self, opset: int):
+        self.opset = opset
+
+    def check(self, m: Match) -> Optional[str]:
+        w = fold_value(m.graph, m.values["w"], self.opset)
+        if w is None or w.dtype.kind != "f":
+            return "the conv weight is not a constant float tensor"
+        if m.values["b"] is not None and fold_value(m.graph, m.values["b"], self.opset) is None:
+            return "the conv bias is not constant"
+        return _bn_check(m, self.opset)
+
+    def rewrite(self, m: Match, b: Builder):
+        conv, g = m.nodes["conv"], m.graph
+        w = fold_value(g, m.values["w"], self.opset)
+        group = conv.attr("group", 1)
+        s, t = _bn_affine(m, self.opset)
+        bias = fold_value(g, m.values["b"], self.opset) if m.values["b"] is not None else np.zeros(out_channels(conv.op_type, w, group))
+        new_w = scale_output_channels(conv.op_type, w, s, group).astype(w.dtype)
+        new_b = (bias.astype(np.float64) * s + t).astype(w.dtype)
+        return [b.op(conv.op_type, [m.values["x"], b.const(new_w, "weight"), b.const(new_b, "bias")], dict(conv.attrs))]
+
+
+class BnIntoGemm(Rule):
+    name = "bn-into-gemm"
+    pattern = Op("BatchNormalization", Op("Gemm", Var("a"), Var("w"), Opt(Var("c")), name="gemm"), *BN_PARAMS, name="bn")
+
+    def __init__(self, opset: int):
+        self.opset = opset
+
+    def check(self, m: Match) -> Optional[str]:
+        w = fold_value(m.graph, m.values["w"], self.opset)
+        if w is None or w.dtype.kind != "f" or w.ndim != 2:
+            return "the Gemm weight is not a constant 2-D float tensor"
+        if m.values["c"] is not None and fold_value(m.graph, m.values["c"], self.opset) is None:
+            return "the Gemm bias is not constant"
+        return _bn_check(m, self.opset)
+
+    def rewrite(self, m: Match, b: Builder):
+        gemm, g = m.nodes["gemm"], m.graph
+        w = fold_value(g, m.values["w"], self.opset)
+        s, t = _bn_affine(m, self.opset)
+        trans_b = gemm.attr("transB", 0)
+        new_w = (w.astype(np.float64) * (s[:, None] if trans_b else s[None, :])).astype(w.dtype)
+        beta = gemm.attr("beta", 1.0)
+        c = fold_value(g, m.values["c"], self.opset) if m.values["c"] is not None else np.zeros(len(s))
+        new_c = (beta * c.astype(np.float64) * s + t).astype(w.dtype)
+        attrs = {k: a for k, a in gemm.attrs.items() if k != "beta"}
+        return [b.op("Gemm", [m.values["a"], b.const(new_w, "weight"), b.const(new_c, "bias")], attrs)]
+
+
+class BnIntoMatMul(Rule):
+    """A 2-D MatMul with a constant weight, then BatchNormalization: one Gemm."""
+
+    name = "bn-into-matmul"
+    pattern = Op("BatchNormalization", Op("MatMul", Var("a"), Var("w"), name="mm"), *BN_PARAMS, name="bn")
+
+    def __init__(self, opset: int):
+        self.opset = opset
+
+    def check(self, m: Match) -> Optional[str]:
+        a = m.values["a"]
+        if a.shape is None or len(a.shape) != 2:
+            return "the MatMul input is not known to be 2-D"
+        w = fold_value(m.graph, m.values["w"], self.opset)
+        if w is None or w.dtype.kind != "f" or w.ndim != 2:
+            return "the MatMul weight is not a constant 2-D float tensor"
+        return _bn_check(m, self.opset)
+
+    def rewrite(self, m: Match, b: Builder):
+        w = fold_value(m.graph, m.values["w"], self.opset)
+        s, t = _bn_affine(m, self.opset)
+        new_w = (w.astype(np.float64) * s[None, :]).astype(w.dtype)
+        return [b.op("Gemm", [m.values["a"], b.const(new_w, "weight"), b.const(t.astype(w.dtype), "bias")])]
+
+
+class LowerBn(Rule):
+    """BatchNormalization (inference) → Mul + Add with per-channel constants."""
+
+    name = "lower-bn"
+    pattern = Op("BatchNormalization", Var("x"), *BN_PARAMS, name="bn")
+
+    def __init__(self, opset: int):
+        self.opset = opset
+
+    def check(self, m: Match) -> Optional[str]:
+        x = m.values["x"]
+        if x.shape is None or len(x.shape) < 2 or x.dtype is None:
+            return "the input's rank is unknown"
+        return _bn_check(m, self.opset)
+
+    def rewrite(self, m: Match, b: Builder):
+        s, t = _bn_affine(m, self.opset)
+        x = m.values["x"]
+        dtype = fold_value(m.graph, m.values["scale"], self.opset).dtype
+        shape = (-1,) + (1,) * (len(x.shape) - 2)
+        mul = b.op("Mul", [x, b.const(s.astype(dtype).reshape(shape), "scale")])
+        return [b.op("Add", [mul, b.const(t.astype(dtype).reshape(shape), "shift")])]
+
+
+@dataclass
+class FuseBatchNormOptions:
+    lower: bool = field(default=False, metadata={"help": "lower BatchNorms that cannot be folded to Mul+Add"})
+
+
+class FuseBatchNorm(Pass):
+    name = "fuse-batchnorm"
+    summary = "fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul"
+    Options = FuseBatchNormOptions
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        infer_shapes(ctx.model)
+        rules = [BnIntoConv(ctx.opset), BnIntoGemm(ctx.opset), BnIntoMatMul(ctx.opset)]
+        fired = Driver(rules).run(graph)
+        if self.options.lower:
+            fired.update(Driver([LowerBn(ctx.opset)]).run(graph))
+        return PassResult(bool(fired), dict(sorted(fired.items())))

@@ -1,0 +1,48 @@
+"""fuse-matmul-add: MatMul of two 2-D tensors followed by Add becomes Gemm, where Gemm's
+unidirectional broadcasting of its C input gives the same result."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from graphopt.ir import Graph
+from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.rewrite import Builder, Driver, Match, Op, Rule, Var
+from graphopt.shapes import infer_shapes
+
+FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
+
+
+class MatMulAdd(Rule):
+    name = "matmul-add-to-gemm"
+
+    def __init__(self, bias_first: bool):
+        mm = Op("MatMul", Var("a"), Var("b"), name="mm")
+        self.pattern = Op("Add", Var("c"), mm, name="add") if bias_first else Op("Add", mm, Var("c"), name="add")
+
+    def check(self, m: Match) -> Optional[str]:
+        a, b, c = m.values["a"], m.values["b"], m.values["c"]
+        if a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
+            return "MatMul inputs are not known to be 2-D"
+        if a.dtype not in FLOAT_TYPES or c.dtype != a.dtype:
+            return "not a float MatMul, or the Add mixes types"
+        if c.shape is None or len(c.shape) > 2:
+            return "the Add's other input has unknown or higher rank"
+        mn = (a.shape[0], b.shape[1])
+        for dc, dy in zip(reversed(c.shape), reversed(mn)):
+            if dc != 1 and dc != dy:
+                return "the Add would broadcast the product to a new shape"
+        return None
+
+    def rewrite(self, m: Match, b: Builder):
+        return [b.op("Gemm", [m.values["a"], m.values["b"], m.values["c"]])]
+
+
+class FuseMatMulAdd(Pass):
+    name = "fuse-matmul-add"
+    summary = "turn 2-D MatMul + Add into Gemm where the shapes allow"
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        infer_shapes(ctx.model)
+        fired = Driver([MatMulAdd(False), MatMulAdd(True)]).run(graph)
+        return PassResult(bool(fired), {"fused": fired.get("matmul-add-to-gemm", 0)})
