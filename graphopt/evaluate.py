@@ -243,7 +243,7 @@ def _run_batch(graph: Graph, nodes: list[Node], known: dict[int, np.ndarray], op
                           list(inits.values()))
     model = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model = onnx.shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type for vi in model.graph.value_info}
+    types = {vi.name: vi.type for vi in list(model.graph.value_info) + list(model.graph.output)}
     del model.graph.output[:]
     for v in outputs:
         tp = types.get(v.name)

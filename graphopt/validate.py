@@ -21,7 +21,7 @@ from graphopt.ir import Model
 DEFAULT_BATCH = 1
 DEFAULT_DIM = 32
 RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-              "Bernoulli", "Multinomial"}
+              "Bernoulli", "Multinomial", "Dropout"}  # Dropout draws its mask in training mode
 
 
 @dataclass
@@ -134,13 +134,16 @@ def seeded_random_ops(proto: onnx.ModelProto) -> bool:
     """Give every unseeded Random* op a seed derived from its output name, so the input and
     the output model draw the same numbers. Returns whether anything changed."""
     changed = False
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    seedable = RANDOM_OPS if opset >= 12 else RANDOM_OPS - {"Dropout"}
 
     def visit(graph: onnx.GraphProto) -> None:
         nonlocal changed
         for n in graph.node:
-            if n.op_type in RANDOM_OPS and n.domain in ("", "ai.onnx") and not any(a.name == "seed" for a in n.attribute):
-                seed = float(zlib.crc32(n.output[0].encode()) % 100000)
-                n.attribute.append(onnx.helper.make_attribute("seed", seed))
+            if n.op_type in seedable and n.domain in ("", "ai.onnx") and not any(a.name == "seed" for a in n.attribute):
+                seed = zlib.crc32(n.output[0].encode()) % 100000
+                # Dropout's seed is an int; the Random* ops take a float
+                n.attribute.append(onnx.helper.make_attribute("seed", seed if n.op_type == "Dropout" else float(seed)))
                 changed = True
             for a in n.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:

@@ -90,6 +90,8 @@ class FoldConstants(Pass):
 
     @staticmethod
     def _foldable(node: Node) -> bool:
+        if node.op_type == "Identity" and node.outputs[0] is not None and node.outputs[0].is_graph_output:
+            return False  # it carries a graph output's name for a constant: nothing left to fold
         return (node.domain in STANDARD and node.op_type not in NON_DETERMINISTIC
                 and not any(True for _ in node.subgraphs()) and node.n_outputs > 0)
 
@@ -161,10 +163,12 @@ class FoldConstants(Pass):
             if node.op_type != "Constant" or node.domain not in STANDARD:
                 continue
             (out,) = node.outputs
+            if not g.has_uses(out):  # left dead by folding its readers
+                g.remove_node(node)
+                stats["constant_nodes"] += 1
+                continue
             arr = g.const_value(out)
             if arr is None or arr.dtype == object or out.is_graph_output:
-                continue
-            if not out.uses:
                 continue
             const = g.add_constant(arr, out.name)
             g.replace_all_uses(out, const)

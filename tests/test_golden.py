@@ -116,3 +116,17 @@ def test_round_trip_across_opsets(opset, tmp_path):
     result = api.optimize(str(src), "none", output=str(tmp_path / "o.onnx"))
     assert result.validation.bitwise_equal
     assert onnx.load(tmp_path / "o.onnx").opset_import[0].version == opset
+
+
+@pytest.mark.parametrize("gm", golden_params())
+def test_fuse_fold_order_does_not_matter_and_leaves_no_fusable_batchnorm(gm, golden_path, tmp_path):
+    src = golden_path(gm)
+    a = api.optimize(src, "fuse,fold", output=str(tmp_path / "a.onnx"), initializers_as_constants=True)
+    b = api.optimize(src, "fold,fuse", validate=False, initializers_as_constants=True)
+    assert a.validation.ok
+    assert a.nodes_after == b.nodes_after
+    g = a.model.graph
+    for n in g.nodes:
+        if n.op_type == "BatchNormalization":
+            prod = n.inputs[0].producer
+            assert prod is None or prod.op_type not in ("Conv", "ConvTranspose", "Gemm"), f"fusable BN {n.name}"

@@ -41,25 +41,39 @@ class Attr:
 
 
 class NameScope:
-    """Names used anywhere in one model (a subgraph may not shadow an outer name)."""
+    """Value names and node names used anywhere in one model: a subgraph may not shadow an
+    outer value name, and onnxruntime refuses two nodes with the same (non-empty) name."""
 
-    def __init__(self, used: Iterable[str] = ()):
+    def __init__(self, used: Iterable[str] = (), node_names: Iterable[str] = ()):
         self.used = set(used)
+        self.node_names = set(node_names)
         self._counter = itertools.count()
 
     def claim(self, hint: str) -> str:
-        hint = hint or "v"
-        if hint not in self.used:
-            self.used.add(hint)
+        return self._claim(self.used, hint or "v")
+
+    def claim_node(self, hint: str) -> str:
+        """A unique node name; an empty name stays empty (ONNX allows any number of those)."""
+        return self._claim(self.node_names, hint) if hint else ""
+
+    def _claim(self, names: set, hint: str) -> str:
+        if hint not in names:
+            names.add(hint)
             return hint
         while True:
             name = f"{hint}__{next(self._counter)}"
-            if name not in self.used:
-                self.used.add(name)
+            if name not in names:
+                names.add(name)
                 return name
 
     def release(self, name: str) -> None:
         self.used.discard(name)
+
+    def release_node(self, name: str) -> None:
+        self.node_names.discard(name)
+
+    def copy(self) -> "NameScope":
+        return NameScope(self.used, self.node_names)
 
 
 class Value:
@@ -289,7 +303,7 @@ class Graph:
         """Create a node. `outputs` is a count or a list of existing producer-less values or
         name hints (None leaves an optional output absent)."""
         node = Node(self, self._new_id(), op_type, domain, "")
-        node.name = name if name is not None else ""
+        node.name = self.scope.claim_node(name or "")
         self._ops[node.id] = node
         self._g.add_node(node.id)
         node.n_inputs = len(inputs)
@@ -447,6 +461,7 @@ class Graph:
                 self._drop_value(v)
         self._g.remove_node(node.id)
         del self._ops[node.id]
+        self.scope.release_node(node.name)
 
     def remove_value(self, value: Value) -> None:
         """Remove an unused value (an initializer or a graph input)."""
@@ -518,7 +533,7 @@ class Graph:
     def clone(self, *, parent: Optional["Graph"] = None, scope: Optional[NameScope] = None) -> "Graph":
         """A structural copy with the same ids and names; constant data is shared (immutable)."""
         if scope is None:
-            scope = NameScope(self.scope.used) if parent is None else parent.scope
+            scope = self.scope.copy() if parent is None else parent.scope
         new = Graph(self.name, scope=scope, parent=parent)
         new.doc_string, new.metadata, new.extra = self.doc_string, dict(self.metadata), dict(self.extra)
         new._g = self._g.copy()

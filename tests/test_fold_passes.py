@@ -1,0 +1,331 @@
+"""The `fold` passes: each where it fires and in a twin where it must not.
+
+`optimized()` runs a pipeline with strict=True: the output passed the ONNX checker with strict
+shape inference and matched onnxruntime on seeded random inputs, or the test fails.
+"""
+
+import numpy as np
+import onnx
+import pytest
+from helpers import model_from_text
+
+from graphopt import api
+from graphopt.backend import to_proto
+
+
+def optimized(text: str, pipeline: str, **kw):
+    """(ops after, records, result) of a strict, validated run; asserts a second run is a no-op."""
+    proto = model_from_text(text) if isinstance(text, str) else text
+    result = api.optimize(proto, pipeline, strict=True, **kw)
+    assert result.validation.ok
+    again = api.optimize(to_proto(result.model), pipeline, strict=True, validate=False, **kw)
+    assert not any(r.modified for r in again.records), f"second run changed: {[r.name for r in again.records if r.modified]}"
+    ops = [n.op_type for n in result.model.graph.toposort() if n.op_type != "Constant"]
+    return ops, result.records, result
+
+
+def header(opset=17):
+    return f'<ir_version: 8, opset_import: ["" : {opset}]>'
+
+
+# ------------------------------------------------------------------------------ fold-constants
+def test_fold_constants_numpy_and_onnxruntime_paths():
+    text = header() + """
+    m (float[2, 3] x) => (float[2, 3] y) {
+        a = Constant <value = float[3] {1.0, 2.0, 3.0}> ()
+        b = Constant <value = float[3] {0.5, 0.5, 0.5}> ()
+        c = Add (a, b)
+        d = Exp (c)
+        y = Mul (x, d)
+    }
+    """
+    ops, records, result = optimized(text, "fold-constants")
+    assert ops == ["Mul"]
+    assert records[0].modified and records[0].stats["folded"] == 2
+    (mul,) = result.model.graph.nodes
+    np.testing.assert_allclose(result.model.graph.const_value(mul.inputs[1]), np.exp([1.5, 2.5, 3.5]), rtol=1e-6)
+
+
+def test_fold_constants_folds_shape_of_static_values():
+    text = header() + """
+    m (float[2, 3] x) => (float[6] y) {
+        s = Shape (x)
+        n = ReduceProd <keepdims = 1> (s)
+        y = Reshape (x, n)
+    }
+    """
+    ops, _, result = optimized(text, "fold-constants")
+    assert ops == ["Reshape"]
+    assert list(result.model.graph.const_value(result.model.graph.nodes[0].inputs[1])) == [6]
+
+
+def test_fold_constants_does_not_bloat_the_model():
+    text = header() + """
+    m (float[1024, 1024] x) => (float[1024, 1024] y) {
+        one = Constant <value = float {1.0}> ()
+        shape = Constant <value = int64[2] {1024, 1024}> ()
+        big = Expand (one, shape)
+        y = Add (x, big)
+    }
+    """
+    ops, records, _ = optimized(text, "fold-constants")
+    assert ops == ["Expand", "Add"]  # 4 MiB of ones from 4 bytes stays an Expand
+    assert records[0].stats["skipped_large"] == 1
+
+
+def test_fold_constants_leaves_random_ops_and_runtime_values():
+    text = header() + """
+    m (float[2, 3] x) => (float[2, 3] y) {
+        r = RandomNormal <shape = [2, 3], seed = 1.0> ()
+        y = Add (x, r)
+    }
+    """
+    ops, records, _ = optimized(text, "fold-constants")
+    assert ops == ["RandomNormal", "Add"] and not records[0].modified
+
+
+def test_fold_constants_inside_a_loop_folds_outer_constants_but_not_carried_values():
+    text = header() + """
+    m (int64 trip, float[2] x) => (float[2] y) {
+        k = Constant <value = float[2] {1.0, 2.0}> ()
+        cond = Constant <value = bool {1}> ()
+        y = Loop (trip, cond, x) <
+            body = b (int64 i, bool c, float[2] a) => (bool c2, float[2] a2) {
+                c2 = Identity (c)
+                k2 = Mul (k, k)
+                a2 = Add (a, k2)
+            }
+        >
+    }
+    """
+    ops, _, result = optimized(text, "fold-constants")
+    body = result.model.graph.nodes[0].attr("body")
+    assert sorted(n.op_type for n in body.nodes) == ["Add", "Identity"]  # k*k folded, a+k2 not
+
+
+def test_fold_constants_keeps_graph_output_names():
+    text = header() + """
+    m (float[2] x) => (float[2] y, float[2] c) {
+        a = Constant <value = float[2] {1.0, 2.0}> ()
+        c = Neg (a)
+        y = Add (x, c)
+    }
+    """
+    _, _, result = optimized(text, "fold-constants")
+    assert [v.name for v in result.model.graph.outputs] == ["y", "c"]
+
+
+# ------------------------------------------------------------------------------ fold-shape-chains
+VIEW_HEAD = header() + """
+m (float[N, 4, 2, 2] x) => (float[N, 16] y) {
+    s = Shape (x)
+    i0 = Constant <value = int64 {0}> ()
+    n = Gather <axis = 0> (s, i0)
+    ax = Constant <value = int64[1] {0}> ()
+    n1 = Unsqueeze (n, ax)
+    m1 = Constant <value = int64[1] {-1}> ()
+    shape = Concat <axis = 0> (n1, m1)
+    y = Reshape <allowzero = ALLOWZERO> (x, shape)
+}
+"""
+
+
+@pytest.mark.parametrize("allowzero", [0, 1])
+def test_view_head_becomes_a_constant_reshape_with_a_dynamic_batch(allowzero):
+    ops, records, result = optimized(VIEW_HEAD.replace("ALLOWZERO", str(allowzero)), "fold-shape-chains,dce")
+    assert ops == ["Reshape"]
+    reshape = result.model.graph.nodes[0]
+    assert list(result.model.graph.const_value(reshape.inputs[1])) == [0, -1]
+    assert reshape.attr("allowzero", 0) == 0  # 0 copies the batch dim: allowzero must be off
+
+
+def test_shape_chain_with_two_unknown_dims_is_left_alone():
+    text = header() + """
+    m (float[N, M, 4] x, float[A, B] z) => (float[A, B, 4] y) {
+        s = Shape (z)
+        four = Constant <value = int64[1] {4}> ()
+        shape = Concat <axis = 0> (s, four)
+        y = Reshape (x, shape)
+    }
+    """
+    ops, records, _ = optimized(text, "fold-shape-chains")
+    assert ops == ["Shape", "Concat", "Reshape"] and not records[0].modified
+
+
+def test_allowzero_literal_zero_blocks_copying_dims():
+    text = header() + """
+    m (float[N, 0, 3] x) => (float[N, 0, 3] y) {
+        s = Shape (x)
+        i0 = Constant <value = int64[1] {0}> ()
+        n = Gather <axis = 0> (s, i0)
+        rest = Constant <value = int64[2] {0, 3}> ()
+        shape = Concat <axis = 0> (n, rest)
+        y = Reshape <allowzero = 1> (x, shape)
+    }
+    """
+    ops, records, _ = optimized(text, "fold-shape-chains")
+    assert not records[0].modified and "Shape" in ops
+
+
+def test_expand_shape_with_a_dynamic_dim_keeps_it_with_1():
+    text = header() + """
+    m (float[N, 1] x) => (float[N, 5] y) {
+        s = Shape (x)
+        i0 = Constant <value = int64[1] {0}> ()
+        n = Gather <axis = 0> (s, i0)
+        five = Constant <value = int64[1] {5}> ()
+        shape = Concat <axis = 0> (n, five)
+        y = Expand (x, shape)
+    }
+    """
+    ops, _, result = optimized(text, "fold-shape-chains,dce")
+    assert ops == ["Expand"]
+    assert list(result.model.graph.const_value(result.model.graph.nodes[0].inputs[1])) == [1, 5]
+
+
+# ------------------------------------------------------------------------------ eliminate-noops
+@pytest.mark.parametrize("body,removed", [
+    ("y = Dropout (x)", "Dropout"),
+    ("y = Cast <to = 1> (x)", "Cast"),
+    ("t = Constant <value = int64[2] {2, 3}> ()\n y = Reshape (x, t)", "Reshape"),
+    ("y = Transpose <perm = [0, 1]> (x)", "Transpose"),
+    ("p = Constant <value = int64[4] {0, 0, 0, 0}> ()\n y = Pad (x, p)", "Pad"),
+    ("y = Concat <axis = 0> (x)", "Concat"),
+    ("one = Constant <value = float[3] {1.0, 1.0, 1.0}> ()\n y = Mul (x, one)", "Mul"),
+    ("s = Constant <value = int64[2] {0, 0}> ()\n e = Constant <value = int64[2] {2, 3}> ()\n y = Slice (x, s, e)", "Slice"),
+])
+def test_noops_are_removed(body, removed):
+    text = header() + f"""
+    m (float[2, 3] x) => (float[2, 3] z) {{
+        {body}
+        z = Relu (y)
+    }}
+    """
+    ops, records, _ = optimized(text, "eliminate-noops")
+    assert ops == ["Relu"] and records[0].stats[f"removed_{removed}"] == 1
+
+
+@pytest.mark.parametrize("body,out_type", [
+    ("y = Cast <to = 11> (x)", "double[2, 3]"),  # a real conversion
+    ("y = Transpose <perm = [1, 0]> (x)", "float[3, 2]"),
+    ("p = Constant <value = int64[4] {0, 1, 0, 0}> ()\n y = Pad (x, p)", "float[2, 4]"),
+    ("t = Constant <value = bool {1}> ()\n r = Constant <value = float {0.5}> ()\n y = Dropout (x, r, t)", "float[2, 3]"),
+    ("s0 = Constant <value = int64[1] {0}> ()\n e0 = Constant <value = int64[1] {1}> ()\n y = Slice (x, s0, e0)", "float[1, 3]"),
+    ("zero = Constant <value = float {0.0}> ()\n y = Add (x, zero)", "float[2, 3]"),  # -0.0 + 0.0 is +0.0
+])
+def test_real_work_is_not_removed(body, out_type):
+    text = header() + f"""
+    m (float[2, 3] x) => ({out_type} z) {{
+        {body}
+        z = Relu (y)
+    }}
+    """
+    ops, records, _ = optimized(text, "eliminate-noops")
+    assert not records[0].modified and len(ops) == 2
+
+
+def test_mul_by_ones_that_broadcasts_is_kept():
+    text = header() + """
+    m (float[3] x) => (float[2, 3] y) {
+        one = Constant <value = float[2, 3] {1.0, 1.0, 1.0, 1.0, 1.0, 1.0}> ()
+        y = Mul (x, one)
+    }
+    """
+    ops, records, _ = optimized(text, "eliminate-noops")
+    assert ops == ["Mul"] and not records[0].modified
+
+
+# ------------------------------------------------------------------------------ cse
+def test_cse_merges_identical_nodes_and_constants():
+    text = header() + """
+    m (float[2, 3] x) => (float[2, 3] y) {
+        a = Relu (x)
+        b = Relu (x)
+        k1 = Constant <value = float[3] {1.0, 2.0, 3.0}> ()
+        k2 = Constant <value = float[3] {1.0, 2.0, 3.0}> ()
+        c = Add (a, k1)
+        d = Add (b, k2)
+        y = Mul (c, d)
+    }
+    """
+    ops, records, _ = optimized(text, "fold-constants,cse,dce")
+    assert ops == ["Relu", "Add", "Mul"]
+    cse = next(r for r in records if r.name == "cse")
+    assert cse.stats == {"nodes_merged": 2, "constants_merged": 1}
+
+
+@pytest.mark.parametrize("pair", [
+    ("Transpose <perm = [1, 0]> (x)", "Transpose <perm = [0, 1]> (x)"),
+    ("LeakyRelu <alpha = 0.1> (x)", "LeakyRelu <alpha = 0.10000001> (x)"),
+    ("RandomNormalLike <seed = 1.0> (x)", "RandomNormalLike <seed = 1.0> (x)"),
+])
+def test_cse_twins_that_must_not_merge(pair):
+    text = header() + f"""
+    m (float[3, 3] x) => (float[3, 3] y) {{
+        a = {pair[0]}
+        b = {pair[1]}
+        y = Add (a, b)
+    }}
+    """
+    ops, records, _ = optimized(text, "cse")
+    assert len(ops) == 3 and not records[0].modified
+
+
+# ------------------------------------------------------------------------------ merge-reshapes / merge-transposes
+def test_reshape_chain_merges_into_one_reshape():
+    text = header() + """
+    m (float[N, 6] x) => (float[N, 3, 2] y) {
+        f = Flatten <axis = 1> (x)
+        s = Constant <value = int64[3] {0, 3, 2}> ()
+        r = Reshape (f, s)
+        u = Constant <value = int64[1] {0}> ()
+        q = Unsqueeze (r, u)
+        y = Squeeze (q, u)
+    }
+    """
+    ops, records, result = optimized(text, "merge-reshapes,dce")
+    assert ops == ["Reshape"]
+    g = result.model.graph
+    assert list(g.const_value(g.nodes[0].inputs[1])) == [0, 3, 2]
+
+
+def test_reshape_chain_with_a_shared_middle_is_left_alone():
+    text = header() + """
+    m (float[2, 6] x) => (float[3, 4] y, float[12] z) {
+        a = Constant <value = int64[1] {12}> ()
+        r = Reshape (x, a)
+        b = Constant <value = int64[2] {3, 4}> ()
+        y = Reshape (r, b)
+        z = Relu (r)
+    }
+    """
+    ops, records, _ = optimized(text, "merge-reshapes")
+    assert ops.count("Reshape") == 2 and not records[0].modified
+
+
+def test_transposes_cancel_or_merge():
+    text = header() + """
+    m (float[2, 3, 4] x) => (float[2, 3, 4] y, float[4, 2, 3] z) {
+        a = Transpose <perm = [1, 2, 0]> (x)
+        a2 = Transpose <perm = [2, 0, 1]> (a)
+        y = Relu (a2)
+        b = Transpose <perm = [1, 0, 2]> (x)
+        b2 = Transpose <perm = [2, 1, 0]> (b)
+        z = Relu (b2)
+    }
+    """
+    ops, records, result = optimized(text, "merge-transposes")
+    assert sorted(ops) == ["Relu", "Relu", "Transpose"] and records[0].stats == {"merged": 2}
+    (t,) = [n for n in result.model.graph.nodes if n.op_type == "Transpose"]
+    assert t.attr("perm") == [2, 0, 1]  # out[i] = x[p1[p2[i]]]
+
+
+def test_transpose_read_twice_is_not_merged():
+    text = header() + """
+    m (float[2, 3] x) => (float[2, 3] y, float[3, 2] a) {
+        a = Transpose <perm = [1, 0]> (x)
+        y = Transpose <perm = [1, 0]> (a)
+    }
+    """
+    ops, records, _ = optimized(text, "merge-transposes")
+    assert ops == ["Transpose", "Transpose"] and not records[0].modified
