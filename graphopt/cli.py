@@ -18,7 +18,8 @@ from graphopt.errors import GraphoptError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = {"passes"}
+SUBCOMMANDS = {"passes", "trt-check"}
+EXIT_FINDINGS = 4  # trt-check found errors
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,8 +56,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        if argv and argv[0] in SUBCOMMANDS:
+        if argv and argv[0] == "passes":
             return _passes_command(argv[1:])
+        if argv and argv[0] == "trt-check":
+            return _trt_check_command(argv[1:])
         return _optimize_command(argv)
     except GraphoptError as e:
         if debug:
@@ -101,7 +104,10 @@ def _optimize_command(argv: list[str]) -> int:
         initializers_as_constants=args.initializers_as_constants,
         tolerance=Tolerance(rtol=args.rtol, atol=args.atol))
     if args.report:
-        report = {"input": os.path.abspath(args.model), "pipeline": args.passes, **result.report()}
+        from graphopt.trt_check import trt_check
+
+        report = {"input": os.path.abspath(args.model), "pipeline": args.passes, **result.report(),
+                  "trt_check": [f.to_dict() for f in trt_check(result.model)]}
         _write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
     if not args.quiet:
         val = result.validation.summary() if result.validation else "skipped (--no-validate)"
@@ -139,6 +145,29 @@ def _setup_logging(args) -> None:
     logger.handlers = [handler]
     logger.setLevel(level)
     logger.propagate = False
+
+
+def _trt_check_command(argv: list[str]) -> int:
+    from graphopt import frontend
+    from graphopt.shapes import infer_shapes
+    from graphopt.trt_check import trt_check
+
+    p = _Parser(prog="graphopt trt-check", description="List what TensorRT's ONNX parser is known to reject in a "
+                "model, with the node and the reason. Exit code 4 when there are errors.")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    args = p.parse_args(argv)
+    model = frontend.load(args.model)
+    infer_shapes(model)
+    findings = trt_check(model)
+    errors = sum(f.severity == "error" for f in findings)
+    if args.json:
+        print(json.dumps([f.to_dict() for f in findings], indent=2))
+    else:
+        for f in findings:
+            print(f)
+        print(f"graphopt trt-check: {errors} errors, {len(findings) - errors} warnings")
+    return EXIT_FINDINGS if errors else 0
 
 
 def _passes_command(argv: list[str]) -> int:

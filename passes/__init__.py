@@ -14,6 +14,7 @@ from graphopt.passes.fuse_matmul_add import FuseMatMulAdd
 from graphopt.passes.fuse_pad_conv import FusePadConv
 from graphopt.passes.merge_reshapes import MergeReshapes
 from graphopt.passes.merge_transposes import MergeTransposes
+from graphopt.passes.promote_shape_inputs import PromoteShapeInputs
 from graphopt.registry import Alias, Registry
 
 PASSES = [
@@ -29,6 +30,7 @@ PASSES = [
     FuseChannelAffine,
     FusePadConv,
     FuseMatMulAdd,
+    PromoteShapeInputs,
 ]
 
 ALIASES = [
@@ -41,6 +43,10 @@ ALIASES = [
     Alias("fuse", "BatchNorm, per-channel scale, Pad and MatMul+Add fusions, to a fixed point",
           ("fuse-batchnorm", "fuse-channel-affine", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",
            "dce"), fixed_point=True),
+    Alias("promote", "TensorRT prep: every build-time input (shapes, axes, pads, ...) a constant where it can "
+          "be, dynamic dims kept as 0/-1, to a fixed point",
+          ("fold-constants", "fold-shape-chains", "promote-shape-inputs", "eliminate-noops", "eliminate-identity",
+           "cse", "dce"), fixed_point=True),
 ]
 
 
