@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
@@ -28,6 +29,8 @@ from graphopt.validate import Tolerance, ValidationReport, Validator
 log = logging.getLogger("graphopt")
 
 MAX_ROLLBACKS = 8
+# Models with more constant bytes than this validate strictly one onnxruntime session at a time.
+OVERLAP_MAX_BYTES = 512 << 20
 
 
 @dataclass
@@ -133,13 +136,25 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         records = pm.run(m, PassContext(m, input_shapes, debug=debug, verify=debug))
         return m, pm, records
 
-    result_model, pm, records = run(set())
     rolled_back: list[str] = []
-    with (tx if tx else _ScratchDir()) as dest:
+    with (tx if tx else _ScratchDir()) as dest, ThreadPoolExecutor(1) as background:
         validator = None
         if validate:
             ir.release_mapped_pages()
-            validator = Validator(_reference_path(model, ir, dest), ir, pinned=input_shapes, tol=tolerance)
+            ref_path = _reference_path(model, ir, dest)
+
+            def make_validator() -> Validator:
+                return Validator(ref_path, ir, pinned=input_shapes, tol=tolerance)
+
+            # The reference runs on the second core while the passes run, unless the model is so
+            # large that two copies of it (onnxruntime's and ours) should not be alive at once.
+            if steps and backend.constant_bytes(ir) <= OVERLAP_MAX_BYTES:
+                pending = background.submit(make_validator)
+            else:
+                pending = None
+        result_model, pm, records = run(set())
+        if validate:
+            validator = pending.result() if pending else make_validator()
 
         def build(m: Model):
             """Emit and check `m`, then validate it: (emitted, report, problem or None)."""

@@ -196,5 +196,14 @@ def _passes_command(argv: list[str]) -> int:
     return 0
 
 
+def entry() -> None:
+    """Console-script entry: run, flush, and exit without tearing the interpreter down module by
+    module (every file and temporary folder is closed by then; teardown only costs time)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -141,6 +141,9 @@ class PassManager:
 
     def run(self, model: Model, ctx: PassContext) -> list[PassRecord]:
         self.trace = []
+        # One copy of the input, not one per pass: a failed pass is rolled back by replaying the
+        # passes before it on this copy (passes are deterministic).
+        self._initial = model.clone()
         for step in self.steps:
             self._run_step(step, model, ctx, group=None, iteration=0)
         return [rec for _, rec in self.trace]
@@ -170,7 +173,6 @@ class PassManager:
     def _run_pass(self, p: Pass, model: Model, ctx: PassContext, group, iteration) -> bool:
         rec = PassRecord(len(self.trace), p.name, p.label(), group, iteration)
         rec.nodes_before = model.graph.count_nodes()
-        snapshot = model.clone()
         start = time.perf_counter()
         try:
             result = p.run(model.graph, ctx)
@@ -182,12 +184,12 @@ class PassManager:
         except GraphoptError as e:
             if isinstance(e, PipelineError):
                 raise
-            self._restore(model, snapshot)
+            self._rollback(model, ctx)
             rec.error, rec.rolled_back = str(e), True
         except Exception as e:  # a bug in a pass must not take the user's model down with it
             if ctx.debug:
                 raise
-            self._restore(model, snapshot)
+            self._rollback(model, ctx)
             rec.error, rec.rolled_back = f"{type(e).__name__}: {e}", True
         rec.seconds = time.perf_counter() - start
         rec.nodes_after = model.graph.count_nodes()
@@ -202,10 +204,12 @@ class PassManager:
                      rec.nodes_before, rec.nodes_after, rec.seconds, _stats_text(rec.stats))
         return rec.modified
 
-    @staticmethod
-    def _restore(model: Model, snapshot: Model) -> None:
+    def _rollback(self, model: Model, ctx: PassContext) -> None:
+        """Put `model` back as it was before the pass that just failed."""
+        restored = self._initial.clone()
+        self.replay(restored, PassContext(restored, ctx.input_shapes), len(self.trace))
         for k in model.__dataclass_fields__:
-            setattr(model, k, getattr(snapshot, k))
+            setattr(model, k, getattr(restored, k))
 
     def replay(self, model: Model, ctx: PassContext, upto: int) -> None:
         """Re-run the first `upto` invocations of the last trace, in order, on `model`."""

@@ -13,6 +13,8 @@ def infer_shapes(model: Model) -> int:
     Existing information is kept where inference knows less (it never erases a dim)."""
     from graphopt.backend import light_proto
 
+    if model.shapes_inferred_at == (id(model.graph), model.graph.mutations):
+        return 0  # nothing changed since the last inference
     try:
         inferred = onnx.shape_inference.infer_shapes(light_proto(model), data_prop=True)
     except Exception:  # inference is best effort: passes work without it, just less
@@ -36,6 +38,7 @@ def infer_shapes(model: Model) -> int:
             if (dtype, shape) != (v.dtype, v.shape):
                 v.dtype, v.shape = dtype, shape
                 changed += 1
+    model.shapes_inferred_at = (id(model.graph), model.graph.mutations)
     return changed
 
 

@@ -22,8 +22,10 @@ def per_channel(c: np.ndarray, rank: int, channels: int, axis: int = 1) -> Optio
 
 
 def scale_output_channels(op_type: str, w: np.ndarray, s: np.ndarray, group: int = 1) -> np.ndarray:
-    """Conv/ConvTranspose weight with every output channel multiplied by `s` (in float64)."""
-    w = w.astype(np.float64)
+    """Conv/ConvTranspose weight with every output channel multiplied by `s`. The factor is
+    computed in float64 and rounded once; the product is taken in the weight's own dtype (one
+    more rounding), which keeps large weights from being copied to float64."""
+    s = s.astype(w.dtype)
     if op_type == "Conv":  # [Cout, Cin/g, k...]
         return w * s.reshape((-1,) + (1,) * (w.ndim - 1))
     # ConvTranspose: [Cin, Cout/g, k...]; output channel = group index * Cout/g + j

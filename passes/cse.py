@@ -35,17 +35,22 @@ class CommonSubexpressionElimination(Pass):
         return PassResult(any(stats.values()), stats)
 
     def _merge_constants(self, g: Graph) -> int:
-        seen: dict[tuple, object] = {}
-        merged = 0
+        # Group by type, shape and a sample of the bytes first: only real candidates get hashed.
+        groups: dict[tuple, list] = {}
         for v in g.initializers:
             if v.is_graph_input or v.is_graph_output or v.const.nbytes > self.options.max_constant_bytes:
                 continue
-            key = _tensor_key(v.const)
-            first = seen.setdefault(key, v)
-            if first is not v:
-                g.replace_all_uses(v, first)
-                g.remove_value(v)
-                merged += 1
+            raw = v.const.raw_bytes()
+            groups.setdefault((v.const.dtype, v.const.shape, bytes(raw[:64]), bytes(raw[-64:])), []).append(v)
+        merged = 0
+        for candidates in groups.values():
+            seen: dict[tuple, object] = {}
+            for v in candidates if len(candidates) > 1 else ():
+                first = seen.setdefault(_tensor_key(v.const), v)
+                if first is not v:
+                    g.replace_all_uses(v, first)
+                    g.remove_value(v)
+                    merged += 1
         return merged
 
     def _merge_nodes(self, g: Graph) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphopt.ir import Graph, make_attr
+from graphopt.ir import Graph
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
 from graphopt.symbolic import expand_target, reshape_target, shape_elements, shape_value
@@ -57,7 +57,7 @@ class FoldShapeChains(Pass):
         if new_allowzero != allowzero:
             if opset < 14:
                 return 0
-            node.attrs["allowzero"] = make_attr(new_allowzero)
+            g.set_attr(node, "allowzero", new_allowzero)
         g.set_input(node, 1, g.add_constant(np.array(values, np.int64), shape.name + "_const"))
         return 1
 

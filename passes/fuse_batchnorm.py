@@ -67,7 +67,7 @@ class BnIntoConv(Rule):
         group = conv.attr("group", 1)
         s, t = _bn_affine(m, self.opset)
         bias = fold_value(g, m.values["b"], self.opset) if m.values["b"] is not None else np.zeros(out_channels(conv.op_type, w, group))
-        new_w = scale_output_channels(conv.op_type, w, s, group).astype(w.dtype)
+        new_w = scale_output_channels(conv.op_type, w, s, group)
         new_b = (bias.astype(np.float64) * s + t).astype(w.dtype)
         return [b.op(conv.op_type, [m.values["x"], b.const(new_w, "weight"), b.const(new_b, "bias")], dict(conv.attrs))]
 

@@ -89,7 +89,7 @@ class ChannelAffine(Rule):
             attrs = {k: a for k, a in layer.attrs.items() if k != "beta"}
             return [b.op("Gemm", [m.values["x"], b.const(w.astype(dtype), "weight"), b.const(c.astype(dtype), "bias")], attrs)]
         group = layer.attr("group", 1)
-        w = scale_output_channels(layer.op_type, p[0], mul, group)
+        w = scale_output_channels(layer.op_type, p[0], mul, group)  # in the weight's dtype
         bias = p[1].astype(np.float64) if p[1] is not None else np.zeros(len(v))
         bias = bias * mul + add
         return [b.op(layer.op_type, [m.values["x"], b.const(w.astype(dtype), "weight"), b.const(bias.astype(dtype), "bias")],

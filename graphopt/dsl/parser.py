@@ -14,7 +14,8 @@ from graphopt.errors import PipelineError
 @functools.lru_cache(maxsize=None)
 def _parser() -> Lark:
     grammar = resources.files("graphopt.dsl").joinpath("pipeline.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # cache=True keeps the built LALR tables in the temp folder, keyed by the grammar's hash
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
 def _pos(tok: Token) -> ast.Pos:

@@ -48,6 +48,7 @@ class NameScope:
         self.used = set(used)
         self.node_names = set(node_names)
         self._counter = itertools.count()
+        self.mutations = 0  # bumped by every structural change to any graph of the model
 
     def claim(self, hint: str) -> str:
         return self._claim(self.used, hint or "v")
@@ -276,9 +277,15 @@ class Graph:
     def _new_id(self) -> int:
         return next(self._ids)
 
+    @property
+    def mutations(self) -> int:
+        """How many structural changes the model this graph belongs to has seen."""
+        return self.scope.mutations
+
     def add_value(self, name: Optional[str] = None, dtype: Optional[int] = None,
                   shape: Optional[Sequence] = None) -> Value:
         """A new value; `name` is a hint made unique across the model."""
+        self.scope.mutations += 1
         v = Value(self, self._new_id(), self.scope.claim(name or "v"))
         v.dtype = dtype
         v.shape = tuple(shape) if shape is not None else None
@@ -331,6 +338,7 @@ class Graph:
         return node
 
     def set_input(self, node: Node, index: int, value: Optional[Value]) -> None:
+        self.scope.mutations += 1
         for u, k in list(self._in_keys(node.id)):
             if k == index:
                 self._g.remove_edge(u, node.id, key=k)
@@ -339,6 +347,14 @@ class Graph:
         if value is not None:
             self._check_owned(value)
             self._g.add_edge(value.id, node.id, key=index)
+
+    def set_attr(self, node: Node, name: str, value: Any) -> None:
+        """Set (or with None, remove) an attribute; counted as a change like any other."""
+        self.scope.mutations += 1
+        if value is None:
+            node.attrs.pop(name, None)
+        else:
+            node.attrs[name] = value if isinstance(value, Attr) else make_attr(value)
 
     def _check_owned(self, v: Value) -> None:
         if self._values.get(v.id) is not v:
@@ -394,6 +410,7 @@ class Graph:
     # ---------------------------------------------------------------- mutation
     def rename(self, value: Value, new_name: str) -> str:
         """Give `value` a name (made unique); returns the name it got."""
+        self.scope.mutations += 1
         if value.is_capture:
             raise IRError("rename the outer value, not its capture")
         if new_name == value._name:
@@ -413,6 +430,7 @@ class Graph:
         if old is new:
             return
         self._check_owned(new)
+        self.scope.mutations += 1
         if new.dtype is None and new.type_proto is None:  # same value by contract: same type
             new.dtype, new.shape, new.type_proto = old.dtype, old.shape, old.type_proto
         for _, user, key in list(self._g.out_edges(old.id, keys=True)):
@@ -453,6 +471,7 @@ class Graph:
 
     def remove_node(self, node: Node) -> None:
         """Remove a node and its output values; the outputs must be unused."""
+        self.scope.mutations += 1
         for v in node.outputs:
             if v is not None and self.has_uses(v):
                 raise IRError(f"cannot remove {node.op_type} node {node.name!r}: output {v.name!r} is still used")
