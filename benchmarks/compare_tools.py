@@ -8,7 +8,8 @@ Per model and tool it prints: nodes (subgraphs included), BatchNormalization lef
 ops left (Shape/Size and every node computing from them), max output difference against the input
 model, wall time and peak RSS of the tool's process (`/usr/bin/time -v`), and the onnxruntime
 latency of the output (graph optimizations off; all tools' outputs timed in interleaved
-repetitions; median). Each tool runs as a separate process, one after another, on the same machine.
+repetitions; median). Each tool runs as a separate process, one after another, on the same machine,
+`--repeats` times in interleaved order; wall time and RSS are medians.
 IR v3 models list their weights as graph inputs; graphopt runs with --initializers-as-constants
 there, as the other tools treat them as constants.
 """
@@ -133,6 +134,7 @@ def main() -> int:
     ap.add_argument("--large", action="store_true")
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--latency-reps", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of every tool per model (interleaved; medians)")
     ap.add_argument("--json", help="also write all numbers here")
     args = ap.parse_args()
     g = golden()
@@ -147,12 +149,23 @@ def main() -> int:
         ref = session(src).run(None, feeds)
         rows = {"input": {**stats(src), "wall": 0.0, "rss": 0.0, "diff": 0.0, "path": src}}
         with tempfile.TemporaryDirectory() as tmp:
+            commands = {}
             for tool, cmd in tools(src, os.path.join(tmp, "x.onnx")).items():
                 dst = os.path.join(tmp, tool.replace(" ", "_").replace("-", "_") + ".onnx")
-                cmd = [dst if c == os.path.join(tmp, "x.onnx") else c for c in cmd]
-                wall, rss, err = measure(cmd)
-                if err or not os.path.exists(dst):
-                    rows[tool] = {"error": err or "no output", "wall": wall, "rss": rss}
+                commands[tool] = (dst, [dst if c == os.path.join(tmp, "x.onnx") else c for c in cmd])
+            runs = {tool: [] for tool in commands}
+            for _ in range(args.repeats):  # interleaved: every tool once per repetition
+                for tool, (dst, cmd) in commands.items():
+                    for leftover in (dst, dst + ".data"):
+                        if os.path.exists(leftover):
+                            os.unlink(leftover)
+                    runs[tool].append(measure(cmd))
+            for tool, (dst, cmd) in commands.items():
+                errors = [e for _, _, e in runs[tool] if e]
+                wall = statistics.median(w for w, _, _ in runs[tool])
+                rss = statistics.median(r for _, r, _ in runs[tool])
+                if errors or not os.path.exists(dst):
+                    rows[tool] = {"error": errors[0] if errors else "no output", "wall": wall, "rss": rss}
                     continue
                 try:
                     diff = max_diff(ref, session(dst).run(None, feeds))

@@ -30,7 +30,7 @@ log = logging.getLogger("graphopt")
 
 MAX_ROLLBACKS = 8
 # Models with more constant bytes than this validate strictly one onnxruntime session at a time.
-OVERLAP_MAX_BYTES = 512 << 20
+OVERLAP_MAX_BYTES = 1 << 30
 
 
 @dataclass
@@ -165,7 +165,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
             if validator is None:
                 return emitted, None, None
             m.release_mapped_pages()
-            report = validator.check(emitted.path)
+            report = validator.check(emitted.ort_view())
             return emitted, report, None if report.ok else f"validation failed: {report.summary()}"
 
         emitted, report, problem = build(result_model)
@@ -186,11 +186,11 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                   result_model.graph.count_nodes(), time.perf_counter() - start)
 
 
-def _reference_path(source, original: Model, dest) -> str:
-    """A file onnxruntime can run as the reference: the input itself when it is a file."""
+def _reference_path(source, original: Model, dest):
+    """What onnxruntime runs as the reference: the input file's weights referenced in place."""
     if isinstance(source, str):
-        return source
-    return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).path
+        return backend.ort_view(original)
+    return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).ort_view()
 
 
 def _bisect(original: Model, pm: PassManager, build, input_shapes) -> Optional[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -332,6 +332,53 @@ class EmittedModel:
     path: str
     data_path: Optional[str]
     nbytes: int
+    # For a streamed inline model: the serialized model without its main-graph initializers, and
+    # each initializer as (name, inline TensorProto) or (name, dtype, shape, offset, length) of
+    # its raw bytes inside the file. Lets onnxruntime load it without parsing the weights.
+    main: Optional[bytes] = None
+    initializers: list = field(default_factory=list)
+
+    def ort_view(self):
+        """What validation hands onnxruntime: the file's weights referenced in place."""
+        from graphopt.validate import OrtModel
+
+        if self.main is None:
+            return OrtModel(path=self.path)
+        proto = onnx.ModelProto.FromString(self.main)
+        location = os.path.basename(self.path)
+        for entry in self.initializers:
+            if len(entry) == 2:
+                proto.graph.initializer.append(entry[1])
+            else:
+                name, dtype, shape, offset, length = entry
+                _add_external_ref(proto, name, dtype, shape, location, offset, length)
+        return OrtModel(data=proto.SerializeToString(), folder=os.path.dirname(self.path), path=self.path)
+
+
+def _add_external_ref(proto: onnx.ModelProto, name: str, dtype: int, shape, location: str, offset: int, length: int) -> None:
+    ref = proto.graph.initializer.add(name=name, data_type=dtype, dims=shape)
+    ref.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        ref.external_data.add(key=k, value=v)
+
+
+def ort_view(model: Model):
+    """The model as onnxruntime should load it for validation: weights that live in a mapped file
+    inside the model's folder are referenced there, not copied through a protobuf."""
+    from graphopt.validate import OrtModel
+
+    folder = os.path.dirname(model.source_path) if model.source_path else None
+    emitter = _Emitter(None, defer_initializers=True)
+    proto = emitter.model(model)
+    real_folder = os.path.realpath(folder) if folder else None
+    for name, t in emitter.deferred:
+        where = t.file_location()
+        rel = os.path.relpath(where[0], real_folder) if where and real_folder else None
+        if rel is None or rel.startswith(".."):
+            proto.graph.initializer.append(emitter.tensor(t, name))
+        else:
+            _add_external_ref(proto, name, t.dtype, t.shape, rel.replace(os.sep, "/"), where[1], t.nbytes)
+    return OrtModel(data=_serialize(proto), folder=folder, path=model.source_path)
 
 
 def emit(model: Model, folder: str, basename: str, *, external_data: Optional[bool] = None,
@@ -361,14 +408,15 @@ def emit(model: Model, folder: str, basename: str, *, external_data: Optional[bo
     emitter = _Emitter(None, defer_initializers=True)
     proto = emitter.model(model)
     main = _serialize(proto)
+    entries = []
     with open(path, "xb") as f:
         f.write(main)
         for name, tensor in emitter.deferred:
-            _write_initializer_chunk(f, emitter, name, tensor)
+            entries.append(_write_initializer_chunk(f, emitter, name, tensor))
         size = f.tell()
     if check:
         _check_light(proto, emitter, folder)
-    return EmittedModel(path, None, size)
+    return EmittedModel(path, None, size, main, entries)
 
 
 def _serialize(proto: onnx.ModelProto) -> bytes:
@@ -378,17 +426,22 @@ def _serialize(proto: onnx.ModelProto) -> bytes:
     return data
 
 
-def _write_initializer_chunk(f, emitter: _Emitter, name: str, t: Tensor) -> None:
+def _write_initializer_chunk(f, emitter: _Emitter, name: str, t: Tensor) -> tuple:
+    """Append one initializer; returns (name, proto) for a small one, or (name, dtype, shape,
+    offset, length) locating the raw bytes of a streamed one inside the file."""
     if t.nbytes < STREAM_MIN_BYTES or t.dtype == onnx.TensorProto.STRING:
+        tp = emitter.tensor(t, name)
         chunk = onnx.ModelProto()
-        chunk.graph.initializer.append(emitter.tensor(t, name))
+        chunk.graph.initializer.append(tp)
         f.write(chunk.SerializeToString(deterministic=True))
-        return
+        return name, tp
     head = onnx.TensorProto(dims=t.shape, data_type=t.dtype, name=name).SerializeToString(deterministic=True)
     tail = onnx.TensorProto(**_nonempty(doc_string=t.doc_string)).SerializeToString(deterministic=True)
     f.write(wire.initializer_chunk_parts(head, _tensor_bytes(t).nbytes, tail))
-    _write_streamed(f, t)
+    offset = f.tell()
+    length = _write_streamed(f, t)
     f.write(tail)
+    return name, t.dtype, t.shape, offset, length
 
 
 STUB_LOCATION = "stub.data"

@@ -130,6 +130,19 @@ def random_feeds(specs, draws: int, seed: int) -> list[dict[str, np.ndarray]]:
 
 
 # ------------------------------------------------------------------------------ running
+@dataclass
+class OrtModel:
+    """What onnxruntime loads: a file, or serialized bytes whose external data (the weights,
+    referenced where they already lie) is resolved against `folder`."""
+
+    path: Optional[str] = None
+    data: Optional[bytes] = None
+    folder: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        return os.path.basename(self.path) if self.path else "model"
+
 def seeded_random_ops(proto: onnx.ModelProto) -> bool:
     """Give every unseeded Random* op a seed derived from its output name, so the input and
     the output model draw the same numbers. Returns whether anything changed."""
@@ -155,34 +168,57 @@ def seeded_random_ops(proto: onnx.ModelProto) -> bool:
     return changed
 
 
-def run_model(model_path: str, feeds: list[dict[str, np.ndarray]], *, has_random_ops: bool = False) -> list[dict[str, np.ndarray]]:
+def run_model(model: "OrtModel | str", feeds: list[dict[str, np.ndarray]], *, has_random_ops: bool = False) -> list[dict[str, np.ndarray]]:
     """Run one model on every feed in one onnxruntime session with optimizations off."""
     import onnxruntime as ort
+
+    if isinstance(model, str):
+        model = OrtModel(path=model)
+    model_path = model.label
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = False  # validation runs a few batches: return memory promptly
-    source: str | bytes = model_path
+    opts.enable_mem_pattern = False
+    source: str | bytes = model.path if model.data is None else model.data
+    folder = model.folder or (os.path.dirname(os.path.abspath(model.path)) if model.path else None)
     if has_random_ops:
-        proto = onnx.load_model(model_path, load_external_data=False)
+        proto = onnx.load_model(model.path, load_external_data=False) if model.data is None else onnx.ModelProto.FromString(model.data)
         seeded_random_ops(proto)
         source = proto.SerializeToString()
-        opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                      os.path.dirname(os.path.abspath(model_path)))
+    if isinstance(source, bytes) and folder:
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
     try:
         sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises several unrelated types
-        raise GraphoptError(f"onnxruntime cannot load {os.path.basename(model_path)}: {_first_line(e)}") from None
+        raise GraphoptError(f"onnxruntime cannot load {model_path}: {_first_line(e)}") from None
     names = [o.name for o in sess.get_outputs()]
     results = []
-    for feed in feeds:
-        try:
-            outs = sess.run(names, feed)
-        except Exception as e:
-            raise GraphoptError(f"onnxruntime failed to run {os.path.basename(model_path)}: {_first_line(e)}") from None
-        results.append(dict(zip(names, outs)))
+    try:
+        for feed in feeds:
+            try:
+                outs = sess.run(names, feed)
+            except Exception as e:
+                raise GraphoptError(f"onnxruntime failed to run {model_path}: {_first_line(e)}") from None
+            results.append(dict(zip(names, outs)))
+    finally:
+        del sess
+        release_freed_memory()
     return results
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a finished session back to the OS (glibc keeps it otherwise), so the
+    next session does not stack on top of the last one."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _first_line(e: Exception) -> str:
@@ -244,13 +280,13 @@ def _compare_one(diff: OutputDiff, r: np.ndarray, n: np.ndarray, tol: Tolerance)
 class Validator:
     """Holds the reference outputs of the input model; checks candidate models against them."""
 
-    def __init__(self, reference_path: str, model: Model, *, pinned=None, draws: int = 3,
+    def __init__(self, reference: "OrtModel | str", model: Model, *, pinned=None, draws: int = 3,
                  seed: int = 0, tol: Tolerance = Tolerance()):
         self.tol = tol
         self.has_random_ops = any(n.op_type in RANDOM_OPS for g in model.all_graphs() for n in g.nodes)
         self.feeds = random_feeds(input_specs(model, pinned), draws, seed)
-        self.reference = run_model(reference_path, self.feeds, has_random_ops=self.has_random_ops)
+        self.reference = run_model(reference, self.feeds, has_random_ops=self.has_random_ops)
 
-    def check(self, candidate_path: str) -> ValidationReport:
-        out = run_model(candidate_path, self.feeds, has_random_ops=self.has_random_ops)
+    def check(self, candidate: "OrtModel | str") -> ValidationReport:
+        out = run_model(candidate, self.feeds, has_random_ops=self.has_random_ops)
         return compare(self.reference, out, self.tol)

@@ -19,6 +19,9 @@ from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import static_shape
 
 STANDARD = ("", "ai.onnx")
+# Quantization is the point of these: folding a DequantizeLinear of an INT8 weight would turn a
+# quantized model back into a float one.
+NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 
 
 @dataclass
@@ -59,6 +62,11 @@ class FoldConstants(Pass):
             if not self._foldable(node):
                 continue
             ins = node.inputs
+            if node.op_type == "CastLike" and len(ins) == 2 and ins[1] is not None and ins[1].dtype:
+                x = data(ins[0])  # only the type of the second input matters
+                if x is not None:
+                    self._record(node, [x.astype(_np_dtype(ins[1].dtype))], known, results)
+                continue
             if node.op_type in ("Shape", "Size") and ins and static_shape(ins[0]) is not None:
                 arr = np.zeros(static_shape(ins[0]), np.uint8)  # only its shape is read
                 out = numpy_eval(node, [arr], ctx.opset)
@@ -92,7 +100,7 @@ class FoldConstants(Pass):
     def _foldable(node: Node) -> bool:
         if node.op_type == "Identity" and node.outputs[0] is not None and node.outputs[0].is_graph_output:
             return False  # it carries a graph output's name for a constant: nothing left to fold
-        return (node.domain in STANDARD and node.op_type not in NON_DETERMINISTIC
+        return (node.domain in STANDARD and node.op_type not in NON_DETERMINISTIC and node.op_type not in NEVER_FOLD
                 and not any(True for _ in node.subgraphs()) and node.n_outputs > 0)
 
     @staticmethod

@@ -329,3 +329,30 @@ def test_transpose_read_twice_is_not_merged():
     """
     ops, records, _ = optimized(text, "merge-transposes")
     assert ops == ["Transpose", "Transpose"] and not records[0].modified
+
+
+def test_dequantize_of_a_quantized_weight_is_never_folded():
+    text = header() + """
+    m (float[2, 4] x) => (float[2, 4] y) {
+        w = Constant <value = int8[4] {1, -2, 3, -4}> ()
+        s = Constant <value = float {0.5}> ()
+        z = Constant <value = int8 {0}> ()
+        wf = DequantizeLinear (w, s, z)
+        y = Mul (x, wf)
+    }
+    """
+    ops, records, _ = optimized(text, "fold-constants")
+    assert ops == ["DequantizeLinear", "Mul"]
+
+
+def test_castlike_of_a_constant_folds_when_the_target_type_is_known():
+    text = header() + """
+    m (float[2] x) => (float[2] y) {
+        one = Constant <value = double {1.5}> ()
+        c = CastLike (one, x)
+        y = Add (x, c)
+    }
+    """
+    ops, _, result = optimized(text, "fold-constants")
+    assert ops == ["Add"]
+    assert result.model.graph.const_value(result.model.graph.nodes[0].inputs[1]).dtype == np.float32

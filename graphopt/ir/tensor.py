@@ -97,6 +97,10 @@ class Tensor:
     def is_external(self) -> bool:
         return self._file is not None
 
+    def file_location(self) -> Optional[tuple[str, int]]:
+        """(file path, byte offset) for a tensor that lives in a mapped file, else None."""
+        return (self._file.path, self._offset) if self._file is not None else None
+
     def release_pages(self, start: int = 0, length: int | None = None) -> None:
         """For a memory-mapped tensor: drop the resident pages of its bytes [start, start+length)
         (see MappedFile.release)."""
