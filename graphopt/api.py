@@ -133,7 +133,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     def run(disabled: set[str]) -> tuple[Model, PassManager, list[PassRecord]]:
         m = original.clone() if original is not None else ir
         pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
-        records = pm.run(m, PassContext(m, input_shapes, debug=debug, verify=debug))
+        records = pm.run(m, PassContext(m, input_shapes, debug=debug, verify=debug), initial=original)
         return m, pm, records
 
     rolled_back: list[str] = []
@@ -141,10 +141,10 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         validator = None
         if validate:
             ir.release_mapped_pages()
-            ref_path = _reference_path(model, ir, dest)
+            reference = _reference(model, ir, dest)
 
             def make_validator() -> Validator:
-                return Validator(ref_path, ir, pinned=input_shapes, tol=tolerance)
+                return Validator(reference, ir, pinned=input_shapes, tol=tolerance)
 
             # The reference runs on the second core while the passes run, unless the model is so
             # large that two copies of it (onnxruntime's and ours) should not be alive at once.
@@ -186,7 +186,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                   result_model.graph.count_nodes(), time.perf_counter() - start)
 
 
-def _reference_path(source, original: Model, dest):
+def _reference(source, original: Model, dest):
     """What onnxruntime runs as the reference: the input file's weights referenced in place."""
     if isinstance(source, str):
         return backend.ort_view(original)

@@ -139,11 +139,12 @@ class PassManager:
         self.disabled = set(disabled)
         self.trace: list[tuple[Pass, PassRecord]] = []
 
-    def run(self, model: Model, ctx: PassContext) -> list[PassRecord]:
+    def run(self, model: Model, ctx: PassContext, initial: Optional[Model] = None) -> list[PassRecord]:
+        """Run the steps on `model`. `initial` is an untouched copy of it, if the caller keeps one."""
         self.trace = []
         # One copy of the input, not one per pass: a failed pass is rolled back by replaying the
-        # passes before it on this copy (passes are deterministic).
-        self._initial = model.clone()
+        # passes before it on a clone of this copy (passes are deterministic).
+        self._initial = initial if initial is not None else model.clone()
         for step in self.steps:
             self._run_step(step, model, ctx, group=None, iteration=0)
         return [rec for _, rec in self.trace]

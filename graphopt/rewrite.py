@@ -194,6 +194,11 @@ class Driver:
         self.explain = explain or set()
         self.near_misses: list[NearMiss] = []
 
+    def applicable(self, graph: Graph) -> bool:
+        """Whether any node of the graph (or its subgraphs) has an op type a rule is rooted at:
+        lets a pass skip its set-up, such as shape inference, when no rule could fire."""
+        return any(n.op_type in self.by_op for g in graph.walk() for n in g.nodes)
+
     def run(self, graph: Graph, filter_node: Optional[Callable[[Node], bool]] = None) -> dict[str, int]:
         fired: dict[str, int] = {}
         for g in list(graph.walk()):

@@ -160,9 +160,11 @@ class FuseBatchNorm(Pass):
     Options = FuseBatchNormOptions
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        driver = Driver([BnIntoConv(ctx.opset), BnIntoGemm(ctx.opset), BnIntoMatMul(ctx.opset)])
+        if not driver.applicable(graph):
+            return PassResult(False)
         infer_shapes(ctx.model)
-        rules = [BnIntoConv(ctx.opset), BnIntoGemm(ctx.opset), BnIntoMatMul(ctx.opset)]
-        fired = Driver(rules).run(graph)
+        fired = driver.run(graph)
         if self.options.lower:
             fired.update(Driver([LowerBn(ctx.opset)]).run(graph))
         return PassResult(bool(fired), dict(sorted(fired.items())))

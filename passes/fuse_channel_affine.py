@@ -16,6 +16,7 @@ from graphopt.ir import Graph
 from graphopt.passes._channels import out_channels, per_channel, scale_output_channels
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, Var
+from graphopt.shapes import infer_shapes
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "BatchNormalization")
 
@@ -101,10 +102,11 @@ class FuseChannelAffine(Pass):
     summary = "fold per-channel constant Mul/Div/Add/Sub into the Conv/ConvTranspose/Gemm/BatchNorm before it"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from graphopt.shapes import infer_shapes
-
-        infer_shapes(ctx.model)
         rules = [ChannelAffine(op, first, ctx.opset) for op in ("Mul", "Add", "Sub", "Div")
                  for first in (False, True) if not (first and op in ("Sub", "Div"))]
-        fired = Driver(rules).run(graph)
+        driver = Driver(rules)
+        if not driver.applicable(graph):
+            return PassResult(False)
+        infer_shapes(ctx.model)
+        fired = driver.run(graph)
         return PassResult(bool(fired), dict(sorted(fired.items())))

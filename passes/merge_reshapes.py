@@ -61,6 +61,9 @@ class MergeReshapes(Pass):
     summary = "merge consecutive Reshape/Flatten/Squeeze/Unsqueeze into one Reshape (allowzero honoured)"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        driver = Driver([ReshapeChain(ctx.opset)])
+        if not driver.applicable(graph):
+            return PassResult(False, {"merged": 0})
         infer_shapes(ctx.model)
-        fired = Driver([ReshapeChain(ctx.opset)]).run(graph)
+        fired = driver.run(graph)
         return PassResult(bool(fired), {"merged": fired.get("reshape-chain", 0)})

@@ -188,3 +188,27 @@ def test_fused_weights_are_numerically_close_to_the_original():
     x = RNG.standard_normal((2, 4, 5, 5)).astype(np.float32)
     a, b = run_ort(m, {"x": x})[0], run_ort(to_proto(result.model), {"x": x})[0]
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_fusions_recurse_into_subgraphs_with_outer_weights():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[2, 4, 5, 5] x, bool c) => (float[2, 6, 5, 5] y) {
+        y = If (c) <
+            then_branch = t () => (float[2, 6, 5, 5] t_out) {
+                h = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+                t_out = BatchNormalization (h, bn_s, bn_b, bn_m, bn_v)
+            },
+            else_branch = e () => (float[2, 6, 5, 5] e_out) {
+                e_out = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+            }
+        >
+    }
+    """
+    m = onnx.parser.parse_model(text)
+    m.graph.initializer.extend([numpy_helper.from_array(arr(6, 4, 3, 3), "w"), numpy_helper.from_array(arr(6), "b")]
+                               + bn_inits(6))
+    ops, records, result = optimized(m, "fuse")
+    then_ops = [n.op_type for n in result.model.graph.nodes[0].attr("then_branch").nodes]
+    assert then_ops == ["Conv"]  # the new weights live in the branch; the outer ones still feed else
+    assert records[0].stats == {"bn-into-conv": 1}
