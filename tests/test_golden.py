@@ -130,3 +130,20 @@ def test_fuse_fold_order_does_not_matter_and_leaves_no_fusable_batchnorm(gm, gol
         if n.op_type == "BatchNormalization":
             prod = n.inputs[0].producer
             assert prod is None or prod.op_type not in ("Conv", "ConvTranspose", "Gemm"), f"fusable BN {n.name}"
+
+
+@pytest.mark.parametrize("name", ["encoder_dynamo", "control_flow", "inception_v1"])
+def test_pipeline_output_is_byte_identical_across_processes(name, golden_path, tmp_path):
+    import shutil
+    import subprocess
+
+    src = golden_path(next(m for m in golden.CORPUS if m.name == name))
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"o{seed}.onnx"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([shutil.which("graphopt"), src, "-p", "fuse,fold,promote", "-o", str(out), "-q",
+                               "--no-validate"], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
