@@ -18,8 +18,7 @@ from typing import Any, Optional, Sequence, Union
 import onnx
 
 from graphopt import backend, frontend
-from graphopt.dsl.lower import lower
-from graphopt.dsl.parser import parse_inline
+from graphopt.dsl.lower import parse_and_lower
 from graphopt.errors import GraphoptError, InvalidModelError, ValidationError
 from graphopt.ir import Model
 from graphopt.passmanager import PassContext, PassManager, PassRecord
@@ -64,7 +63,7 @@ def default_registry() -> Registry:
 
 def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
     if isinstance(passes, str):
-        return lower(parse_inline(passes), registry)
+        return parse_and_lower(passes, registry)
     return list(passes)
 
 

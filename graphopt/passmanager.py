@@ -37,16 +37,44 @@ class NoOptions:
     """This pass has no options."""
 
 
+@dataclass(frozen=True)
+class NodeScope:
+    """Which nodes a pass may rewrite: op types and node-name globs to include or exclude."""
+
+    ops: tuple[str, ...] = ()
+    except_ops: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    except_nodes: tuple[str, ...] = ()
+
+    def __contains__(self, node) -> bool:
+        from fnmatch import fnmatchcase
+
+        if self.ops and node.op_type not in self.ops:
+            return False
+        if node.op_type in self.except_ops:
+            return False
+        if self.nodes and not any(fnmatchcase(node.name, g) for g in self.nodes):
+            return False
+        return not any(fnmatchcase(node.name, g) for g in self.except_nodes)
+
+
 @dataclass
 class PassContext:
     model: Model
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     debug: bool = False
     verify: bool = False  # IR verify() after every pass (tests and --debug)
+    scope: Optional[NodeScope] = None  # set while a scoped pipeline step runs
+    explain: set[str] = field(default_factory=set)  # rule names whose near misses are recorded
+    near_misses: list = field(default_factory=list)
 
     @property
     def opset(self) -> int:
         return self.model.opset
+
+    def in_scope(self, node) -> bool:
+        """Whether the running pass may rewrite `node` (always, unless the step is scoped)."""
+        return self.scope is None or node in self.scope
 
 
 class Pass:
@@ -57,8 +85,9 @@ class Pass:
     Options: ClassVar[type] = NoOptions
     lossless: ClassVar[bool] = True
 
-    def __init__(self, options: Any = None):
+    def __init__(self, options: Any = None, scope: Optional[NodeScope] = None):
         self.options = options if options is not None else self.Options()
+        self.scope = scope  # from a pipeline step's `on ops [...]` / `except nodes [...]`
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         raise NotImplementedError
@@ -175,6 +204,7 @@ class PassManager:
         rec = PassRecord(len(self.trace), p.name, p.label(), group, iteration)
         rec.nodes_before = model.graph.count_nodes()
         start = time.perf_counter()
+        ctx.scope = p.scope
         try:
             result = p.run(model.graph, ctx)
             if not isinstance(result, PassResult):
@@ -192,6 +222,8 @@ class PassManager:
                 raise
             self._rollback(model, ctx)
             rec.error, rec.rolled_back = f"{type(e).__name__}: {e}", True
+        finally:
+            ctx.scope = None
         rec.seconds = time.perf_counter() - start
         rec.nodes_after = model.graph.count_nodes()
         self.trace.append((p, rec))

@@ -44,6 +44,11 @@ class Opt:
 
 
 @dataclass(frozen=True)
+class Absent:
+    """An input that must be omitted."""
+
+
+@dataclass(frozen=True)
 class Op:
     """A node of `op_type` (one name or a tuple) whose inputs match `inputs` (trailing inputs
     the node has beyond them must be absent). `name` captures the node; `output` is which of its
@@ -105,6 +110,8 @@ def _match_op(p: Op, node: Node, m: Match) -> bool:
 
 
 def _match_input(p, v: Optional[Value], m: Match) -> bool:
+    if isinstance(p, Absent):
+        return v is None
     if isinstance(p, Opt):
         if v is None:
             if isinstance(p.inner, (Var, Const)):
@@ -185,14 +192,21 @@ class NearMiss:
 class Driver:
     """Applies rules to a graph and its subgraphs until none fires (at most `max_rounds`)."""
 
-    def __init__(self, rules: Sequence[Rule], *, max_rounds: int = 16, explain: Optional[set[str]] = None):
+    @classmethod
+    def for_pass(cls, rules: Sequence[Rule], ctx) -> "Driver":
+        """A driver that records near misses of the rules the user asked to explain."""
+        return cls(rules, explain=ctx.explain, near_misses=ctx.near_misses)
+
+    def __init__(self, rules: Sequence[Rule], *, max_rounds: int = 16, explain: Optional[set[str]] = None,
+                 near_misses: Optional[list] = None):
         self.by_op: dict[str, list[Rule]] = {}
-        for r in rules:
+        # higher benefit first; equal benefits keep their order
+        for r in sorted(rules, key=lambda r: -getattr(r, "benefit", 1)):
             for op in r.pattern.op_types():
                 self.by_op.setdefault(op, []).append(r)
         self.max_rounds = max_rounds
         self.explain = explain or set()
-        self.near_misses: list[NearMiss] = []
+        self.near_misses: list[NearMiss] = near_misses if near_misses is not None else []
 
     def applicable(self, graph: Graph) -> bool:
         """Whether any node of the graph (or its subgraphs) has an op type a rule is rooted at:
@@ -221,6 +235,8 @@ class Driver:
                     if rule.name in self.explain:
                         self.near_misses.append(NearMiss(rule.name, node.name or node.op_type, reason))
                     continue
+                if rule.name in self.explain:
+                    self.near_misses.append(NearMiss(rule.name, node.name or node.op_type, "fired"))
                 self._apply(rule, m, g)
                 fired[rule.name] = fired.get(rule.name, 0) + 1
                 changed = True

@@ -31,7 +31,7 @@ class CommonSubexpressionElimination(Pass):
         stats = {"nodes_merged": 0, "constants_merged": 0}
         for g in list(graph.walk()):
             stats["constants_merged"] += self._merge_constants(g)
-            stats["nodes_merged"] += self._merge_nodes(g)
+            stats["nodes_merged"] += self._merge_nodes(g, ctx)
         return PassResult(any(stats.values()), stats)
 
     def _merge_constants(self, g: Graph) -> int:
@@ -53,11 +53,11 @@ class CommonSubexpressionElimination(Pass):
                     merged += 1
         return merged
 
-    def _merge_nodes(self, g: Graph) -> int:
+    def _merge_nodes(self, g: Graph, ctx: PassContext) -> int:
         seen: dict[tuple, Node] = {}
         merged = 0
         for node in g.toposort():
-            key = _node_key(node)
+            key = _node_key(node) if ctx.in_scope(node) else None
             if key is None:
                 continue
             first = seen.setdefault(key, node)

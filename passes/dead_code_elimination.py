@@ -12,16 +12,16 @@ class DeadCodeElimination(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         stats = {"nodes_removed": 0, "initializers_removed": 0}
-        self._sweep(graph, stats)
+        self._sweep(graph, stats, ctx)
         return PassResult(any(stats.values()), stats)
 
-    def _sweep(self, graph: Graph, stats: dict) -> None:
+    def _sweep(self, graph: Graph, stats: dict, ctx: PassContext) -> None:
         # Inner graphs first: a subgraph that stops reading an outer value frees it here.
         for node in graph.nodes:
             for _, _, sub in node.subgraphs():
-                self._sweep(sub, stats)
+                self._sweep(sub, stats, ctx)
         for node in reversed(graph.toposort()):
-            if not any(v is not None and graph.has_uses(v) for v in node.outputs):
+            if ctx.in_scope(node) and not any(v is not None and graph.has_uses(v) for v in node.outputs):
                 graph.remove_node(node)
                 stats["nodes_removed"] += 1
         for v in graph.values:

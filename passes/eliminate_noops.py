@@ -29,7 +29,7 @@ class EliminateNoops(Pass):
         removed: dict[str, int] = {}
         for g in list(graph.walk()):
             for node in g.toposort():
-                if node not in g or node.domain not in STANDARD:
+                if node not in g or node.domain not in STANDARD or not ctx.in_scope(node):
                     continue
                 src = forwarded_input(g, node, ctx.opset)
                 if src is not None and g.bypass(node, src):

@@ -57,7 +57,7 @@ class FoldConstants(Pass):
             return known.get(v.id)
 
         for node in g.toposort():
-            if node.op_type == "Constant" and node.domain in STANDARD:
+            if node.op_type == "Constant" and node.domain in STANDARD or not ctx.in_scope(node):
                 continue
             if not self._foldable(node):
                 continue

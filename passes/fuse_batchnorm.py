@@ -160,11 +160,11 @@ class FuseBatchNorm(Pass):
     Options = FuseBatchNormOptions
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        driver = Driver([BnIntoConv(ctx.opset), BnIntoGemm(ctx.opset), BnIntoMatMul(ctx.opset)])
+        driver = Driver.for_pass([BnIntoConv(ctx.opset), BnIntoGemm(ctx.opset), BnIntoMatMul(ctx.opset)], ctx)
         if not driver.applicable(graph):
             return PassResult(False)
         infer_shapes(ctx.model)
-        fired = driver.run(graph)
+        fired = driver.run(graph, ctx.in_scope)
         if self.options.lower:
-            fired.update(Driver([LowerBn(ctx.opset)]).run(graph))
+            fired.update(Driver.for_pass([LowerBn(ctx.opset)], ctx).run(graph, ctx.in_scope))
         return PassResult(bool(fired), dict(sorted(fired.items())))

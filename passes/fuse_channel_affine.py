@@ -104,9 +104,9 @@ class FuseChannelAffine(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         rules = [ChannelAffine(op, first, ctx.opset) for op in ("Mul", "Add", "Sub", "Div")
                  for first in (False, True) if not (first and op in ("Sub", "Div"))]
-        driver = Driver(rules)
+        driver = Driver.for_pass(rules, ctx)
         if not driver.applicable(graph):
             return PassResult(False)
         infer_shapes(ctx.model)
-        fired = driver.run(graph)
+        fired = driver.run(graph, ctx.in_scope)
         return PassResult(bool(fired), dict(sorted(fired.items())))

@@ -43,9 +43,9 @@ class FuseMatMulAdd(Pass):
     summary = "turn 2-D MatMul + Add into Gemm where the shapes allow"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        driver = Driver([MatMulAdd(False), MatMulAdd(True)])
+        driver = Driver.for_pass([MatMulAdd(False), MatMulAdd(True)], ctx)
         if not driver.applicable(graph):
             return PassResult(False, {"fused": 0})
         infer_shapes(ctx.model)
-        fired = driver.run(graph)
+        fired = driver.run(graph, ctx.in_scope)
         return PassResult(bool(fired), {"fused": fired.get("matmul-add-to-gemm", 0)})

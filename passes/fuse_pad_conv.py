@@ -64,5 +64,5 @@ class FusePadConv(Pass):
     summary = "fold a zero Pad of the spatial dims into the following Conv"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        fired = Driver([PadIntoConv(ctx.opset)]).run(graph)
+        fired = Driver.for_pass([PadIntoConv(ctx.opset)], ctx).run(graph, ctx.in_scope)
         return PassResult(bool(fired), {"fused": fired.get("pad-into-conv", 0)})

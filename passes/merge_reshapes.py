@@ -61,9 +61,9 @@ class MergeReshapes(Pass):
     summary = "merge consecutive Reshape/Flatten/Squeeze/Unsqueeze into one Reshape (allowzero honoured)"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        driver = Driver([ReshapeChain(ctx.opset)])
+        driver = Driver.for_pass([ReshapeChain(ctx.opset)], ctx)
         if not driver.applicable(graph):
             return PassResult(False, {"merged": 0})
         infer_shapes(ctx.model)
-        fired = driver.run(graph)
+        fired = driver.run(graph, ctx.in_scope)
         return PassResult(bool(fired), {"merged": fired.get("reshape-chain", 0)})

@@ -31,5 +31,5 @@ class MergeTransposes(Pass):
     summary = "cancel or merge consecutive Transposes"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        fired = Driver([TransposePair()]).run(graph)
+        fired = Driver.for_pass([TransposePair()], ctx).run(graph, ctx.in_scope)
         return PassResult(bool(fired), {"merged": fired.get("transpose-pair", 0)})

@@ -27,6 +27,8 @@ class PromoteShapeInputs(Pass):
         promoted = 0
         for g in list(graph.walk()):
             for node in g.toposort():
+                if not ctx.in_scope(node):
+                    continue
                 ins = node.inputs
                 for i in build_time_inputs(node):
                     if i >= len(ins) or ins[i] is None:

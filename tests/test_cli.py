@@ -97,7 +97,7 @@ def test_pipeline_errors_exit_2(tmp_path, model_file, capsys):
     code, _, err = run_cli(capsys, model_file, "-p", "dcee", "-o", tmp_path / "o.onnx")
     assert code == 2 and "unknown pass 'dcee' (did you mean 'dce'?)" in err
     code, _, err = run_cli(capsys, model_file, "-p", "dce,,", "-o", tmp_path / "o.onnx")
-    assert code == 2 and "-p:1:5: expected a name, got ','" in err
+    assert code == 2 and "-p:1:5: expected 'fixpoint' or a name or end of input, got ','" in err
     code, _, err = run_cli(capsys, model_file, "-o", tmp_path / "o.onnx")
     assert code == 1 and "give passes with -p" in err
     assert not (tmp_path / "o.onnx").exists()

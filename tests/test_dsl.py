@@ -30,10 +30,10 @@ def test_ast_is_frozen():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("fold,,fuse", "-p:1:6: expected a name, got ','"),
-    ("prune{method=}", "-p:1:14: expected a name or a number or a ratio like 2:4 or a quoted string, got '}'"),
-    ("fold{", "-p:1:5: expected a name or '}', got end of input"),
-    ("fold;x", "-p:1:5: expected ',' or '{', got ';'"),
+    ("fold,,fuse", "-p:1:6: expected 'fixpoint' or a name or end of input, got ','"),
+    ("prune{method=}", "-p:1:14: expected a name or a number or a quoted string or a ratio like 2:4, got '}'"),
+    ("fold{", "-p:1:5: expected '}' or a name, got end of input"),
+    ("fold x{y}", "-p:1:9: expected '=', got '}'"),
 ])
 def test_syntax_errors_name_the_column_and_what_was_expected(text, message):
     with pytest.raises(PipelineError) as e:
