@@ -56,6 +56,8 @@ CORPUS = (
        GoldenModel("cnn_dynamo", "torch/cnn_dynamo.onnx"),
        GoldenModel("encoder_torchscript", "torch/encoder_torchscript.onnx"),
        GoldenModel("encoder_dynamo", "torch/encoder_dynamo.onnx"),
+       GoldenModel("mobilenetv3_block_torchscript", "torch/mobilenetv3_block_torchscript.onnx"),
+       GoldenModel("mobilenetv3_block_dynamo", "torch/mobilenetv3_block_dynamo.onnx"),
        GoldenModel("control_flow", "control_flow.onnx"),
        GoldenModel("mlp_external", "external/mlp_external.onnx")]
 )
@@ -230,6 +232,32 @@ def build_torch(out_dir: str) -> None:
                 x = x + blk["ff2"](torch.nn.functional.gelu(blk["ff1"](blk["ln2"](x))))
             return self.head(self.norm(x).mean(1))
 
+    class MobileNetV3Block(nn.Module):
+        """An inverted residual with squeeze-excite and h-swish, written the way MobileNetV3
+        implementations do: x * relu6(x + 3) / 6."""
+
+        def __init__(self, c=16, e=64):
+            super().__init__()
+            self.expand, self.bn1 = nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e)
+            self.dw, self.bn2 = nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False), nn.BatchNorm2d(e)
+            self.se_reduce, self.se_expand = nn.Conv2d(e, e // 4, 1), nn.Conv2d(e // 4, e, 1)
+            self.project, self.bn3 = nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c)
+
+        @staticmethod
+        def hswish(x):
+            return x * torch.nn.functional.relu6(x + 3.0) / 6.0
+
+        @staticmethod
+        def hsigmoid(x):
+            return torch.nn.functional.relu6(x + 3.0) / 6.0
+
+        def forward(self, x):
+            h = self.hswish(self.bn1(self.expand(x)))
+            h = self.hswish(self.bn2(self.dw(h)))
+            s = h.mean((2, 3), keepdim=True)
+            s = self.hsigmoid(self.se_expand(torch.relu(self.se_reduce(s))))
+            return x + self.bn3(self.project(h * s))
+
     cnn = SmallCNN().eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for mod in cnn.modules():
@@ -239,12 +267,20 @@ def build_torch(out_dir: str) -> None:
                 mod.weight.uniform_(0.5, 1.5)
                 mod.bias.uniform_(-0.2, 0.2)
     enc = Encoder().eval()
+    mbv3 = MobileNetV3Block().eval()
+    with torch.no_grad():
+        for mod in mbv3.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
     x = torch.randn(2, 3, 32, 32)
     ids = torch.randint(0, 16, (2, 12))
     mask = torch.ones(2, 12, dtype=torch.int64)
     os.makedirs(out_dir, exist_ok=True)
     batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=2, max=64)
     exports = [
+        ("mobilenetv3_block", mbv3, (torch.randn(2, 16, 16, 16),), ["x"], ["y"], {"x": {0: "batch"}, "y": {0: "batch"}},
+         {"x": {0: batch}}),
         ("cnn", cnn, (x,), ["x"], ["logits"], {"x": {0: "batch"}, "logits": {0: "batch"}}, {"x": {0: batch}}),
         ("encoder", enc, (ids, mask), ["input_ids", "attention_mask"], ["logits"],
          {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch"}},

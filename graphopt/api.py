@@ -42,6 +42,7 @@ class Result:
     nodes_before: int = 0
     nodes_after: int = 0
     seconds: float = 0.0
+    near_misses: list = field(default_factory=list)  # for --explain
 
     def report(self) -> dict[str, Any]:
         return {
@@ -105,7 +106,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
              output: Optional[str] = None, input_shapes: Optional[dict] = None, validate: bool = True,
              strict: bool = False, force: bool = False, debug: bool = False,
              external_data: Optional[bool] = None, initializers_as_constants: bool = False,
-             tolerance: Tolerance = Tolerance(), registry: Optional[Registry] = None) -> Result:
+             tolerance: Tolerance = Tolerance(), draws: int = 3, seed: int = 0,
+             explain: Optional[set[str]] = None, registry: Optional[Registry] = None) -> Result:
     """Run a pipeline on a model; write it to `output` if given. See the module docstring."""
     start = time.perf_counter()
     registry = registry or default_registry()
@@ -129,10 +131,14 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     # Passes are replayed from this copy to bisect a failure (tensor data is shared, not copied).
     original = ir.clone() if steps else None
 
+    near_misses: list = []
+
     def run(disabled: set[str]) -> tuple[Model, PassManager, list[PassRecord]]:
         m = original.clone() if original is not None else ir
         pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
-        records = pm.run(m, PassContext(m, input_shapes, debug=debug, verify=debug), initial=original)
+        near_misses.clear()
+        ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()), near_misses=near_misses)
+        records = pm.run(m, ctx, initial=original)
         return m, pm, records
 
     rolled_back: list[str] = []
@@ -143,7 +149,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
             reference = _reference(model, ir, dest)
 
             def make_validator() -> Validator:
-                return Validator(reference, ir, pinned=input_shapes, tol=tolerance)
+                return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed)
 
             # The reference runs on the second core while the passes run, unless the model is so
             # large that two copies of it (onnxruntime's and ours) should not be alive at once.
@@ -182,7 +188,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         if tx:
             tx.commit(emitted)
     return Result(result_model, records, report, rolled_back, tx.target if tx else None, nodes_before,
-                  result_model.graph.count_nodes(), time.perf_counter() - start)
+                  result_model.graph.count_nodes(), time.perf_counter() - start, list(near_misses))
 
 
 def _reference(source, original: Model, dest):

@@ -18,7 +18,7 @@ from graphopt.errors import GraphoptError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = {"passes", "trt-check"}
+SUBCOMMANDS = {"passes", "trt-check", "check", "fmt"}
 EXIT_FINDINGS = 4  # trt-check found errors
 
 
@@ -33,13 +33,17 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("-p", "--passes", help="comma-separated passes or aliases, each optionally with "
                    "options in braces, e.g. 'cleanup,dce'; 'none' runs no pass (a lossless round trip)")
+    p.add_argument("--pipeline", metavar="FILE.gopt|NAME",
+                   help="a pipeline file, or the name of a shipped one (trt-fp32, ort-cpu, ...)")
+    p.add_argument("--explain", action="append", default=[], metavar="RULE",
+                   help="say where RULE (a user rule or a built-in rule) fired and why it declined elsewhere")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="pin an input's shape, e.g. input:1x3x224x224 (repeatable)")
     p.add_argument("--report", metavar="FILE.json", help="write per-pass stats, timings and validation")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
-    p.add_argument("--rtol", type=float, default=1e-5, help="validation tolerance, relative to each output's max |value| (default 1e-5)")
-    p.add_argument("--atol", type=float, default=1e-6, help="validation absolute tolerance (default 1e-6)")
+    p.add_argument("--rtol", type=float, help="validation tolerance, relative to each output's max |value| (default 1e-5)")
+    p.add_argument("--atol", type=float, help="validation absolute tolerance (default 1e-6)")
     p.add_argument("--strict", action="store_true", help="a pass that fails or breaks validation is an error, not rolled back")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--external-data", action="store_true",
@@ -60,6 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _passes_command(argv[1:])
         if argv and argv[0] == "trt-check":
             return _trt_check_command(argv[1:])
+        if argv and argv[0] == "check":
+            return _check_command(argv[1:])
+        if argv and argv[0] == "fmt":
+            return _fmt_command(argv[1:])
         return _optimize_command(argv)
     except GraphoptError as e:
         if debug:
@@ -93,20 +101,41 @@ def _optimize_command(argv: list[str]) -> int:
 
     args = _main_parser().parse_args(argv)
     _setup_logging(args)
-    if args.passes is None:
-        raise GraphoptError("give passes with -p (e.g. -p cleanup), or -p none for a plain round trip")
+    if args.passes is None and args.pipeline is None:
+        raise GraphoptError("give passes with -p (e.g. -p fuse,fold) or --pipeline FILE.gopt; -p none for a plain round trip")
+    if args.passes is not None and args.pipeline is not None:
+        raise GraphoptError("give -p or --pipeline, not both")
     if args.report:
         _check_report_path(args.report, args)
+    passes, cfg = args.passes, None
+    if args.pipeline is not None:
+        from graphopt.dsl.lower import load_pipeline
+
+        cfg = load_pipeline(args.pipeline, api.default_registry())
+        passes = cfg.steps
+
+    def setting(block, key, flag, default):
+        """An explicit command-line flag wins over the pipeline file, which wins over the default."""
+        if flag is not None:
+            return flag
+        return cfg.setting(block, key, default) if cfg else default
+
+    shapes = {**(cfg.input_shapes if cfg else {}), **api.parse_input_shapes(args.input_shape)}
+    validate = not args.no_validate and setting("validate", "enabled", None, True)
     result = api.optimize(
-        args.model, args.passes, output=args.output, input_shapes=api.parse_input_shapes(args.input_shape),
-        validate=not args.no_validate, strict=args.strict, force=args.force, debug=args.debug,
-        external_data=True if args.external_data else None,
-        initializers_as_constants=args.initializers_as_constants,
-        tolerance=Tolerance(rtol=args.rtol, atol=args.atol))
+        args.model, passes, output=args.output, input_shapes=shapes,
+        validate=validate, strict=args.strict, force=args.force, debug=args.debug,
+        external_data=True if args.external_data or setting("output", "external_data", None, False) else None,
+        initializers_as_constants=args.initializers_as_constants or setting("output", "initializers_as_constants", None, False),
+        tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, 1e-5), atol=setting("validate", "atol", args.atol, 1e-6)),
+        draws=setting("validate", "draws", None, 3), seed=setting("validate", "seed", None, 0),
+        explain=set(args.explain))
+    for name in args.explain:
+        _print_explain(name, result.near_misses)
     if args.report:
         from graphopt.trt_check import trt_check
 
-        report = {"input": os.path.abspath(args.model), "pipeline": args.passes, **result.report(),
+        report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
                   "trt_check": [f.to_dict() for f in trt_check(result.model)]}
         _write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
     if not args.quiet:
@@ -114,6 +143,67 @@ def _optimize_command(argv: list[str]) -> int:
         rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}", file=sys.stderr)
+    return 0
+
+
+def _print_explain(rule: str, near_misses) -> None:
+    mine = [nm for nm in near_misses if nm.rule == rule]
+    if not mine:
+        print(f"explain {rule}: no node matched its pattern", file=sys.stderr)
+        return
+    fired = [nm for nm in mine if nm.reason == "fired"]
+    print(f"explain {rule}: fired {len(fired)} times, declined {len(mine) - len(fired)} matches", file=sys.stderr)
+    for nm in mine:
+        what = "fired" if nm.reason == "fired" else f"declined: {nm.reason}"
+        print(f"  {nm.node}: {what}", file=sys.stderr)
+
+
+def _check_command(argv: list[str]) -> int:
+    from graphopt.api import default_registry
+    from graphopt.dsl.lower import load_pipeline
+
+    p = _Parser(prog="graphopt check", description="Parse a pipeline file and resolve every pass, option, "
+                "setting and rule, without a model.")
+    p.add_argument("pipeline", metavar="FILE.gopt")
+    args = p.parse_args(argv)
+    cfg = load_pipeline(args.pipeline, default_registry())
+    print(f"{args.pipeline}: ok ({_count_steps(cfg.steps)} steps, {len(cfg.rules)} rules, "
+          f"{len(cfg.sources)} files)")
+    return 0
+
+
+def _count_steps(steps) -> int:
+    from graphopt.passmanager import FixedPoint
+
+    return sum(_count_steps(s.steps) if isinstance(s, FixedPoint) else 1 for s in steps)
+
+
+def _fmt_command(argv: list[str]) -> int:
+    from graphopt.dsl.format import format_file
+    from graphopt.dsl.parser import parse_file
+
+    p = _Parser(prog="graphopt fmt", description="Print a pipeline file in canonical form.")
+    p.add_argument("pipeline", metavar="FILE.gopt")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite the file in place")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the file is not in canonical form")
+    args = p.parse_args(argv)
+    try:
+        with open(args.pipeline) as f:
+            text = f.read()
+    except OSError as e:
+        raise GraphoptError(f"{args.pipeline}: {e.strerror}") from None
+    canonical = format_file(parse_file(text, source=args.pipeline))
+    if args.check:
+        if canonical != text:
+            print(f"{args.pipeline}: not in canonical form (run graphopt fmt --write)", file=sys.stderr)
+            return 1
+        return 0
+    if args.write:
+        if canonical != text:
+            _write_text_atomically(args.pipeline, canonical)
+        return 0
+    sys.stdout.write(canonical)
     return 0
 
 

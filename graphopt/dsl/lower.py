@@ -77,10 +77,11 @@ def load_pipeline(name_or_path: str, registry: Registry, opset: int = 17) -> Pip
     for f in files:  # rules first: pipeline steps may name rules defined later
         for st in f.statements:
             if isinstance(st, ast.Rule):
-                if st.name in config.rules or st.name in registry.passes or st.name in registry.aliases:
-                    raise error_at(st.pos, f"rule name {st.name!r} is already a pass, alias or rule", texts[st.pos.source])
+                # rule blocks sharing a name are alternative spellings of one rewrite
+                if st.name in registry.passes or st.name in registry.aliases:
+                    raise error_at(st.pos, f"rule name {st.name!r} is already a pass or alias", texts[st.pos.source])
                 try:
-                    config.rules[st.name] = compile_rule(st, opset)
+                    config.rules.setdefault(st.name, []).extend(compile_rule(st, opset))
                 except RuleError as e:
                     raise error_at(e.pos, str(e), texts.get(e.pos.source)) from None
     low = _Lowering(registry, config.rules, texts)
@@ -132,7 +133,7 @@ class _Lowering:
                 cap = st.max_iterations if st.max_iterations is not None else DEFAULT_FIXPOINT_CAP
                 if cap < 1:
                     raise self.fail(st.pos, "a fixpoint needs at least 1 iteration")
-                out.append(FixedPoint(f"fixpoint@{st.pos.line}", self.steps(st.steps), cap))
+                out.append(FixedPoint("fixpoint", self.steps(st.steps), cap))
             else:
                 out.extend(self.step(st))
         return out

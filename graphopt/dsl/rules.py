@@ -29,7 +29,7 @@ from graphopt.rewrite import Absent, Builder, Driver, Match, Op, Rule, Var
 
 COMMUTATIVE = {"Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Xor", "Equal"}
 FUNCTIONS = {"value", "is_const", "rank", "dtype", "shape", "single_use", "attr", "broadcastable", "approx",
-             "len", "abs"}
+             "len", "abs", "opset"}
 
 
 class Unknown(Exception):
@@ -142,7 +142,7 @@ class UserRule(Rule):
                 except Unknown as e:
                     return str(e)
                 have = node.attr(a.name)
-                if have is None or not _equal(have, want):
+                if have is None or not _attr_matches(have, want):
                     return f"attribute {a.name} of {s.out} is {_show(have)}, not {_show(want)}"
         for expr in self.ast.where:
             try:
@@ -262,6 +262,9 @@ class _Env:
             return False
         return bool(np.allclose(x, y, rtol=rtol, atol=rtol))
 
+    def fn_opset(self):
+        return self.opset
+
     def fn_len(self, e):
         return len(self.eval(e))
 
@@ -283,6 +286,16 @@ def _equal(a, b) -> bool:
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
     except Exception:
         return a == b
+
+
+def _attr_matches(have, want) -> bool:
+    """Attribute equality; floats (stored as float32 in the model) compare to 1e-6 relative."""
+    if isinstance(have, float) or (isinstance(have, list) and have and isinstance(have[0], float)):
+        try:
+            return bool(np.allclose(np.asarray(have, np.float64), np.asarray(want, np.float64), rtol=1e-6, atol=1e-7))
+        except (TypeError, ValueError):
+            return False
+    return _equal(have, want)
 
 
 def _show(v) -> str:
@@ -309,6 +322,8 @@ class UserRulesPass(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         from graphopt.shapes import infer_shapes
 
+        for rule in self.rules:
+            rule.opset = ctx.opset  # `opset()` in a rule is the model's
         driver = Driver.for_pass(self.rules, ctx)
         if not driver.applicable(graph):
             return PassResult(False, {"fired": 0})
