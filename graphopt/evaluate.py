@@ -80,11 +80,21 @@ def _slice(node, ins, opset):
         steps = [int(v) for v in ins[4]] if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
     sl = [slice(None)] * x.ndim
     for s, e, a, st in zip(starts, ends, axes, steps):
-        dim = x.shape[a]
-        # ONNX clamps; Python slicing does the same for out-of-range ints, but not for int64 extremes
-        s, e = max(min(s, dim), -dim - 1), max(min(e, dim), -dim - 1)
-        sl[a] = slice(s, e if not (st < 0 and e < -dim) else None, st)
+        sl[a] = onnx_slice(s, e, st, x.shape[a])
     return x[tuple(sl)]
+
+
+def onnx_slice(start: int, end: int, step: int, dim: int) -> slice:
+    """ONNX Slice's clamping as a Python slice (Python clamps differently for negative steps)."""
+    if step == 0:
+        raise ValueError("slice step 0")
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        return slice(min(max(start, 0), dim), min(max(end, 0), dim), step)
+    start = min(max(start, 0), dim - 1)
+    end = min(max(end, -1), dim - 1)
+    return slice(start, None if end < 0 else end, step)
 
 
 def _shape(node, ins, opset):
@@ -93,7 +103,16 @@ def _shape(node, ins, opset):
     return shape[start:end]
 
 
+# Cast targets numpy does not convert the way ONNX does (string formatting, float8 saturation, packed
+# 4-bit): left to onnxruntime.
+_CAST_TO_ORT = {8} | {getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+                                                              "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1")
+                      if hasattr(onnx.TensorProto, n)}
+
+
 def _cast(node, ins, opset):
+    if node.attr("to") in _CAST_TO_ORT:
+        raise TypeError("cast target left to onnxruntime")
     return ins[0].astype(helper.tensor_dtype_to_np_dtype(node.attr("to")))
 
 
@@ -114,8 +133,9 @@ def _expand(node, ins, opset):
 
 def _div(node, ins, opset):
     a, b = ins
-    if a.dtype.kind in "iu":  # ONNX integer division truncates toward zero
-        return (np.trunc(a / b)).astype(np.result_type(a, b))
+    if a.dtype.kind in "iu":  # ONNX integer division truncates toward zero; stay in integers
+        q = np.abs(a) // np.abs(b)
+        return np.where((a < 0) != (b < 0), -q, q).astype(np.result_type(a, b))
     return a / b
 
 
@@ -128,8 +148,8 @@ def _reduce(fn):
     def k(node, ins, opset):
         axes = _axes(node, ins, opset)
         keep = bool(node.attr("keepdims", 1))
-        if axes is None or len(axes) == 0:
-            if node.attr("noop_with_empty_axes", 0) and axes is not None:
+        if not axes:  # absent or empty
+            if node.attr("noop_with_empty_axes", 0):
                 return ins[0]
             axes = None
         return fn(ins[0], axis=None if axes is None else tuple(axes), keepdims=keep)
@@ -145,9 +165,13 @@ def _concat(node, ins, opset):
 
 
 def _flatten(node, ins, opset):
-    axis = node.attr("axis", 1) % max(ins[0].ndim, 1) if ins[0].ndim else 0
     x = ins[0]
-    return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+    axis = node.attr("axis", 1)
+    if axis < 0:
+        axis += x.ndim  # valid axes are [-r, r]: r itself flattens everything into the first dim
+    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(x.shape[axis:], dtype=np.int64))
+    return x.reshape(outer, inner)
 
 
 def _variadic(fn):

@@ -228,8 +228,8 @@ class Driver:
                 continue
             for rule in self.by_op.get(node.op_type, ()):
                 m = match(rule.pattern, node, g)
-                if m is None:
-                    continue
+                if m is None or (filter_node and not all(filter_node(n) for n in m.matched)):
+                    continue  # a scoped step rewrites only nodes inside its scope
                 reason = _escapes(m) or rule.check(m)
                 if reason:
                     if rule.name in self.explain:

@@ -109,10 +109,12 @@ def _eval(g: Graph, v: Optional[Value], depth: int):
         axes = g.const_value(ins[3]) if len(ins) > 3 and ins[3] is not None else np.array([0])
         if scalar or starts is None or ends is None or steps is None or axes is None or list(axes.ravel()) not in ([0], [-1]):
             return None
+        from graphopt.evaluate import onnx_slice
+
         s, e, st = int(starts.ravel()[0]), int(ends.ravel()[0]), int(steps.ravel()[0])
-        n = len(elems)
-        s, e = max(min(s, n), -n - 1), max(min(e, n), -n - 1)
-        return elems[slice(s, e if not (st < 0 and e < -n) else None, st)], False
+        if st == 0:
+            return None
+        return elems[onnx_slice(s, e, st, len(elems))], False
     if op in ("Add", "Sub", "Mul", "Div"):
         b = sub(1)
         if b is None:
@@ -135,8 +137,9 @@ def _arith(op: str, x, y):
             return x - y
         if op == "Mul":
             return x * y
-        if y != 0:
-            return int(x / y)  # ONNX integer division truncates
+        if y != 0:  # ONNX integer division truncates toward zero (exactly, in integers)
+            q = abs(x) // abs(y)
+            return -q if (x < 0) != (y < 0) else q
     if op == "Mul" and y == 1 or op == "Div" and y == 1 or op in ("Add", "Sub") and y == 0:
         return x
     if op == "Mul" and x == 1 or op == "Add" and x == 0:
@@ -162,6 +165,10 @@ def reshape_target(elems: list, data: Value, allowzero: int) -> Optional[tuple[l
             unknown += 1
     ints = [e for e in elems if isinstance(e, int)]
     if unknown > 1 or (unknown == 1 and -1 in ints):
+        return None
+    if unknown == 1 and (copies or 0 in ints):
+        # A -1 we introduce must be inferable for every input: next to a copied dim (which may be 0
+        # at run time, in an empty batch) the size could not be inferred where the original could.
         return None
     if copies and allowzero and 0 in ints:
         return None  # a literal zero and a copied dim cannot share one shape

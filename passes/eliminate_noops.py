@@ -45,7 +45,7 @@ def forwarded_input(g: Graph, node: Node, opset: int) -> Optional[Value]:
     x, y, op = ins[0], outs[0], node.op_type
     if op == "Dropout":
         training = g.const_value(ins[2]) if len(ins) > 2 and ins[2] is not None else np.array(False)
-        if training is None or bool(training) or node.attr("is_test", 1) == 0 and opset < 7:
+        if training is None or bool(training) or (opset < 7 and node.attr("is_test", 0) == 0):
             return None
         return x
     if op == "Cast":

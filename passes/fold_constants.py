@@ -22,6 +22,7 @@ STANDARD = ("", "ai.onnx")
 # Quantization is the point of these: folding a DequantizeLinear of an INT8 weight would turn a
 # quantized model back into a float one.
 NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+NO_CONSTANT_TYPES = {17, 18, 19, 20, 21, 22, 23}  # float8 variants, uint4, int4, float4
 
 
 @dataclass
@@ -100,6 +101,9 @@ class FoldConstants(Pass):
     def _foldable(node: Node) -> bool:
         if node.op_type == "Identity" and node.outputs[0] is not None and node.outputs[0].is_graph_output:
             return False  # it carries a graph output's name for a constant: nothing left to fold
+        if node.attr("to") in NO_CONSTANT_TYPES or any(
+                v is not None and v.dtype in NO_CONSTANT_TYPES for v in node.inputs + node.outputs):
+            return False  # float8 / 4-bit arithmetic is left to the runtime that defines it
         return (node.domain in STANDARD and node.op_type not in NON_DETERMINISTIC and node.op_type not in NEVER_FOLD
                 and not any(True for _ in node.subgraphs()) and node.n_outputs > 0)
 
@@ -153,6 +157,8 @@ class FoldConstants(Pass):
                 continue
             if v.dtype is not None and arr.dtype != _np_dtype(v.dtype):
                 continue  # a kernel disagreed with the declared type: leave the node alone
+            if v.dtype in NO_CONSTANT_TYPES or arr.dtype.kind == "V":
+                continue  # float8 / 4-bit constants do not round-trip through numpy exactly
             const = g.add_constant(arr, v.name + "_folded" if not v.is_graph_output else v.name + "_value")
             g.replace_all_uses(v, const)
         for node in reversed(g.toposort()):

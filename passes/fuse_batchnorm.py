@@ -16,6 +16,7 @@ import numpy as np
 
 from graphopt.evaluate import fold_value
 from graphopt.ir import Graph
+from graphopt.ir.tensor import np_dtype
 from graphopt.passes._channels import out_channels, scale_output_channels
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, Var
@@ -25,14 +26,23 @@ BN_PARAMS = (Var("scale"), Var("bias"), Var("mean"), Var("var"))
 
 
 def _bn_check(m: Match, opset: int) -> Optional[str]:
-    bn = m.nodes["bn"]
+    return bn_foldable(m.graph, m.nodes["bn"], [m.values[k] for k in ("scale", "bias", "mean", "var")], opset)
+
+
+def bn_foldable(g, bn, params, opset: int) -> Optional[str]:
+    """Why an inference BatchNormalization cannot be folded into per-channel constants, or None."""
     if bn.attr("training_mode", 0) or (opset < 7 and bn.attr("is_test", 0) == 0):
         return "BatchNormalization is in training mode"
-    if any(v is not None and v.uses for v in bn.outputs[1:]):
+    if bn.attr("spatial", 1) == 0:
+        return "BatchNormalization has spatial=0 (per-element statistics)"
+    if any(v is not None and g.has_uses(v) for v in bn.outputs[1:]):
         return "its running statistics outputs are read"
-    for name in ("scale", "bias", "mean", "var"):
-        if fold_value(m.graph, m.values[name], opset) is None:
+    datas = [fold_value(g, v, opset) for v in params]
+    for name, d in zip(("scale", "bias", "mean", "var"), datas):
+        if d is None:
             return f"its {name} is not constant"
+    if any(d.ndim != 1 or d.shape != datas[0].shape for d in datas):
+        return "its parameters are not 1-D vectors of one length"
     return None
 
 
@@ -143,7 +153,7 @@ class LowerBn(Rule):
     def rewrite(self, m: Match, b: Builder):
         s, t = _bn_affine(m, self.opset)
         x = m.values["x"]
-        dtype = fold_value(m.graph, m.values["scale"], self.opset).dtype
+        dtype = np_dtype(x.dtype)  # BatchNorm-15 allows parameters of another type than x
         shape = (-1,) + (1,) * (len(x.shape) - 2)
         mul = b.op("Mul", [x, b.const(s.astype(dtype).reshape(shape), "scale")])
         return [b.op("Add", [mul, b.const(t.astype(dtype).reshape(shape), "shift")])]

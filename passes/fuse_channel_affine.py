@@ -54,8 +54,11 @@ class ChannelAffine(Rule):
         if self.op in ("Sub", "Div") and m.values["c"] is not m.nodes["affine"].inputs[1]:
             return "the constant is the left operand of a Sub/Div"
         if layer.op_type == "BatchNormalization":
-            if layer.attr("training_mode", 0) or any(v is not None and v.uses for v in layer.outputs[1:]):
-                return "BatchNormalization is in training mode"
+            from graphopt.passes.fuse_batchnorm import bn_foldable
+
+            reason = bn_foldable(g, layer, [m.values[k] for k in ("p1", "p2", "p3", "p4")], self.opset)
+            if reason:
+                return reason
             params = ("p1", "p2", "p3", "p4")
         else:
             params = ("p1", "p2")

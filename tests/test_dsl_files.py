@@ -244,3 +244,20 @@ def test_inline_pipelines_take_fixpoints_and_scopes():
     steps = api.parse_pipeline("fixpoint 2 { fold, fuse }, fuse-batchnorm on ops [BatchNormalization]",
                                api.default_registry())
     assert steps[0].max_iterations == 2 and steps[1].scope.ops == ("BatchNormalization",)
+
+
+def test_hardswish_rule_fires_on_the_min_relu_spelling(tmp_path):
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[2, 8] x) => (float[2, 8] y) {
+        three = Constant <value = float {3.0}> ()
+        six = Constant <value = float {6.0}> ()
+        p = Add (three, x)
+        r = Relu (p)
+        c = Min (r, six)
+        m = Mul (c, x)
+        y = Div (m, six)
+    }
+    """
+    result = run_rules(model_from_text(text), tmp_path, HSWISH)
+    assert [n.op_type for n in result.model.graph.nodes] == ["HardSwish"]  # operands swapped: still found
