@@ -261,3 +261,25 @@ def test_hardswish_rule_fires_on_the_min_relu_spelling(tmp_path):
     """
     result = run_rules(model_from_text(text), tmp_path, HSWISH)
     assert [n.op_type for n in result.model.graph.nodes] == ["HardSwish"]  # operands swapped: still found
+
+
+def test_formatting_never_loses_a_comment():
+    text = ('# top\ninclude "hardswish"   # why\n\nvalidate {  # v\n    rtol = 0.001  # loose\n}\n'
+            'pipeline {  # head\n    fold  # one\n    fixpoint 2 {\n        fuse\n    }  # after a brace\n}\n'
+            'rule r {\n    match {\n        a = Neg(x)  # inner\n        y = Neg(a)\n    }\n    replace {\n'
+            '        y = Identity(x)\n    }\n}  # the end\n')
+    once = format_file(parse_file(text, source="c.gopt"))
+    for comment in ("# top", "# why", "# v", "# loose", "# head", "# one", "# after a brace", "# inner", "# the end"):
+        assert comment in once
+    assert "include \"hardswish\"  # why" in once and "    fold  # one" in once
+    assert format_file(parse_file(once, source="c.gopt")) == once
+
+
+def test_readme_pipeline_example_checks_and_is_canonical(tmp_path):
+    readme = open(os.path.join(os.path.dirname(HERE), "README.md")).read()
+    start = readme.index("# trt.gopt")
+    example = readme[start:readme.index("```", start)]
+    f = tmp_path / "trt.gopt"
+    f.write_text(example)
+    load_pipeline(str(f), api.default_registry())
+    assert format_file(parse_file(example, source="trt.gopt")) == example

@@ -155,6 +155,7 @@ class Rule:
 class Comment:
     text: str
     line: int
+    trailing: bool = False  # after code on its line
 
 
 @dataclass(frozen=True)

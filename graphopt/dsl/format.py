@@ -14,14 +14,27 @@ INDENT = "    "
 
 
 def format_file(f: ast.File) -> str:
+    trailing = {c.line: c for c in f.comments if c.trailing}
     comments = sorted(f.comments, key=lambda c: c.line)
     out: list[str] = []
     state = {"i": 0}
+    placed: set[int] = set()
+
+    def emit(line: str, src_line: int) -> None:
+        """A formatted line, with the trailing comment of its source line, if any."""
+        c = trailing.get(src_line)
+        if c is not None and src_line not in placed:
+            placed.add(src_line)
+            line += "  " + c.text
+        out.append(line)
 
     def flush(before_line: int, indent: str) -> None:
         last = None
         while state["i"] < len(comments) and comments[state["i"]].line < before_line:
             c = comments[state["i"]]
+            if c.trailing and c.line in placed:
+                state["i"] += 1
+                continue
             if last is not None and c.line - last.line > 1:
                 out.append("")  # blank lines between comment blocks stay (as one)
             out.append(indent + c.text)
@@ -35,35 +48,35 @@ def format_file(f: ast.File) -> str:
             out.append("")
         flush(st.pos.line, "")
         if isinstance(st, ast.Include):
-            out.append(f'include "{st.path}"')
+            emit(f'include "{st.path}"', st.pos.line)
         elif isinstance(st, ast.InputShape):
-            out.append(f"input {st.name}: {'x'.join(map(str, st.dims))}")
+            emit(f"input {st.name}: {'x'.join(map(str, st.dims))}", st.pos.line)
         elif isinstance(st, ast.Settings):
-            out.append(f"{st.kind} {{")
+            emit(f"{st.kind} {{", st.pos.line)
             for opt in st.options:
                 flush(opt.pos.line, INDENT)
-                out.append(f"{INDENT}{opt.name} = {format_value(opt.value)}")
+                emit(f"{INDENT}{opt.name} = {format_value(opt.value)}", opt.pos.line)
             out.append("}")
         elif isinstance(st, ast.PipelineBlock):
-            out.append("pipeline {")
-            _steps(st.steps, INDENT, out, flush)
+            emit("pipeline {", st.pos.line)
+            _steps(st.steps, INDENT, emit, flush)
             out.append("}")
         elif isinstance(st, ast.Rule):
-            _rule(st, out, flush)
+            _rule(st, emit, out, flush)
     flush(10 ** 9, "")
     return "\n".join(out) + "\n"
 
 
-def _steps(steps, indent: str, out: list, flush) -> None:
+def _steps(steps, indent: str, emit, flush) -> None:
     for st in steps:
         flush(st.pos.line, indent)
         if isinstance(st, ast.FixPoint):
             cap = f" {st.max_iterations}" if st.max_iterations is not None else ""
-            out.append(f"{indent}fixpoint{cap} {{")
-            _steps(st.steps, indent + INDENT, out, flush)
-            out.append(f"{indent}}}")
+            emit(f"{indent}fixpoint{cap} {{", st.pos.line)
+            _steps(st.steps, indent + INDENT, emit, flush)
+            emit(f"{indent}}}", -1)
         else:
-            out.append(indent + format_step(st))
+            emit(indent + format_step(st), st.pos.line)
 
 
 def format_step(st: ast.Step) -> str:
@@ -88,24 +101,24 @@ def format_inline(p: ast.Pipeline) -> str:
     return ", ".join(parts)
 
 
-def _rule(r: ast.Rule, out: list, flush) -> None:
+def _rule(r: ast.Rule, emit, out: list, flush) -> None:
     benefit = f" benefit {r.benefit}" if r.benefit != 1 else ""
-    out.append(f"rule {r.name}{benefit} {{")
+    emit(f"rule {r.name}{benefit} {{", r.pos.line)
     out.append(f"{INDENT}match {{")
     for s in r.match:
         flush(s.pos.line, INDENT * 2)
-        out.append(INDENT * 2 + _op_stmt(s))
+        emit(INDENT * 2 + _op_stmt(s), s.pos.line)
     out.append(f"{INDENT}}}")
     if r.where:
         out.append(f"{INDENT}where {{")
         for i, e in enumerate(r.where):
             flush(e.pos.line, INDENT * 2)
-            out.append(INDENT * 2 + format_expr(e) + (";" if i < len(r.where) - 1 else ""))
+            emit(INDENT * 2 + format_expr(e) + (";" if i < len(r.where) - 1 else ""), e.pos.line)
         out.append(f"{INDENT}}}")
     out.append(f"{INDENT}replace {{")
     for s in r.replace:
         flush(s.pos.line, INDENT * 2)
-        out.append(INDENT * 2 + _op_stmt(s))
+        emit(INDENT * 2 + _op_stmt(s), s.pos.line)
     out.append(f"{INDENT}}}")
     out.append("}")
 

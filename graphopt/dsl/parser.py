@@ -81,12 +81,23 @@ def parse_inline(text: str, *, source: str = "-p") -> ast.Pipeline:
 def parse_file(text: str, *, source: str) -> ast.File:
     comments: list[ast.Comment] = []
     for i, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            comments.append(ast.Comment(stripped, i))
+        at = _comment_start(line)
+        if at is not None:
+            comments.append(ast.Comment(line[at:].rstrip(), i, trailing=bool(line[:at].strip())))
     tree = _parse(text, "file", source)
     statements = _ToAst(source).transform(tree)
     return ast.File(tuple(statements), source, tuple(comments))
+
+
+def _comment_start(line: str):
+    """Where a '#' comment starts on a line, outside quoted strings; None if there is none."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return i
+    return None
 
 
 class _ToAst(Transformer):
