@@ -17,7 +17,6 @@ there, as the other tools treat them as constants.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import time
 import numpy as np
 import onnx
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _golden import golden  # noqa: E402 (the scripts run from benchmarks/)
 
 ORT_BASIC = ("import onnxruntime as o, sys; s = o.SessionOptions(); "
              "s.graph_optimization_level = o.GraphOptimizationLevel.ORT_ENABLE_BASIC; "
@@ -51,12 +50,6 @@ def tools(src: str, dst: str) -> dict[str, list[str]]:
     }
 
 
-def golden():
-    spec = importlib.util.spec_from_file_location("golden_build", os.path.join(ROOT, "golden_models", "build.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def measure(cmd: list[str]) -> tuple[float, float, str]:

@@ -10,7 +10,6 @@ medians (paste it into BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shutil
@@ -19,15 +18,9 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _golden import golden  # noqa: E402 (the scripts run from benchmarks/)
 
 
-def golden():
-    spec = importlib.util.spec_from_file_location("golden_build", os.path.join(ROOT, "golden_models", "build.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def measure(cmd: list[str]) -> tuple[float, float]:

@@ -147,6 +147,18 @@ def _arith(op: str, x, y):
     return Sym((op, x, y))
 
 
+def static_value(g: Graph, v: Value):
+    """A 0-D or 1-D int32/int64 tensor whose elements are all known before run time, as a numpy
+    array of the value's own type and rank; None otherwise."""
+    import numpy as np
+
+    r = shape_value(g, v)
+    if r is None or not all(isinstance(e, int) for e in r[0]) or v.dtype not in (6, 7):
+        return None
+    elems, scalar = r
+    return np.array(elems[0] if scalar else elems, np.int64 if v.dtype == 7 else np.int32)
+
+
 def reshape_target(elems: list, data: Value, allowzero: int) -> Optional[tuple[list[int], int]]:
     """A constant Reshape shape equal to `elems` for input `data`: (shape, allowzero) or None.
     A symbolic element equal to the input's dim at the same position becomes 0 (copy, needs

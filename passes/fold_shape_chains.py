@@ -15,7 +15,7 @@ import numpy as np
 from graphopt.ir import Graph
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
-from graphopt.symbolic import expand_target, reshape_target, shape_elements, shape_value
+from graphopt.symbolic import expand_target, reshape_target, shape_elements, static_value
 
 # op type -> indices of its shape-like inputs that must be all ints to become constant
 _STATIC_INPUTS = {"Slice": (1, 2, 3, 4), "Tile": (1,), "ConstantOfShape": (0,), "Resize": (3,),
@@ -79,11 +79,8 @@ class FoldShapeChains(Pass):
         if i >= len(ins) or ins[i] is None or g.const_value(ins[i]) is not None:
             return 0
         v = ins[i]
-        r = shape_value(g, v)
-        if r is None or not all(isinstance(e, int) for e in r[0]) or v.dtype not in (6, 7):
+        arr = static_value(g, v)
+        if arr is None:
             return 0
-        elems, scalar = r
-        dtype = np.int64 if v.dtype == 7 else np.int32
-        arr = np.array(elems[0] if scalar else elems, dtype)
         g.set_input(node, i, g.add_constant(arr, v.name + "_const"))
         return 1

@@ -14,7 +14,7 @@ from graphopt.evaluate import fold_value
 from graphopt.ir import Graph
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
-from graphopt.symbolic import shape_value
+from graphopt.symbolic import static_value
 from graphopt.trt_inputs import build_time_inputs
 
 
@@ -38,10 +38,9 @@ class PromoteShapeInputs(Pass):
                         continue  # already an initializer
                     data = fold_value(g, v, ctx.opset)
                     if data is None:
-                        r = shape_value(g, v)
-                        if r is None or not all(isinstance(e, int) for e in r[0]) or v.dtype not in (6, 7):
-                            continue
-                        data = np.array(r[0][0] if r[1] else r[0], np.int64 if v.dtype == 7 else np.int32)
+                        data = static_value(g, v)
+                    if data is None:
+                        continue
                     g.set_input(node, i, g.add_constant(np.asarray(data), v.name + "_const"))
                     promoted += 1
         return PassResult(promoted > 0, {"promoted": promoted})
