@@ -52,8 +52,9 @@ def tools(src: str, dst: str) -> dict[str, list[str]]:
 
 
 
-def measure(cmd: list[str]) -> tuple[float, float, str]:
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+def measure(cmd: list[str], cwd: str) -> tuple[float, float, str]:
+    # Each tool runs inside the temporary folder: some write scratch files into the current one.
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=cwd)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", proc.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     seconds = sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.group(1).split(":")))) if wall else float("nan")
@@ -152,7 +153,7 @@ def main() -> int:
                     for leftover in (dst, dst + ".data"):
                         if os.path.exists(leftover):
                             os.unlink(leftover)
-                    runs[tool].append(measure(cmd))
+                    runs[tool].append(measure(cmd, tmp))
             for tool, (dst, cmd) in commands.items():
                 errors = [e for _, _, e in runs[tool] if e]
                 wall = statistics.median(w for w, _, _ in runs[tool])
