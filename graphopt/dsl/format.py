@@ -89,18 +89,6 @@ def format_step(st: ast.Step) -> str:
     return text
 
 
-def format_inline(p: ast.Pipeline) -> str:
-    """The canonical one-line form of a -p pipeline."""
-    parts = []
-    for st in p.steps:
-        if isinstance(st, ast.FixPoint):
-            cap = f" {st.max_iterations}" if st.max_iterations is not None else ""
-            parts.append(f"fixpoint{cap} {{ {format_inline(ast.Pipeline(st.steps))} }}")
-        else:
-            parts.append(format_step(st))
-    return ", ".join(parts)
-
-
 def _rule(r: ast.Rule, emit, out: list, flush) -> None:
     benefit = f" benefit {r.benefit}" if r.benefit != 1 else ""
     emit(f"rule {r.name}{benefit} {{", r.pos.line)
