@@ -15,6 +15,7 @@ import numpy as np
 
 from graphopt.evaluate import NON_DETERMINISTIC, numpy_eval, ort_eval, predicted_nbytes
 from graphopt.ir import Graph, Node
+from graphopt.ir.tensor import np_dtype
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import static_shape
 
@@ -66,7 +67,7 @@ class FoldConstants(Pass):
             if node.op_type == "CastLike" and len(ins) == 2 and ins[1] is not None and ins[1].dtype:
                 x = data(ins[0])  # only the type of the second input matters
                 if x is not None:
-                    self._record(node, [x.astype(_np_dtype(ins[1].dtype))], known, results)
+                    self._record(node, [x.astype(np_dtype(ins[1].dtype))], known, results)
                 continue
             if node.op_type in ("Shape", "Size") and ins and static_shape(ins[0]) is not None:
                 arr = np.zeros(static_shape(ins[0]), np.uint8)  # only its shape is read
@@ -155,7 +156,7 @@ class FoldConstants(Pass):
             if arr.nbytes > max(self.options.max_bytes, 2 * in_bytes) and node.op_type not in ("Shape", "Size"):
                 skipped += 1
                 continue
-            if v.dtype is not None and arr.dtype != _np_dtype(v.dtype):
+            if v.dtype is not None and arr.dtype != np_dtype(v.dtype):
                 continue  # a kernel disagreed with the declared type: leave the node alone
             if v.dtype in NO_CONSTANT_TYPES or arr.dtype.kind == "V":
                 continue  # float8 / 4-bit constants do not round-trip through numpy exactly
@@ -189,9 +190,3 @@ class FoldConstants(Pass):
             g.remove_node(node)
             g.rename(const, out.name)
             stats["constant_nodes"] += 1
-
-
-def _np_dtype(elem_type: int):
-    from onnx import helper
-
-    return helper.tensor_dtype_to_np_dtype(elem_type)

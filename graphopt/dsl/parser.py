@@ -164,8 +164,6 @@ class _ToAst(Transformer):
             return str(tok)[1:-1]
         return tok
 
-    value = lambda self, items: items[0]  # noqa: E731 (kept for clarity of the grammar)
-
     # -- files -------------------------------------------------------------------------------
     def file(self, items):
         return items
