@@ -13,17 +13,18 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import onnx
 
 from graphopt import backend, frontend
+from graphopt.calibration import CalibrationSettings
 from graphopt.dsl.lower import parse_and_lower
 from graphopt.errors import GraphoptError, InvalidModelError, ValidationError
 from graphopt.ir import Model
 from graphopt.passmanager import PassContext, PassManager, PassRecord
 from graphopt.registry import Registry
-from graphopt.validate import Tolerance, ValidationReport, Validator
+from graphopt.validate import LossyThresholds, Tolerance, ValidationReport, Validator
 
 log = logging.getLogger("graphopt")
 
@@ -43,9 +44,11 @@ class Result:
     nodes_after: int = 0
     seconds: float = 0.0
     near_misses: list = field(default_factory=list)  # for --explain
+    pass_reports: dict[str, Any] = field(default_factory=dict)  # details some passes give (int8: scales, accuracy)
 
     def report(self) -> dict[str, Any]:
         return {
+            **({"pass_reports": self.pass_reports} if self.pass_reports else {}),
             "output": self.output,
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
@@ -107,11 +110,21 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
              strict: bool = False, force: bool = False, debug: bool = False,
              external_data: Optional[bool] = None, initializers_as_constants: bool = False,
              tolerance: Tolerance = Tolerance(), draws: int = 3, seed: int = 0,
-             explain: Optional[set[str]] = None, registry: Optional[Registry] = None) -> Result:
-    """Run a pipeline on a model; write it to `output` if given. See the module docstring."""
+             explain: Optional[set[str]] = None, registry: Optional[Registry] = None,
+             calibration: Union[None, str, os.PathLike, Iterable, CalibrationSettings] = None,
+             thresholds: Optional[LossyThresholds] = None) -> Result:
+    """Run a pipeline on a model; write it to `output` if given. See the module docstring.
+
+    `calibration`: data for passes that calibrate (int8): an .npz keyed by input name (first
+    axis = samples), a folder of them, any iterable of feed dicts, or CalibrationSettings.
+    `thresholds`: the accuracy a lossy pipeline must keep against the input."""
     start = time.perf_counter()
     registry = registry or default_registry()
     steps = parse_pipeline(passes, registry)  # pipeline errors before any work
+    calib = calibration if isinstance(calibration, CalibrationSettings) else CalibrationSettings(data=calibration)
+    if calib.data is not None and not isinstance(calib.data, (str, os.PathLike)):
+        calib.data = list(calib.data)  # read twice (calibration, then validation): a generator would run dry
+    lossy = _lossy_passes(steps)
     input_shapes = dict(input_shapes or {})
     protected: tuple[str, ...] = ()
     if not isinstance(model, onnx.ModelProto):
@@ -132,12 +145,15 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     original = ir.clone() if steps else None
 
     near_misses: list = []
+    pass_reports: dict = {}
 
     def run(disabled: set[str]) -> tuple[Model, PassManager, list[PassRecord]]:
         m = original.clone() if original is not None else ir
         pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
         near_misses.clear()
-        ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()), near_misses=near_misses)
+        ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()),
+                          near_misses=near_misses, calibration=calib, reports=pass_reports)
+        pass_reports.clear()
         records = pm.run(m, ctx, initial=original)
         return m, pm, records
 
@@ -149,6 +165,10 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
             reference = _reference(model, ir, dest)
 
             def make_validator() -> Validator:
+                if lossy:  # accuracy on the samples the passes held out of calibration, if any
+                    held = _held_out(calib, ir)
+                    return Validator(reference, ir, pinned=input_shapes, draws=draws, seed=seed,
+                                     lossy=thresholds or LossyThresholds(), samples=held, batch_size=calib.batch_size)
                 return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed)
 
             # The reference runs on the second core while the passes run, unless the model is so
@@ -171,6 +191,10 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                 return emitted, None, None
             m.release_mapped_pages()
             report = validator.check(emitted.ort_view())
+            if lossy:
+                _lint_quantized(m, report)
+                if not report.ok:  # a lossy result is judged, never bisected or rolled back
+                    raise ValidationError(f"{', '.join(lossy)}: {report.summary()}")
             return emitted, report, None if report.ok else f"validation failed: {report.summary()}"
 
         emitted, report, problem = build(result_model)
@@ -188,7 +212,38 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         if tx:
             tx.commit(emitted)
     return Result(result_model, records, report, rolled_back, tx.target if tx else None, nodes_before,
-                  result_model.graph.count_nodes(), time.perf_counter() - start, list(near_misses))
+                  result_model.graph.count_nodes(), time.perf_counter() - start, list(near_misses), dict(pass_reports))
+
+
+def _lossy_passes(steps) -> list[str]:
+    """Names of the lossy passes in a pipeline, in order, once each."""
+    from graphopt.passmanager import FixedPoint
+
+    names: list[str] = []
+    for s in steps:
+        for n in (_lossy_passes(s.steps) if isinstance(s, FixedPoint) else [s.name] if not s.lossless else []):
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def _held_out(calib: CalibrationSettings, model: Model):
+    """The calibration samples the int8 pass held out (same split), or None without data."""
+    from graphopt import calibration
+
+    if calib.data is None:
+        return None
+    return calibration.load_samples(calib.data, model).split(calib.holdout, calib.samples)[1]
+
+
+def _lint_quantized(model: Model, report) -> None:
+    """qdq-lint the result of a quantizing pipeline; its errors fail validation."""
+    from graphopt.qdq_lint import has_qdq, qdq_lint
+
+    if not has_qdq(model):
+        return
+    report.lint = qdq_lint(model)
+    report.problems += [f"qdq-lint: {f}" for f in report.lint if f.severity == "error"]
 
 
 def _reference(source, original: Model, dest):

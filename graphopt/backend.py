@@ -340,7 +340,7 @@ class EmittedModel:
 
     def ort_view(self):
         """What validation hands onnxruntime: the file's weights referenced in place."""
-        from graphopt.validate import OrtModel
+        from graphopt.runtime import OrtModel
 
         if self.main is None:
             return OrtModel(path=self.path)
@@ -365,7 +365,7 @@ def _add_external_ref(proto: onnx.ModelProto, name: str, dtype: int, shape, loca
 def ort_view(model: Model):
     """The model as onnxruntime should load it for validation: weights that live in a mapped file
     inside the model's folder are referenced there, not copied through a protobuf."""
-    from graphopt.validate import OrtModel
+    from graphopt.runtime import OrtModel
 
     folder = os.path.dirname(model.source_path) if model.source_path else None
     emitter = _Emitter(None, defer_initializers=True)

@@ -18,7 +18,7 @@ from graphopt.errors import GraphoptError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = {"passes", "trt-check", "check", "fmt"}
+SUBCOMMANDS = {"passes", "trt-check", "qdq-lint", "check", "fmt"}
 EXIT_FINDINGS = 4  # trt-check found errors
 
 
@@ -42,6 +42,12 @@ def _main_parser() -> argparse.ArgumentParser:
                    help="pin an input's shape, e.g. input:1x3x224x224 (repeatable)")
     p.add_argument("--report", metavar="FILE.json", help="write per-pass stats, timings and validation")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--calib", metavar="DATA.npz|FOLDER",
+                   help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them")
+    p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy", "mse"),
+                   help="how activation ranges are chosen (default entropy)")
+    p.add_argument("--calib-cache", metavar="FILE.json",
+                   help="calibration cache: ranges are read from it when it matches, written to it otherwise")
     p.add_argument("--rtol", type=float, help="validation tolerance, relative to each output's max |value| (default 1e-5)")
     p.add_argument("--atol", type=float, help="validation absolute tolerance (default 1e-6)")
     p.add_argument("--strict", action="store_true", help="a pass that fails or breaks validation is an error, not rolled back")
@@ -64,6 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _passes_command(argv[1:])
         if argv and argv[0] == "trt-check":
             return _trt_check_command(argv[1:])
+        if argv and argv[0] == "qdq-lint":
+            return _qdq_lint_command(argv[1:])
         if argv and argv[0] == "check":
             return _check_command(argv[1:])
         if argv and argv[0] == "fmt":
@@ -122,6 +130,16 @@ def _optimize_command(argv: list[str]) -> int:
 
     shapes = {**(cfg.input_shapes if cfg else {}), **api.parse_input_shapes(args.input_shape)}
     validate = not args.no_validate and setting("validate", "enabled", None, True)
+    from graphopt.calibration import CalibrationSettings
+    from graphopt.validate import LossyThresholds
+
+    defaults = CalibrationSettings()
+    calib = CalibrationSettings(
+        data=setting("calibrate", "data", args.calib, None), method=setting("calibrate", "method", args.calib_method, defaults.method),
+        cache=setting("calibrate", "cache", args.calib_cache, None), progress=not args.quiet,
+        **{k: setting("calibrate", k, None, getattr(defaults, k))
+           for k in ("samples", "percentile", "batch_size", "holdout", "memory_mb")})
+    thresholds = LossyThresholds(**{k: setting("validate", k, None, None) for k in ("min_cosine", "min_snr_db", "min_top1")})
     result = api.optimize(
         args.model, passes, output=args.output, input_shapes=shapes,
         validate=validate, strict=args.strict, force=args.force, debug=args.debug,
@@ -129,7 +147,7 @@ def _optimize_command(argv: list[str]) -> int:
         initializers_as_constants=args.initializers_as_constants or setting("output", "initializers_as_constants", None, False),
         tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, 1e-5), atol=setting("validate", "atol", args.atol, 1e-6)),
         draws=setting("validate", "draws", None, 3), seed=setting("validate", "seed", None, 0),
-        explain=set(args.explain))
+        explain=set(args.explain), calibration=calib, thresholds=thresholds)
     for name in args.explain:
         _print_explain(name, result.near_misses)
     if args.report:
@@ -139,6 +157,15 @@ def _optimize_command(argv: list[str]) -> int:
                   "trt_check": [f.to_dict() for f in trt_check(result.model)]}
         _write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
     if not args.quiet:
+        q = result.pass_reports.get("quantize-int8")
+        if q and q.get("layers"):
+            n8 = sum(L["precision"] == "int8" for L in q["layers"])
+            acc = q.get("accuracy")
+            held = (f"; held-out vs FP32: cosine {acc['cosine']:.5f}" +
+                    (f", top-1 agreement {acc['top1_agreement']:.2f}%" if acc.get("top1_agreement") is not None else "")
+                    if acc else "")
+            print(f"graphopt: int8: {n8} layers INT8, {len(q['layers']) - n8} fallen back to FP32, "
+                  f"{len(q['skipped'])} left FP32 by placement{held}", file=sys.stderr)
         val = result.validation.summary() if result.validation else "skipped (--no-validate)"
         rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
@@ -257,6 +284,29 @@ def _trt_check_command(argv: list[str]) -> int:
         for f in findings:
             print(f)
         print(f"graphopt trt-check: {errors} errors, {len(findings) - errors} warnings")
+    return EXIT_FINDINGS if errors else 0
+
+
+def _qdq_lint_command(argv: list[str]) -> int:
+    from graphopt import frontend
+    from graphopt.qdq_lint import qdq_lint
+    from graphopt.shapes import infer_shapes
+
+    p = _Parser(prog="graphopt qdq-lint", description="List Q/DQ placements TensorRT's explicit quantization rejects "
+                "(zero points, scales, axes, quantized bias, residual Adds, unpaired Q/DQ). Exit code 4 on errors.")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    args = p.parse_args(argv)
+    model = frontend.load(args.model)
+    infer_shapes(model)
+    findings = qdq_lint(model)
+    errors = sum(f.severity == "error" for f in findings)
+    if args.json:
+        print(json.dumps([f.to_dict() for f in findings], indent=2))
+    else:
+        for f in findings:
+            print(f)
+        print(f"graphopt qdq-lint: {errors} errors, {len(findings) - errors} warnings")
     return EXIT_FINDINGS if errors else 0
 
 

@@ -29,6 +29,11 @@ class PipelineError(GraphoptError):
     exit_code = 2
 
 
+class UserInputError(GraphoptError):
+    """Something the user gave a pass cannot work with (calibration data, a cache, a model the
+    pass cannot take): the run stops, it is never rolled back into a silently unchanged model."""
+
+
 class InvalidModelError(GraphoptError):
     """The emitted model fails the ONNX checker or strict shape inference."""
 

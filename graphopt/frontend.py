@@ -31,11 +31,15 @@ _GRAPH_EXTRA_FIELDS = ("quantization_annotation",)
 Source = Union[str, os.PathLike, onnx.ModelProto]
 
 
-def load(source: Source, *, initializers_as_constants: bool = False) -> Model:
+def load(source: Source, *, initializers_as_constants: bool = False,
+         tensors: Optional[dict[str, Tensor]] = None) -> Model:
     """Parse a model. With `initializers_as_constants`, initializers that an IR v3 model also
-    lists as graph inputs become plain constants (by default they stay overridable inputs)."""
+    lists as graph inputs become plain constants (by default they stay overridable inputs).
+    `tensors` (ModelProto only) supplies the data of main-graph initializers by name: the
+    proto then needs only their names, types and shapes (see opset.convert)."""
     if isinstance(source, onnx.ModelProto):
         reader = _Reader(os.getcwd(), initializers_as_constants)
+        reader.given_tensors = dict(tensors or {})
         return reader.model(source, None)
     path = os.fspath(source)
     proto, mapped, payloads = read_model_proto(path)
@@ -73,6 +77,7 @@ class _Reader:
         self.initializers_as_constants = initializers_as_constants
         # top-level initializer index -> (mapped model file, where its raw_data lies)
         self.mapped_initializers: dict[int, tuple[MappedFile, wire.Payload]] = {}
+        self.given_tensors: dict[str, Tensor] = {}
 
     def model(self, proto: onnx.ModelProto, path: Optional[str]) -> Model:
         label = path or "model"
@@ -131,7 +136,12 @@ class _Reader:
             if v is None:
                 self._declare(g, t.name, where)
                 v = g.add_value(t.name)
-            v.const = self.mapped_tensor(t, i) if top and i in self.mapped_initializers else self.tensor(t)
+            if top and t.name in self.given_tensors:
+                v.const = self.given_tensors[t.name]
+            elif top and i in self.mapped_initializers:
+                v.const = self.mapped_tensor(t, i)
+            else:
+                v.const = self.tensor(t)
             v.dtype, v.shape = v.const.dtype, v.const.shape
         for n in gp.node:
             for o in n.output:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Optional, Sequence, Union
 
-from graphopt.errors import GraphoptError, PipelineError
+from graphopt.errors import GraphoptError, PipelineError, UserInputError
 from graphopt.ir import Graph, Model
 
 log = logging.getLogger("graphopt")
@@ -67,6 +67,8 @@ class PassContext:
     scope: Optional[NodeScope] = None  # set while a scoped pipeline step runs
     explain: set[str] = field(default_factory=set)  # rule names whose near misses are recorded
     near_misses: list = field(default_factory=list)
+    calibration: Any = None  # graphopt.calibration.CalibrationSettings for passes that calibrate
+    reports: dict[str, Any] = field(default_factory=dict)  # pass name -> details for --report
 
     @property
     def opset(self) -> int:
@@ -213,7 +215,7 @@ class PassManager:
                 model.graph.verify()
             rec.modified, rec.stats = bool(result.modified), dict(result.stats)
         except GraphoptError as e:
-            if isinstance(e, PipelineError):
+            if isinstance(e, (PipelineError, UserInputError)):
                 raise
             self._rollback(model, ctx)
             rec.error, rec.rolled_back = str(e), True

@@ -62,26 +62,38 @@ class Registry:
             return self.aliases[name]
         raise PipelineError(f"unknown pass {name!r}{self.suggest(name)}; `graphopt passes` lists them")
 
-    def expand_alias(self, alias: Alias, options: Optional[dict] = None) -> Union[FixedPoint, list]:
-        """The steps an alias stands for. Options given to an alias go to every member pass
-        that has an option of that name; an option no member knows is an error."""
-        options = options or {}
-        steps = []
-        used = set()
+    def option_names(self, alias: Alias) -> set[str]:
+        """Every option some member of `alias` (recursively) takes."""
+        names: set[str] = set()
         for m in alias.members:
             target = self.lookup(m)
             if isinstance(target, Alias):
-                sub = self.expand_alias(target, options)
-                steps.extend(sub.steps if isinstance(sub, FixedPoint) else sub)
-                used |= set(options)
-                continue
-            fields = {f.name for f in dataclasses.fields(target.Options)}
-            mine = {k: v for k, v in options.items() if k in fields}
-            used |= set(mine)
-            steps.append(target(make_options(target, mine)))
-        unknown = set(options) - used
+                names |= self.option_names(target)
+            else:
+                names |= {f.name for f in dataclasses.fields(target.Options)}
+        return names
+
+    def expand_alias(self, alias: Alias, options: Optional[dict] = None) -> Union[FixedPoint, list]:
+        """The steps an alias stands for. Options given to an alias go to every member pass
+        that has an option of that name; an option no member knows is an error. A fixed-point
+        alias inside one that runs in order stays a fixed-point group."""
+        options = options or {}
+        unknown = set(options) - self.option_names(alias)
         if unknown:
             raise PipelineError(f"alias {alias.name!r} has no option {sorted(unknown)[0]!r}")
+        steps = []
+        for m in alias.members:
+            target = self.lookup(m)
+            if isinstance(target, Alias):
+                mine = {k: v for k, v in options.items() if k in self.option_names(target)}
+                sub = self.expand_alias(target, mine)
+                if isinstance(sub, FixedPoint) and not alias.fixed_point:
+                    steps.append(sub)
+                else:
+                    steps.extend(sub.steps if isinstance(sub, FixedPoint) else sub)
+                continue
+            fields = {f.name for f in dataclasses.fields(target.Options)}
+            steps.append(target(make_options(target, {k: v for k, v in options.items() if k in fields})))
         if alias.fixed_point:
             return FixedPoint(alias.name, steps, alias.max_iterations)
         return steps

@@ -7,8 +7,6 @@ validating a large model needs one model's memory, not two.
 
 from __future__ import annotations
 
-import os
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional, Sequence
 
@@ -16,12 +14,13 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError
+from graphopt.accuracy import AccuracyReport
+from graphopt.accuracy import compare as accuracy_compare
 from graphopt.ir import Model
+from graphopt.runtime import RANDOM_OPS, OrtModel, run_model  # noqa: F401 (re-exported)
 
 DEFAULT_BATCH = 1
 DEFAULT_DIM = 32
-RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-              "Bernoulli", "Multinomial", "Dropout"}  # Dropout draws its mask in training mode
 
 
 @dataclass
@@ -129,103 +128,6 @@ def random_feeds(specs, draws: int, seed: int) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
-# ------------------------------------------------------------------------------ running
-@dataclass
-class OrtModel:
-    """What onnxruntime loads: a file, or serialized bytes whose external data (the weights,
-    referenced where they already lie) is resolved against `folder`."""
-
-    path: Optional[str] = None
-    data: Optional[bytes] = None
-    folder: Optional[str] = None
-
-    @property
-    def label(self) -> str:
-        return os.path.basename(self.path) if self.path else "model"
-
-def seeded_random_ops(proto: onnx.ModelProto) -> bool:
-    """Give every unseeded Random* op a seed derived from its output name, so the input and
-    the output model draw the same numbers. Returns whether anything changed."""
-    changed = False
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    seedable = RANDOM_OPS if opset >= 12 else RANDOM_OPS - {"Dropout"}
-
-    def visit(graph: onnx.GraphProto) -> None:
-        nonlocal changed
-        for n in graph.node:
-            if n.op_type in seedable and n.domain in ("", "ai.onnx") and not any(a.name == "seed" for a in n.attribute):
-                seed = zlib.crc32(n.output[0].encode()) % 100000
-                # Dropout's seed is an int; the Random* ops take a float
-                n.attribute.append(onnx.helper.make_attribute("seed", seed if n.op_type == "Dropout" else float(seed)))
-                changed = True
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    visit(a.g)
-                for g in a.graphs:
-                    visit(g)
-
-    visit(proto.graph)
-    return changed
-
-
-def run_model(model: "OrtModel | str", feeds: list[dict[str, np.ndarray]], *, has_random_ops: bool = False) -> list[dict[str, np.ndarray]]:
-    """Run one model on every feed in one onnxruntime session with optimizations off."""
-    import onnxruntime as ort
-
-    if isinstance(model, str):
-        model = OrtModel(path=model)
-    model_path = model.label
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = False  # validation runs a few batches: return memory promptly
-    opts.enable_mem_pattern = False
-    source: str | bytes = model.path if model.data is None else model.data
-    folder = model.folder or (os.path.dirname(os.path.abspath(model.path)) if model.path else None)
-    if has_random_ops:
-        proto = onnx.load_model(model.path, load_external_data=False) if model.data is None else onnx.ModelProto.FromString(model.data)
-        seeded_random_ops(proto)
-        source = proto.SerializeToString()
-    if isinstance(source, bytes) and folder:
-        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
-    try:
-        sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises several unrelated types
-        raise GraphoptError(f"onnxruntime cannot load {model_path}: {_first_line(e)}") from None
-    names = [o.name for o in sess.get_outputs()]
-    results = []
-    try:
-        for feed in feeds:
-            try:
-                outs = sess.run(names, feed)
-            except Exception as e:
-                raise GraphoptError(f"onnxruntime failed to run {model_path}: {_first_line(e)}") from None
-            results.append(dict(zip(names, outs)))
-    finally:
-        del sess
-        release_freed_memory()
-    return results
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by a finished session back to the OS (glibc keeps it otherwise), so the
-    next session does not stack on top of the last one."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
-
-
 # ------------------------------------------------------------------------------ comparing
 def compare(ref: list[dict[str, np.ndarray]], new: list[dict[str, np.ndarray]],
             tol: Tolerance = Tolerance()) -> ValidationReport:
@@ -277,16 +179,75 @@ def _compare_one(diff: OutputDiff, r: np.ndarray, n: np.ndarray, tol: Tolerance)
         diff.ok = False
 
 
+@dataclass
+class LossyThresholds:
+    """Accuracy a lossy pipeline (int8, prune, fp16) must keep against the input; None = any."""
+
+    min_cosine: Optional[float] = None
+    min_snr_db: Optional[float] = None
+    min_top1: Optional[float] = None  # top-1 agreement, percent
+
+
+@dataclass
+class LossyReport:
+    """Validation of a lossy pipeline: accuracy against the input model, the thresholds it
+    must meet, and (for quantized output) qdq-lint findings."""
+
+    accuracy: AccuracyReport
+    thresholds: LossyThresholds
+    problems: list[str] = field(default_factory=list)
+    lint: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        return self.problems[0] if self.problems else f"lossy: {self.accuracy.summary()}"
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "lossy": True, "accuracy": self.accuracy.to_dict(),
+                "thresholds": asdict(self.thresholds), "problems": self.problems,
+                "qdq_lint": [f.to_dict() for f in self.lint]}
+
+
+def check_thresholds(acc: AccuracyReport, t: LossyThresholds) -> list[str]:
+    problems = []
+    if t.min_cosine is not None and acc.cosine < t.min_cosine:
+        problems.append(f"cosine similarity {acc.cosine:.5f} is below min_cosine {t.min_cosine}")
+    if t.min_snr_db is not None and acc.snr_db < t.min_snr_db:
+        problems.append(f"SNR {acc.snr_db:.2f} dB is below min_snr_db {t.min_snr_db}")
+    if t.min_top1 is not None and acc.top1_agreement is not None and acc.top1_agreement < t.min_top1:
+        problems.append(f"top-1 agreement {acc.top1_agreement:.2f}% is below min_top1 {t.min_top1}")
+    return problems
+
+
 class Validator:
-    """Holds the reference outputs of the input model; checks candidate models against them."""
+    """Holds the reference outputs of the input model; checks candidate models against them.
+    Lossless pipelines are compared within a tolerance on seeded random draws; lossy ones by
+    accuracy metrics, on held-out calibration samples when there are any."""
 
     def __init__(self, reference: "OrtModel | str", model: Model, *, pinned=None, draws: int = 3,
-                 seed: int = 0, tol: Tolerance = Tolerance()):
+                 seed: int = 0, tol: Tolerance = Tolerance(), lossy: Optional[LossyThresholds] = None,
+                 samples=None, batch_size: int = 32):
         self.tol = tol
+        self.lossy = lossy
         self.has_random_ops = any(n.op_type in RANDOM_OPS for g in model.all_graphs() for n in g.nodes)
-        self.feeds = random_feeds(input_specs(model, pinned), draws, seed)
+        self.labels: list = []
+        if samples is not None:
+            self.feeds, self.counts = [], []
+            for feed, n in samples.batches(batch_size, with_labels=True):
+                self.labels.append(feed.pop("labels", None))
+                self.feeds.append(feed)
+                self.counts.append(n)
+        else:
+            self.feeds = random_feeds(input_specs(model, pinned), draws, seed)
+            self.counts = [1] * len(self.feeds)
         self.reference = run_model(reference, self.feeds, has_random_ops=self.has_random_ops)
 
-    def check(self, candidate: "OrtModel | str") -> ValidationReport:
+    def check(self, candidate: "OrtModel | str"):
         out = run_model(candidate, self.feeds, has_random_ops=self.has_random_ops)
+        if self.lossy is not None:
+            acc = accuracy_compare(self.reference, out, self.counts, self.labels or None)
+            return LossyReport(acc, self.lossy, check_thresholds(acc, self.lossy))
         return compare(self.reference, out, self.tol)

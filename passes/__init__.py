@@ -15,6 +15,8 @@ from graphopt.passes.fuse_pad_conv import FusePadConv
 from graphopt.passes.merge_reshapes import MergeReshapes
 from graphopt.passes.merge_transposes import MergeTransposes
 from graphopt.passes.promote_shape_inputs import PromoteShapeInputs
+from graphopt.passes.quantize_int8 import QuantizeInt8
+from graphopt.passes.raise_opset import RaiseOpset
 from graphopt.registry import Alias, Registry
 
 PASSES = [
@@ -31,6 +33,8 @@ PASSES = [
     FusePadConv,
     FuseMatMulAdd,
     PromoteShapeInputs,
+    RaiseOpset,
+    QuantizeInt8,
 ]
 
 ALIASES = [
@@ -47,6 +51,9 @@ ALIASES = [
           "be, dynamic dims kept as 0/-1, to a fixed point",
           ("fold-constants", "fold-shape-chains", "promote-shape-inputs", "eliminate-noops", "eliminate-identity",
            "cse", "dce"), fixed_point=True),
+    Alias("int8", "TensorRT explicit INT8: raise the opset to 13, fold BatchNorm and constants, then insert "
+          "calibrated Q/DQ (per-channel weights, per-tensor activations)",
+          ("raise-opset", "fuse", "fold", "quantize-int8", "dce")),
 ]
 
 

@@ -22,7 +22,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "validate": {"enabled": bool, "rtol": float, "atol": float, "draws": int, "seed": int,
                  "min_cosine": float, "min_snr_db": float, "min_top1": float},
     "calibrate": {"data": str, "method": CALIBRATION_METHODS, "samples": int, "percentile": float,
-                  "cache": str, "batch_size": int},
+                  "cache": str, "batch_size": int, "holdout": float, "memory_mb": int},
     "output": {"external_data": bool, "initializers_as_constants": bool},
 }
 
@@ -94,8 +94,20 @@ def load_pipeline(name_or_path: str, registry: Registry, opset: int = 17) -> Pip
                 config.input_shapes[st.name] = st.dims
             elif isinstance(st, ast.Settings):
                 for opt in st.options:
-                    config.settings[st.kind][opt.name] = low.setting(st.kind, opt)
+                    value = low.setting(st.kind, opt)
+                    if st.kind == "calibrate" and opt.name in PATH_SETTINGS:
+                        value = _relative_to(f.source, value)
+                    config.settings[st.kind][opt.name] = value
     return config
+
+
+PATH_SETTINGS = ("data", "cache")  # paths in a pipeline file are relative to the file
+
+
+def _relative_to(source: str, path: str) -> str:
+    if source.startswith("<") or os.path.isabs(path):
+        return path
+    return os.path.join(os.path.dirname(source), path)
 
 
 def _read_with_includes(source: str, text: str, texts: dict, stack: list) -> list[ast.File]:

@@ -49,6 +49,11 @@ def np_dtype(elem_type: int) -> np.dtype:
     return helper.tensor_dtype_to_np_dtype(elem_type)
 
 
+def elem_type(dtype) -> int:
+    """The ONNX element type of a numpy dtype (np.float32 -> TensorProto.FLOAT)."""
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
 class Tensor:
     __slots__ = ("dtype", "shape", "_proto", "_file", "_offset", "_array", "doc_string")
 

@@ -1,0 +1,138 @@
+"""Accuracy of a lossy model (int8, prune, fp16) against its FP32 reference (DESIGN §4):
+cosine similarity, signal-to-noise ratio, top-1 agreement and, when labels are known, accuracy.
+
+Outputs are compared per sample. Class scores are rank-2 or rank-3 outputs (batch, [positions,]
+classes) with more than one class; top-1 is their argmax along the last axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+@dataclass
+class OutputAccuracy:
+    name: str
+    cosine: float  # mean over samples
+    min_cosine: float
+    snr_db: float
+    top1_agreement: Optional[float] = None  # percent, for class-score outputs
+
+
+@dataclass
+class AccuracyReport:
+    samples: int
+    outputs: list[OutputAccuracy] = field(default_factory=list)
+    accuracy_ref: Optional[float] = None  # percent, when the data has labels
+    accuracy: Optional[float] = None
+
+    @property
+    def cosine(self) -> float:
+        return min((o.cosine for o in self.outputs), default=1.0)
+
+    @property
+    def snr_db(self) -> float:
+        return min((o.snr_db for o in self.outputs), default=math.inf)
+
+    @property
+    def top1_agreement(self) -> Optional[float]:
+        vals = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
+        return min(vals) if vals else None
+
+    def drop(self) -> float:
+        """The loss `max_drop` budgets, in points: accuracy when labels are known, else top-1
+        disagreement with the reference, else (1 - cosine) x 100."""
+        if self.accuracy is not None and self.accuracy_ref is not None:
+            return self.accuracy_ref - self.accuracy
+        if self.top1_agreement is not None:
+            return 100.0 - self.top1_agreement
+        return (1.0 - self.cosine) * 100.0
+
+    def summary(self) -> str:
+        parts = [f"cosine {self.cosine:.5f}", f"SNR {self.snr_db:.1f} dB"]
+        if self.top1_agreement is not None:
+            parts.append(f"top-1 agreement {self.top1_agreement:.2f}%")
+        if self.accuracy is not None:
+            parts.append(f"accuracy {self.accuracy:.2f}% (FP32 {self.accuracy_ref:.2f}%)")
+        return ", ".join(parts) + f" on {self.samples} samples"
+
+    def to_dict(self) -> dict:
+        d = {"samples": self.samples, "cosine": self.cosine, "snr_db": _finite(self.snr_db),
+             "top1_agreement": self.top1_agreement, "accuracy_ref": self.accuracy_ref,
+             "accuracy": self.accuracy, "drop": self.drop(), "outputs": [asdict(o) for o in self.outputs]}
+        for o in d["outputs"]:
+            o["snr_db"] = _finite(o["snr_db"])
+        return d
+
+
+def _finite(x: float):
+    return x if math.isfinite(x) else None  # JSON has no infinity
+
+
+class _Accumulator:
+    def __init__(self):
+        self.cos_sum = 0.0
+        self.cos_min = 1.0
+        self.n = 0
+        self.signal = 0.0
+        self.noise = 0.0
+        self.agree = 0
+        self.positions = 0
+        self.class_scores = True
+
+
+def compare(ref: Sequence[dict], new: Sequence[dict], counts: Sequence[int],
+            labels: Optional[Sequence[Optional[np.ndarray]]] = None) -> AccuracyReport:
+    """Compare per-batch outputs. `counts` says how many samples each batch holds (the leading
+    axis of every output is the sample axis when it matches; otherwise the batch is one sample)."""
+    acc: dict[str, _Accumulator] = {}
+    correct_ref = correct_new = labelled = 0
+    first_scores: Optional[str] = None
+    for b, (r_all, n_all, count) in enumerate(zip(ref, new, counts)):
+        for name, r in r_all.items():
+            r = np.asarray(r)
+            n = np.asarray(n_all[name])
+            a = acc.setdefault(name, _Accumulator())
+            if r.dtype.kind not in "fc":
+                a.class_scores = False
+                continue
+            per = count if r.ndim and r.shape[0] == count else 1
+            rf = r.astype(np.float64).reshape(per, -1)
+            nf = n.astype(np.float64).reshape(per, -1)
+            dots = np.einsum("ij,ij->i", rf, nf)
+            norms = np.linalg.norm(rf, axis=1) * np.linalg.norm(nf, axis=1)
+            cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.all(rf == nf, axis=1), 1.0, 0.0))
+            a.cos_sum += float(cos.sum())
+            a.cos_min = min(a.cos_min, float(cos.min()))
+            a.n += per
+            a.signal += float(np.sum(rf * rf))
+            a.noise += float(np.sum((rf - nf) ** 2))
+            if r.ndim in (2, 3) and r.shape[-1] > 1:  # (batch, classes) or (batch, positions, classes)
+                top_r, top_n = r.argmax(axis=-1), n.argmax(axis=-1)
+                a.agree += int(np.sum(top_r == top_n))
+                a.positions += top_r.size
+                if first_scores in (None, name):
+                    first_scores = name
+                    lab = labels[b] if labels is not None else None
+                    if lab is not None and np.asarray(lab).size == top_r.size:
+                        lab = np.asarray(lab).reshape(top_r.shape)
+                        correct_ref += int(np.sum(top_r == lab))
+                        correct_new += int(np.sum(top_n == lab))
+                        labelled += lab.size
+            else:
+                a.class_scores = False
+    report = AccuracyReport(samples=int(sum(counts)))
+    for name, a in acc.items():
+        if a.n == 0:
+            continue
+        snr = math.inf if a.noise == 0 else 10 * math.log10(a.signal / a.noise) if a.signal > 0 else -math.inf
+        top1 = 100.0 * a.agree / a.positions if a.class_scores and a.positions else None
+        report.outputs.append(OutputAccuracy(name, a.cos_sum / a.n, a.cos_min, snr, top1))
+    if labelled:
+        report.accuracy_ref = 100.0 * correct_ref / labelled
+        report.accuracy = 100.0 * correct_new / labelled
+    return report

@@ -1,0 +1,532 @@
+"""Calibration: the range of every activation a quantized model will see (DESIGN §6).
+
+Data comes from an .npz keyed by input name (first axis = samples), a folder of them, or any
+iterable of feed dicts (Python API). Without data, seeded random inputs stand in, with a loud
+warning. Ranges are collected in one streaming pass over the data, in batches sized so the
+requested activations of one batch fit a memory cap; per tensor only a fixed-size histogram
+of |x| is kept, never the activations themselves. Ranges can be cached as JSON.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from graphopt.errors import UserInputError
+from graphopt.ir import Model
+from graphopt.ir.tensor import np_dtype
+
+log = logging.getLogger("graphopt")
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+LABELS_KEY = "labels"  # an optional key in evaluation data: the expected class per sample
+HISTOGRAM_BINS = 2048
+INT8_LEVELS = 128  # |q| levels of symmetric int8 (0..127), what the entropy method quantizes to
+CACHE_VERSION = 1
+
+
+class CalibrationError(UserInputError):
+    """Calibration data that does not fit the model, or a calibration cache that cannot be used."""
+
+
+@dataclass
+class CalibrationSettings:
+    """How to calibrate: from the CLI (--calib ...), a pipeline's `calibrate {}` block or the API."""
+
+    data: Union[None, str, os.PathLike, Iterable[Mapping[str, np.ndarray]]] = None
+    method: str = "entropy"
+    percentile: float = 99.99
+    samples: int = 512  # calibration samples used at most
+    batch_size: int = 32
+    holdout: float = 0.2  # share of the samples kept back to measure accuracy, not calibrate on
+    cache: Optional[str] = None  # JSON calibration cache: read if valid, written otherwise
+    memory_mb: int = 1024  # activations of one calibration batch stay below this
+    progress: bool = True
+    seed: int = 0
+    random_samples: int = 64  # used when there is no data
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple  # the model's declared dims: int, symbol or None
+
+
+def model_input_specs(model: Model) -> list[InputSpec]:
+    specs = []
+    for v in model.graph.inputs:
+        if v.const is not None:
+            continue
+        if v.dtype is None:
+            raise CalibrationError(f"input {v.name!r} has no tensor type; cannot feed calibration data")
+        specs.append(InputSpec(v.name, np.dtype(np_dtype(v.dtype)), tuple(v.shape or ())))
+    return specs
+
+
+class SampleSet:
+    """Samples to run, in chunks loaded one at a time (a folder of .npz files is never read at once).
+    Each chunk is a dict input name -> array whose first axis is the sample axis. `stacked`: that
+    axis is extra (each sample is a whole feed); otherwise it is the model's batch axis."""
+
+    def __init__(self, specs: Sequence[InputSpec], chunks: Sequence[Callable[[], dict]], counts: Sequence[int],
+                 origin: str, fingerprint: Optional[str] = None, stacked: bool = False):
+        self.specs = list(specs)
+        self._chunks, self._counts = list(chunks), list(counts)
+        self.origin = origin
+        self.fingerprint = fingerprint
+        self.stacked = stacked
+        self.count = sum(counts)
+        self._start, self._stop = 0, self.count
+
+    @property
+    def size(self) -> int:
+        return self._stop - self._start
+
+    def subset(self, start: int, stop: int) -> "SampleSet":
+        s = SampleSet(self.specs, self._chunks, self._counts, self.origin, self.fingerprint, self.stacked)
+        s._start, s._stop = self._start + start, self._start + min(stop, self.size)
+        return s
+
+    def split(self, holdout: float, limit: int) -> tuple["SampleSet", Optional["SampleSet"]]:
+        """(calibration samples, held-out samples): the last `holdout` share is held out."""
+        if self.size < 2 or holdout <= 0:
+            return self.subset(0, limit), None
+        held = max(1, int(round(self.size * holdout)))
+        return self.subset(0, min(limit, self.size - held)), self.subset(self.size - held, self.size)
+
+    def batch_size(self, wanted: int) -> int:
+        """The batch to run: a model with a fixed batch dim gets exactly that, stacked feeds one."""
+        if self.stacked:
+            return 1
+        for s in self.specs:
+            if s.shape and isinstance(s.shape[0], int):
+                return s.shape[0]
+        return max(1, wanted)
+
+    def batches(self, batch: int, with_labels: bool = False) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        """(feed for the model, samples in it) for consecutive batches of at most `batch`
+        samples. With `with_labels`, the feed also has a `labels` entry when the data does."""
+        batch = self.batch_size(batch)
+        pending: list[dict] = []
+        have = 0
+        offset = 0
+        for load, n in zip(self._chunks, self._counts):
+            lo, hi = max(self._start - offset, 0), min(self._stop - offset, n)
+            offset += n
+            if lo >= hi:
+                continue
+            chunk = load()
+            keys = [s.name for s in self.specs] + ([LABELS_KEY] if with_labels and LABELS_KEY in chunk else [])
+            while lo < hi:
+                take = min(hi - lo, batch - have)
+                pending.append({k: chunk[k][lo:lo + take] for k in keys})
+                have += take
+                lo += take
+                if have == batch:
+                    yield self._feed(pending), have
+                    pending, have = [], 0
+        if pending:
+            yield self._feed(pending), have
+
+    def _feed(self, parts: list[dict]) -> dict:
+        if self.stacked:  # one sample: the array without its sample axis is the feed
+            return {k: v[0] for k, v in parts[0].items()}
+        if len(parts) == 1:
+            return {k: np.ascontiguousarray(v) for k, v in parts[0].items()}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def load_samples(source, model: Model) -> SampleSet:
+    """Calibration data from a path (.npz or a folder of them) or an iterable of feeds, checked
+    against the model's inputs: names, dtypes and every fixed dim. One clear error otherwise."""
+    specs = model_input_specs(model)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isdir(path):
+            files = sorted(glob.glob(os.path.join(path, "*.npz")))
+            if not files:
+                raise CalibrationError(f"calibration folder {path!r} has no .npz files")
+        elif os.path.isfile(path):
+            files = [path]
+        else:
+            raise CalibrationError(f"calibration data {path!r}: no such file or folder")
+        chunks, counts, digest, stacked = [], [], hashlib.sha256(), set()
+        for f in files:
+            n, st = _check_npz(f, specs)
+            stacked.add(st)
+            info = os.stat(f)
+            digest.update(f"{os.path.basename(f)}:{info.st_size}:{info.st_mtime_ns}".encode())
+            chunks.append(_npz_loader(f))
+            counts.append(n)
+        if len(stacked) > 1:
+            raise CalibrationError(f"calibration folder {path!r} mixes files with and without a sample axis")
+        return SampleSet(specs, chunks, counts, path, digest.hexdigest()[:16], stacked.pop())
+    if isinstance(source, Mapping):
+        raise CalibrationError("calibration data must be a path or an iterable of feeds (dicts), not one dict")
+    feeds = []
+    for i, feed in enumerate(source):
+        if not isinstance(feed, Mapping):
+            raise CalibrationError(f"calibration feed {i} is a {type(feed).__name__}, not a dict of input name -> array")
+        arrays = {k: np.asarray(v) for k, v in feed.items()}
+        _check_arrays(arrays, specs, f"calibration feed {i}", batched=False)
+        feeds.append({k: v[None] for k, v in arrays.items()})  # each feed is one stacked sample
+    if not feeds:
+        raise CalibrationError("the calibration data is empty")
+    return SampleSet(specs, [lambda f=f: f for f in feeds], [1] * len(feeds), "feeds", None, stacked=True)
+
+
+def _npz_loader(path: str) -> Callable[[], dict]:
+    def load() -> dict:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return load
+
+
+def _check_npz(path: str, specs: Sequence[InputSpec]) -> tuple[int, bool]:
+    """Check an .npz's keys, dtypes and shapes from the array headers, without loading data.
+    Returns (samples, stacked)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = {}
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                headers[info.filename[:-4]] = (tuple(shape), np.dtype(dtype))
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CalibrationError(f"calibration data {path!r} is not a readable .npz file ({e})") from None
+    fake = {k: np.lib.stride_tricks.as_strided(np.zeros(1, dt), shape=sh, strides=(0,) * len(sh))
+            for k, (sh, dt) in headers.items()}
+    where = f"calibration data {os.path.basename(path)}"
+    return _check_arrays(fake, specs, where, batched=True)
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str,
+                  batched: bool) -> tuple[int, bool]:
+    """Check names, dtypes and fixed dims. `batched`: axis 0 of every array counts samples
+    (it is the model's batch axis, or an extra axis when the array has one more dim than the
+    input); otherwise each array is one feed as the model takes it. Returns (samples, stacked)."""
+    names = {s.name for s in specs}
+    for k in arrays:
+        if k not in names and k != LABELS_KEY:
+            raise CalibrationError(f"{where}: {k!r} is not a model input; inputs are {', '.join(sorted(names))}")
+    count, stacked = None, set()
+    for s in specs:
+        if s.name not in arrays:
+            raise CalibrationError(f"{where}: no data for input {s.name!r}")
+        a = arrays[s.name]
+        if a.dtype != s.dtype:
+            raise CalibrationError(f"{where}: input {s.name!r} is {a.dtype}, the model takes {s.dtype}")
+        shape = tuple(a.shape)
+        if not batched:
+            if not _fits(shape, s.shape):
+                raise CalibrationError(f"{where}: input {s.name!r} has shape {list(shape)}; the model takes {_dims(s.shape)}")
+            n, st = 1, True
+        else:
+            n, st = _samples_of(shape, s)
+            if n is None:
+                raise CalibrationError(f"{where}: input {s.name!r} has shape {list(shape)}; the model takes "
+                                       f"{_dims(s.shape)} (samples along the first axis)")
+        if count is not None and n != count:
+            raise CalibrationError(f"{where}: inputs have different sample counts ({count} and {n} for {s.name!r})")
+        count = n
+        stacked.add(st)
+    if len(stacked) > 1:
+        raise CalibrationError(f"{where}: some inputs have an extra sample axis and some do not")
+    if batched and LABELS_KEY in arrays and count is not None and arrays[LABELS_KEY].shape[:1] != (count,):
+        raise CalibrationError(f"{where}: {LABELS_KEY!r} has {arrays[LABELS_KEY].shape[0] if arrays[LABELS_KEY].ndim else 0} "
+                               f"samples, the inputs {count}")
+    if not count:
+        raise CalibrationError(f"{where}: no samples")
+    return count, stacked.pop() if stacked else False
+
+
+def _samples_of(shape: tuple, spec: InputSpec) -> tuple[Optional[int], bool]:
+    """(sample count, stacked) of an array for an input, or (None, False) if it does not fit."""
+    if spec.shape and len(shape) == len(spec.shape) and _fits(shape[1:], spec.shape[1:]):
+        first = spec.shape[0]
+        if isinstance(first, int) and shape[0] % first:
+            return None, False
+        return shape[0], False
+    if len(shape) == len(spec.shape) + 1 and _fits(shape[1:], spec.shape):
+        return shape[0], True
+    return None, False
+
+
+def _fits(shape: tuple, dims: tuple) -> bool:
+    return len(shape) == len(dims) and all(not isinstance(d, int) or d == s for s, d in zip(shape, dims))
+
+
+def _dims(dims: tuple) -> str:
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
+
+
+def random_samples(model: Model, settings: CalibrationSettings) -> SampleSet:
+    """Seeded standard-normal inputs (small ints for integer inputs), for when there is no data."""
+    specs = model_input_specs(model)
+    rng = np.random.default_rng(settings.seed)
+    n = settings.random_samples
+    stacked = any(not s.shape for s in specs)  # a scalar input: every sample is a whole feed
+    arrays = {}
+    for s in specs:
+        rest = [d if isinstance(d, int) else 32 for d in s.shape[1:]]
+        if stacked:
+            shape = [n, *[d if isinstance(d, int) else 1 for d in s.shape[:1]], *rest]
+        else:
+            first = s.shape[0] if isinstance(s.shape[0], int) else 1
+            shape = [n * first, *rest]
+        if s.dtype.kind == "f":
+            arrays[s.name] = rng.standard_normal(shape).astype(s.dtype)
+        elif s.dtype == np.bool_:
+            arrays[s.name] = rng.random(shape) < 0.5
+        else:
+            arrays[s.name] = rng.integers(0, 4, size=shape).astype(s.dtype)
+    count = next(iter(arrays.values())).shape[0] if arrays else 0
+    return SampleSet(specs, [lambda: arrays], [count], "random", f"random-{settings.seed}-{n}", stacked)
+
+
+# ------------------------------------------------------------------------------ histograms
+class AbsHistogram:
+    """A streaming histogram of |x| over [0, width * bins). When a larger value arrives, `k`
+    neighbouring bins merge into one (exact: counts only move into wider bins)."""
+
+    def __init__(self, bins: int = HISTOGRAM_BINS):
+        self.bins = bins
+        self.counts = np.zeros(bins, np.float64)
+        self.width = 0.0
+        self.amax = 0.0
+        self.total = 0
+        self.nonfinite = 0
+
+    def add(self, x: np.ndarray) -> None:
+        a = np.abs(np.asarray(x, np.float32).ravel())
+        finite = np.isfinite(a)
+        if not finite.all():
+            self.nonfinite += int(a.size - finite.sum())
+            a = a[finite]
+        if a.size == 0:
+            return
+        m = float(a.max())
+        self.amax = max(self.amax, m)
+        if self.width == 0.0:
+            if m == 0.0:
+                self.counts[0] += a.size
+                self.total += a.size
+                return
+            self.width = m / self.bins * (1 + 1e-6)
+        elif m >= self.width * self.bins:
+            k = math.ceil(m / (self.width * self.bins) * (1 + 1e-6))
+            if k >= self.bins:
+                self.counts = np.concatenate([[self.counts.sum()], np.zeros(self.bins - 1)])
+            else:
+                padded = np.zeros(self.bins * k)
+                padded[: self.bins] = self.counts
+                self.counts = padded.reshape(self.bins, k).sum(axis=1)
+            self.width *= k
+        idx = np.minimum((a / self.width).astype(np.int64), self.bins - 1)
+        self.counts += np.bincount(idx, minlength=self.bins)
+        self.total += a.size
+
+    def threshold(self, method: str, percentile: float = 99.99) -> float:
+        """The |x| range to quantize to by `method`; never above the largest value seen."""
+        if self.amax == 0.0 or self.width == 0.0:
+            return 0.0
+        if method == "minmax":
+            return self.amax
+        if method == "percentile":
+            cdf = np.cumsum(self.counts) / self.counts.sum()
+            i = int(np.searchsorted(cdf, percentile / 100.0))
+            return min(self.amax, (i + 1) * self.width)
+        if method == "entropy":
+            return min(self.amax, _kl_threshold(self.counts) * self.width)
+        if method == "mse":
+            return min(self.amax, _mse_threshold(self.counts, self.width, self.amax))
+        raise ValueError(f"unknown calibration method {method!r}")
+
+
+def _kl_divergence(counts: np.ndarray, i: int) -> float:
+    """KL(P||Q) of keeping the first `i` bins (outliers clipped into the last) and quantizing
+    them to INT8_LEVELS levels, as TensorRT's entropy calibrator does."""
+    p = counts[:i].copy()
+    p[i - 1] += counts[i:].sum()
+    nonzero = p > 0
+    group = (np.arange(i) * INT8_LEVELS) // i
+    sums = np.bincount(group, weights=counts[:i], minlength=INT8_LEVELS)
+    used = np.bincount(group, weights=nonzero, minlength=INT8_LEVELS)
+    q = np.where(nonzero, sums[group] / np.maximum(used[group], 1), 0.0)
+    ps, qs = p.sum(), q.sum()
+    if ps == 0 or qs == 0:
+        return math.inf
+    p, q = p / ps, q / qs
+    mask = p > 0
+    # P's clipped outlier bin may be where Q has nothing: smooth instead of returning infinity
+    q = np.where(mask & (q == 0), 1e-10, q)
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def _kl_threshold(counts: np.ndarray) -> float:
+    """Threshold (in bins) minimizing the KL divergence: a coarse scan, then a fine one."""
+    bins = len(counts)
+    last = int(np.nonzero(counts)[0][-1]) + 1
+    if last <= INT8_LEVELS:
+        return last  # fewer occupied bins than levels: nothing to clip
+    stride = max(1, (last - INT8_LEVELS) // 96)
+    coarse = list(range(INT8_LEVELS, last + 1, stride))
+    best = min(coarse, key=lambda i: _kl_divergence(counts, i))
+    fine = range(max(INT8_LEVELS, best - stride), min(bins, best + stride) + 1)
+    best = min(fine, key=lambda i: _kl_divergence(counts, i))
+    return best + 0.5
+
+
+def _mse_threshold(counts: np.ndarray, width: float, amax: float) -> float:
+    """Threshold minimizing the expected squared quantization error over the histogram."""
+    centers = (np.arange(len(counts)) + 0.5) * width
+    candidates = np.unique(np.concatenate([np.linspace(amax / 64, amax, 256), [amax]]))
+    step = candidates[:, None] / 127.0
+    clipped = np.maximum(centers[None, :] - candidates[:, None], 0.0) ** 2
+    rounding = np.where(centers[None, :] <= candidates[:, None], step ** 2 / 12.0, 0.0)
+    err = (clipped + rounding) @ counts
+    return float(candidates[int(np.argmin(err))])
+
+
+# ------------------------------------------------------------------------------ running
+@dataclass
+class CalibrationResult:
+    amax: dict[str, float]  # tensor -> |x| range
+    method: str
+    samples: int
+    seconds: float
+    from_cache: bool = False
+    nonfinite: dict[str, int] = field(default_factory=dict)
+
+
+def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, settings: CalibrationSettings,
+                   method: Optional[str] = None, bytes_per_sample: Optional[int] = None) -> CalibrationResult:
+    """Run `model` over `samples` with every tensor in `tensors` exposed as an output and return
+    each one's range by `method`. Streaming: one batch's activations in memory at a time."""
+    from graphopt import backend
+    from graphopt.runtime import Session
+
+    method = method or settings.method
+    if method not in METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    start = time.perf_counter()
+    m = model.clone()
+    inputs = {v.name for v in m.graph.inputs}
+    outputs = {v.name for v in m.graph.outputs}
+    for name in tensors:
+        if name not in inputs and name not in outputs:
+            m.graph.outputs.append(m.graph.value(name))
+    hists = {name: AbsHistogram() for name in tensors}
+    batch = settings.batch_size
+    if bytes_per_sample:
+        batch = max(1, min(batch, settings.memory_mb * (1 << 20) // max(bytes_per_sample, 1)))
+    done = 0
+    progress = _Progress(samples.size, f"calibrating ({method}, {len(tensors)} tensors)", settings.progress)
+    with Session(backend.ort_view(m), optimized=True) as sess:
+        fetch = [t for t in tensors if t not in inputs]
+        for feed, n in samples.batches(batch):
+            out = sess.run(feed, fetch) if fetch else {}
+            for name in tensors:
+                hists[name].add(out[name] if name in out else feed[name])
+            del out
+            done += n
+            progress.update(done)
+    progress.close()
+    amax = {name: h.threshold(method, settings.percentile) for name, h in hists.items()}
+    nonfinite = {n: h.nonfinite for n, h in hists.items() if h.nonfinite}
+    return CalibrationResult(amax, method, done, time.perf_counter() - start, nonfinite=nonfinite)
+
+
+class _Progress:
+    """A one-line progress bar on stderr when it is a terminal; a log line otherwise."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.label = total, label
+        self.tty = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        if not self.tty:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.1 and done < self.total:
+            return
+        self.last = now
+        frac = done / max(self.total, 1)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\rgraphopt: {self.label} [{bar:<30s}] {done}/{self.total}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+        elif self.enabled:
+            log.info("%s: %d samples", self.label, self.total)
+
+
+# ------------------------------------------------------------------------------ cache
+def read_cache(path: str, method: str, settings: CalibrationSettings, data_fingerprint: Optional[str],
+               model_fingerprint: str, tensors: Sequence[str]) -> Optional[dict[str, float]]:
+    """Ranges from a cache written by an earlier run with the same method, data and model;
+    None (with the reason logged) when it cannot be reused."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+        ranges = {k: float(v) for k, v in cache["ranges"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CalibrationError(f"calibration cache {path!r} is not a graphopt calibration cache ({e})") from None
+    want = {"version": CACHE_VERSION, "method": method, "percentile": settings.percentile,
+            "data": data_fingerprint, "model": model_fingerprint}
+    for key, value in want.items():
+        if cache.get(key) != value:
+            log.warning("calibration cache %s was made with a different %s; calibrating again", path, key)
+            return None
+    missing = [t for t in tensors if t not in ranges]
+    if missing:
+        log.warning("calibration cache %s has no range for %s; calibrating again", path, missing[0])
+        return None
+    return {t: ranges[t] for t in tensors}
+
+
+def write_cache(path: str, method: str, settings: CalibrationSettings, data_fingerprint: Optional[str],
+                model_fingerprint: str, ranges: Mapping[str, float]) -> None:
+    cache = {"version": CACHE_VERSION, "method": method, "percentile": settings.percentile,
+             "data": data_fingerprint, "model": model_fingerprint,
+             "ranges": {k: float(ranges[k]) for k in sorted(ranges)}}
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(cache, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def model_fingerprint(model: Model) -> str:
+    """A hash of the main graph's structure (ops and value names in order), for the cache."""
+    h = hashlib.sha256()
+    for node in model.graph.toposort():
+        h.update(node.op_type.encode())
+        for v in node.inputs + node.outputs:
+            h.update(b"|" + (v.name.encode() if v is not None else b""))
+    return h.hexdigest()[:16]

@@ -1,0 +1,35 @@
+"""Raising a model's default-domain opset, by onnx's version converter.
+
+The converter works on the model's structure: large weights travel as stubs (name, type and
+shape) and are handed back to the converted model by name, never copied.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from graphopt import backend, frontend
+from graphopt.errors import UserInputError
+from graphopt.ir import Model
+
+
+def convert(model: Model, target: int) -> Model:
+    """`model` converted to default-domain opset `target` (>= its own), or a clear error."""
+    if model.opset >= target:
+        return model
+    from onnx import version_converter
+
+    emitter = backend._Emitter(None, defer_initializers=True)
+    proto = emitter.model(model)
+    deferred = dict(emitter.deferred)
+    backend._add_stub_initializers(proto, emitter)
+    try:
+        converted = version_converter.convert_version(proto, target)
+    except Exception as e:  # the converter raises RuntimeError, ValueError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"cannot raise the model from opset {model.opset} to {target}: {first}") from None
+    given = {t.name: deferred[t.name] for t in converted.graph.initializer
+             if t.name in deferred and t.data_location == onnx.TensorProto.EXTERNAL}
+    out = frontend.load(converted, tensors=given)
+    out.source_path, out.source_data_files, out.mapped_files = model.source_path, model.source_data_files, model.mapped_files
+    return out

@@ -1,0 +1,362 @@
+"""quantize-int8: insert QuantizeLinear/DequantizeLinear the way TensorRT's explicit
+quantization expects (DESIGN §6), with calibrated activation ranges.
+
+- Weights: per-channel symmetric INT8 along the output axis, written with an explicit `axis`,
+  stored as INT8 initializers + DequantizeLinear (weights=float: float + Q/DQ). Never a bias.
+- Activations: per-tensor symmetric INT8, zero point 0, scale = range / 127 (strictly positive).
+- Placement and default exclusions: see _int8_placement.py.
+- Ranges come from calibration (graphopt.calibration); part of the data is held out to report
+  accuracy against FP32. With `max_drop`, the most sensitive layers fall back to FP32 until
+  the loss on held-out data is within budget.
+
+The model must be opset >= 13 (per-channel DequantizeLinear); the `int8` alias raises it and
+folds BatchNorm into the convs first, so weight scales are computed on the folded weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from graphopt import backend, calibration
+from graphopt.accuracy import AccuracyReport, compare
+from graphopt.errors import PipelineError, UserInputError
+from graphopt.ir import Graph, Model, Tensor
+from graphopt.ir.tensor import elem_type
+from graphopt.passes._int8_placement import SKIP_RULES, Layer, PlacementRules, concat_ties, plan
+from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.runtime import Session
+from graphopt.shapes import infer_shapes
+
+log = logging.getLogger("graphopt")
+
+QMAX = 127  # symmetric narrow range [-127, 127], as TensorRT quantizes
+MIN_SCALE = 1e-30  # scales stay strictly positive, and normal float32 numbers
+MIN_OPSET = 13
+WEIGHT_MODES = ("int8", "float")
+HELD_OUT_MAX = 256
+FLOAT, INT8 = elem_type(np.float32), elem_type(np.int8)
+
+
+@dataclass
+class QuantizeInt8Options:
+    method: str = field(default="", metadata={"help": "calibration method: minmax, percentile, entropy or mse "
+                                                      "(default: the run's, entropy unless set)"})
+    weights: str = field(default="int8", metadata={"help": "int8: INT8 initializers + DequantizeLinear; float: float + Q/DQ"})
+    per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales (per-tensor if false)"})
+    residual: bool = field(default=True, metadata={"help": "Q/DQ on the skip input of residual Adds after a conv"})
+    bmm: bool = field(default=False, metadata={"help": "also quantize MatMuls whose operands are both activations"})
+    skip: str = field(default=",".join(SKIP_RULES), metadata={"help": "default exclusions to apply (comma list; '' for none)"})
+    min_channels: int = field(default=4, metadata={"help": "convs with fewer output channels, or fewer products per "
+                                                            "output (Cin/group x kernel), stay FP32 (tiny-conv)"})
+    exclude_ops: str = field(default="", metadata={"help": "op types to leave in FP32 (comma list)"})
+    exclude_nodes: str = field(default="", metadata={"help": "node-name globs to leave in FP32 (comma list)"})
+    force_nodes: str = field(default="", metadata={"help": "node-name globs quantized despite a default exclusion"})
+    max_drop: float = field(default=-1.0, metadata={"help": "accuracy budget in points (negative: none); the most "
+                                                           "sensitive layers fall back to FP32 until it holds"})
+    sensitivity: bool = field(default=False, metadata={"help": "report every layer's sensitivity even without a budget"})
+
+    def __post_init__(self):
+        if self.method and self.method not in calibration.METHODS:
+            raise PipelineError(f"option 'method' must be one of {', '.join(calibration.METHODS)}, got {self.method!r}")
+        if self.weights not in WEIGHT_MODES:
+            raise PipelineError(f"option 'weights' must be int8 or float, got {self.weights!r}")
+        unknown = [s for s in _words(self.skip) if s not in SKIP_RULES]
+        if unknown:
+            raise PipelineError(f"option 'skip' has unknown exclusion {unknown[0]!r}; known: {', '.join(SKIP_RULES)}")
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+class QuantizeInt8(Pass):
+    name = "quantize-int8"
+    summary = "INT8 Q/DQ for TensorRT: per-channel weights, calibrated per-tensor activations"
+    Options = QuantizeInt8Options
+    lossless = False
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        model, o = ctx.model, self.options
+        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
+            return PassResult(False, {"note": "already quantized"})
+        if model.opset < MIN_OPSET:
+            raise UserInputError(f"quantize-int8 needs opset >= {MIN_OPSET} (per-channel DequantizeLinear); the model "
+                                f"is opset {model.opset}: run raise-opset first (the int8 alias does)")
+        infer_shapes(model)
+        rules = PlacementRules(skip=_words(o.skip), min_channels=o.min_channels, residual=o.residual, bmm=o.bmm,
+                               per_channel=o.per_channel, exclude_ops=_words(o.exclude_ops),
+                               exclude_nodes=_words(o.exclude_nodes), force_nodes=_words(o.force_nodes))
+        layers, skipped = plan(graph, rules, ctx.in_scope)
+        layers, unfolded = _drop_unfolded_bn(graph, layers)
+        skipped += unfolded
+        report: dict = {"skipped": [s.to_dict() for s in skipped]}
+        ctx.reports[self.name] = report
+        if not layers:
+            return PassResult(False, {"layers": 0, "skipped": len(skipped)})
+
+        settings = ctx.calibration or calibration.CalibrationSettings()
+        method = o.method or settings.method
+        calib, held = _samples(model, settings)
+        tensors = _tensors_to_calibrate(graph, layers)
+        amax, how = _ranges(model, tensors, calib, settings, method)
+        report["calibration"] = {"method": method, "data": calib.origin, "samples": calib.size,
+                                 "held_out": held.size if held else 0, "source": how}
+
+        fp32 = model.clone()
+        evaluator = _Evaluator(fp32, held, settings) if held is not None else None
+        active = list(layers)
+        accuracy = evaluator.measure(active, amax, o) if evaluator else None
+        sensitivity: dict[str, float] = {}
+        fallback: list[str] = []
+        if evaluator and (o.sensitivity or (o.max_drop >= 0 and accuracy.drop() > o.max_drop)):
+            sensitivity = {L.node: evaluator.measure([L], amax, o).drop() for L in layers}
+        if evaluator and o.max_drop >= 0 and accuracy.drop() > o.max_drop:
+            active, accuracy, fallback = _fall_back(evaluator, layers, amax, o, sensitivity, accuracy)
+        if held is None and o.max_drop >= 0:
+            log.warning("quantize-int8: max_drop needs held-out samples (at least 2 calibration samples); not applied")
+
+        stats = apply(graph, active, amax, o)
+        report["layers"] = _layer_report(graph, layers, active, amax, sensitivity)
+        report["fallback"] = fallback
+        report["accuracy"] = accuracy.to_dict() if accuracy else None
+        report["fp32_reference"] = "the model before quantize-int8 (after the passes before it)"
+        if accuracy:
+            log.info("quantize-int8: %d layers INT8, %d FP32; held-out %s", len(active), len(layers) - len(active),
+                     accuracy.summary())
+        return PassResult(bool(active), {"layers": len(active), "fallback": len(fallback), "skipped": len(skipped),
+                                         **stats})
+
+
+def _drop_unfolded_bn(graph: Graph, layers: list[Layer]):
+    """Convs still followed by a BatchNormalization would get scales of unfolded weights."""
+    from graphopt.passes._int8_placement import Skipped
+
+    keep, skipped = [], []
+    nodes = {n.name: n for n in graph.nodes}
+    for L in layers:
+        node = nodes[L.node]
+        uses = graph.uses(node.outputs[0]) if L.kind in ("conv", "gemm", "matmul") else []
+        if uses and all(u.op_type == "BatchNormalization" for u, _ in uses):
+            skipped.append(Skipped(L.node, L.op, "a BatchNormalization follows it: fold it first (fuse), so the "
+                                                 "weight scales fit the folded weights"))
+        else:
+            keep.append(L)
+    return keep, skipped
+
+
+def _samples(model: Model, settings: calibration.CalibrationSettings):
+    if settings.data is None:
+        log.warning("quantize-int8: NO CALIBRATION DATA: calibrating on %d random samples; INT8 ranges from random "
+                    "inputs rarely fit real ones. Give representative data with --calib DATA.npz",
+                    settings.random_samples)
+        samples = calibration.random_samples(model, settings)
+    else:
+        samples = calibration.load_samples(settings.data, model)
+    calib, held = samples.split(settings.holdout, settings.samples)
+    if held is not None and held.size > HELD_OUT_MAX:
+        held = held.subset(held.size - HELD_OUT_MAX, held.size)
+    return calib, held
+
+
+def _tensors_to_calibrate(graph: Graph, layers: list[Layer]) -> list[str]:
+    names = {name for L in layers for _, name in L.activations}
+    for _, inputs in concat_ties(graph, names):
+        names.add(inputs[0][0].outputs[0].name)  # the Concat's output: its range covers its inputs
+    return sorted(names)
+
+
+def _bytes_per_sample(graph: Graph, tensors: list[str]) -> int:
+    """Bytes of the requested activations for one sample (unknown dims counted as 32)."""
+    total = 0
+    for name in tensors:
+        v = graph.value(name)
+        dims = list(v.shape or ())[1:] if v is not None else []
+        total += 4 * int(np.prod([d if isinstance(d, int) else 32 for d in dims], dtype=np.int64))
+    return total
+
+
+def _ranges(model: Model, tensors: list[str], calib, settings, method: str) -> tuple[dict[str, float], str]:
+    fingerprint = calibration.model_fingerprint(model)
+    if settings.cache:
+        cached = calibration.read_cache(settings.cache, method, settings, calib.fingerprint, fingerprint, tensors)
+        if cached is not None:
+            log.info("quantize-int8: ranges from the calibration cache %s", settings.cache)
+            return cached, f"cache {settings.cache}"
+    result = calibration.collect_ranges(model, tensors, calib, settings, method,
+                                        _bytes_per_sample(model.graph, tensors))
+    for name, count in result.nonfinite.items():
+        log.warning("quantize-int8: %s had %d non-finite values during calibration; they were ignored", name, count)
+    if settings.cache:
+        calibration.write_cache(settings.cache, method, settings, calib.fingerprint, fingerprint, result.amax)
+    return result.amax, f"calibrated in {result.seconds:.2f}s"
+
+
+# ------------------------------------------------------------------------------ applying
+def activation_scale(amax: float) -> float:
+    return max(float(amax) / QMAX, MIN_SCALE) if amax > 0 else 1.0
+
+
+def weight_scales(w: np.ndarray, axis: Optional[int]) -> np.ndarray:
+    """Symmetric scales of a weight: one per slice along `axis`, or one for all (axis None).
+    A channel of zeros gets scale 1 (any positive scale maps it to 0)."""
+    a = np.abs(w)
+    amax = a.max() if axis is None else a.max(axis=tuple(i for i in range(w.ndim) if i != axis))
+    s = np.asarray(amax, np.float32) / np.float32(QMAX)
+    s = np.where(s > 0, np.maximum(s, np.float32(MIN_SCALE)), np.float32(1.0))
+    return s.astype(np.float32)
+
+
+def quantize_weight(w: np.ndarray, scale: np.ndarray, axis: Optional[int]) -> np.ndarray:
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    q = np.rint(w / scale.reshape(shape) if axis is not None else w / scale)
+    return np.clip(q, -QMAX, QMAX).astype(np.int8)
+
+
+def apply(graph: Graph, layers: list[Layer], amax: dict[str, float], o: QuantizeInt8Options) -> dict:
+    """Insert the Q/DQ pairs of `layers`. Activations quantized for several consumers share one
+    pair; a Concat's inputs and output share one scale."""
+    nodes = {n.name: n for n in graph.nodes}
+    sites: dict[str, list] = {}
+    for L in layers:
+        for idx, name in L.activations:
+            sites.setdefault(name, []).append((nodes[L.node], idx))
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for name, inputs in concat_ties(graph, set(sites)):
+        root = find(name)
+        parent[find(inputs[0][0].outputs[0].name)] = root
+        for concat, idx, x in inputs:
+            sites.setdefault(x, []).append((concat, idx))
+            parent[find(x)] = root
+    group_amax: dict[str, float] = {}
+    for name in list(sites) + list(parent):
+        r = find(name)
+        group_amax[r] = max(group_amax.get(r, 0.0), amax.get(name, 0.0))
+
+    for name, consumers in sites.items():
+        v = graph.value(name)
+        scale = np.float32(activation_scale(group_amax[find(name)]))
+        s = graph.add_constant(scale, f"{name}_scale")
+        zp = graph.add_constant(np.int8(0), f"{name}_zero_point")
+        q = _node(graph, "QuantizeLinear", [v, s, zp], f"{name}_quantized", name)
+        q.outputs[0].dtype, q.outputs[0].shape = INT8, v.shape
+        dq = _node(graph, "DequantizeLinear", [q.outputs[0], s, zp], f"{name}_dequantized", name)
+        dq.outputs[0].dtype, dq.outputs[0].shape = FLOAT, v.shape
+        for node, idx in consumers:
+            graph.set_input(node, idx, dq.outputs[0])
+
+    done: dict[tuple, object] = {}
+    for L in layers:
+        if L.weight is None:
+            continue
+        idx, name, axis = L.weight
+        key = (name, axis)
+        if key not in done:
+            done[key] = _quantized_weight(graph, graph.value(name), axis, o.weights)
+        graph.set_input(nodes[L.node], idx, done[key])
+    return {"activation_qdq": len(sites), "weights": len(done)}
+
+
+def _node(graph: Graph, op: str, inputs, out: str, base: str):
+    node = graph.add_node(op, inputs, [out], name=f"{base}/{op}")
+    node.doc_string = "created by graphopt pass quantize-int8"
+    return node
+
+
+def _quantized_weight(graph: Graph, w, axis: Optional[int], mode: str):
+    data = graph.const_value(w)
+    scale = weight_scales(data, axis)
+    attrs = {"axis": axis} if axis is not None else None
+    s = graph.add_constant(scale, f"{w.name}_scale")
+    zp = graph.add_constant(np.zeros(scale.shape, np.int8), f"{w.name}_zero_point")
+    if mode == "int8":
+        src = graph.add_initializer(f"{w.name}_quantized", Tensor.from_numpy(quantize_weight(data, scale, axis)))
+    else:
+        q = graph.add_node("QuantizeLinear", [w, s, zp], [f"{w.name}_quantized"], attrs, name=f"{w.name}/QuantizeLinear")
+        q.doc_string = "created by graphopt pass quantize-int8"
+        src = q.outputs[0]
+        src.dtype, src.shape = INT8, w.shape
+    dq = graph.add_node("DequantizeLinear", [src, s, zp], [f"{w.name}_dequantized"], attrs,
+                        name=f"{w.name}/DequantizeLinear")
+    dq.doc_string = "created by graphopt pass quantize-int8"
+    out = dq.outputs[0]
+    out.dtype, out.shape = FLOAT, w.shape
+    return out
+
+
+# ------------------------------------------------------------------------------ accuracy control
+class _Evaluator:
+    """Runs candidate quantizations of the FP32 model on the held-out samples."""
+
+    def __init__(self, fp32: Model, held, settings):
+        self.fp32, self.held, self.settings = fp32, held, settings
+        self.reference, self.counts, self.labels = [], [], []
+        with Session(backend.ort_view(fp32), optimized=True) as sess:
+            for feed, n in held.batches(settings.batch_size, with_labels=True):
+                labels = feed.pop(calibration.LABELS_KEY, None)
+                self.reference.append(sess.run(feed))
+                self.counts.append(n)
+                self.labels.append(labels)
+
+    def measure(self, layers: list[Layer], amax: dict[str, float], o: QuantizeInt8Options) -> AccuracyReport:
+        m = self.fp32.clone()
+        apply(m.graph, layers, amax, o)
+        outs = []
+        with Session(backend.ort_view(m), optimized=True) as sess:
+            for feed, _ in self.held.batches(self.settings.batch_size):
+                outs.append(sess.run(feed))
+        return compare(self.reference, outs, self.counts, self.labels)
+
+
+def _fall_back(ev: _Evaluator, layers: list[Layer], amax, o, sensitivity: dict[str, float], full: AccuracyReport):
+    """Keep the most sensitive layers in FP32, as few as possible, until the budget holds. The
+    loss shrinks (nearly) monotonically as layers fall back, so the count is binary-searched."""
+    order = sorted(layers, key=lambda L: -sensitivity[L.node])
+    lo, hi = 0, len(order)  # falling back `lo` layers is not enough; `hi` layers is (all: FP32)
+    best: Optional[AccuracyReport] = None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        out = {L.node for L in order[:mid]}
+        rep = ev.measure([L for L in layers if L.node not in out], amax, o)
+        if rep.drop() <= o.max_drop:
+            hi, best = mid, rep
+        else:
+            lo = mid
+    out = {L.node for L in order[:hi]}
+    active = [L for L in layers if L.node not in out]
+    if best is None:
+        best = ev.measure(active, amax, o)
+    names = [L.node for L in order[:hi]]
+    log.warning("quantize-int8: %d layer(s) kept in FP32 to hold max_drop=%g (loss %.3g -> %.3g): %s", len(names),
+                o.max_drop, full.drop(), best.drop(), ", ".join(names))
+    return active, best, names
+
+
+def _layer_report(graph: Graph, layers: list[Layer], active: list[Layer], amax, sensitivity) -> list[dict]:
+    on = {L.node for L in active}
+    out = []
+    for L in layers:
+        entry = {"node": L.node, "op": L.op, "kind": L.kind, "precision": "int8" if L.node in on else "fp32",
+                 "inputs": [{"tensor": name, "amax": amax.get(name), "scale": activation_scale(amax.get(name, 0.0))}
+                            for _, name in L.activations]}
+        if L.weight is not None:
+            w = graph.const_value(graph.value(L.weight[1])) if graph.value(L.weight[1]) is not None else None
+            if w is not None:
+                s = weight_scales(w, L.weight[2])
+                entry["weight"] = {"tensor": L.weight[1], "axis": L.weight[2], "channels": int(s.size),
+                                   "scale_min": float(s.min()), "scale_max": float(s.max())}
+        if L.node in sensitivity:
+            entry["sensitivity"] = sensitivity[L.node]
+        out.append(entry)
+    return out

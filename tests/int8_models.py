@@ -1,0 +1,94 @@
+"""Small models for the int8 tests, built with onnx.helper (seeded weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _w(rng, *shape, scale=0.3):
+    return rng.normal(0, scale, shape).astype(np.float32)
+
+
+def small_cnn(opset: int = 17, seed: int = 0) -> onnx.ModelProto:
+    """Conv-BN-Relu, a residual block, MaxPool, a two-branch Concat, GlobalAveragePool, Gemm:
+    every placement rule of quantize-int8 has something to do."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def init(name, array):
+        inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def conv(x, y, cin, cout, k, name, bn=False):
+        w = init(f"{name}_w", _w(rng, cout, cin, k, k, scale=1.0 / np.sqrt(cin * k * k)))
+        b = init(f"{name}_b", _w(rng, cout, scale=0.1))
+        out = f"{name}_conv" if bn else y
+        nodes.append(helper.make_node("Conv", ["x" if x is None else x, w, b], [out], name=name, pads=[k // 2] * 4))
+        if bn:
+            params = [init(f"{name}_bn_{p}", v) for p, v in (
+                ("s", rng.uniform(0.5, 1.5, cout).astype(np.float32)), ("b", _w(rng, cout, scale=0.1)),
+                ("m", _w(rng, cout, scale=0.1)), ("v", rng.uniform(0.5, 1.5, cout).astype(np.float32)))]
+            nodes.append(helper.make_node("BatchNormalization", [out, *params], [y], name=f"{name}_bn"))
+
+    conv("x", "c0", 3, 8, 3, "conv0", bn=True)
+    nodes.append(helper.make_node("Relu", ["c0"], ["a0"], name="relu0"))
+    conv("a0", "c1", 8, 8, 3, "conv1", bn=True)
+    nodes.append(helper.make_node("Add", ["c1", "a0"], ["s1"], name="residual"))
+    nodes.append(helper.make_node("Relu", ["s1"], ["r1"], name="relu1"))
+    nodes.append(helper.make_node("MaxPool", ["r1"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]))
+    conv("p", "ca", 8, 8, 1, "branch_a")
+    conv("p", "cb", 8, 8, 3, "branch_b")
+    nodes.append(helper.make_node("Relu", ["ca"], ["ra"], name="relu_a"))
+    nodes.append(helper.make_node("Relu", ["cb"], ["rb"], name="relu_b"))
+    nodes.append(helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1))
+    conv("cat", "c2", 16, 16, 3, "conv2")
+    nodes.append(helper.make_node("Relu", ["c2"], ["r2"], name="relu2"))
+    nodes.append(helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
+    init("head_w", _w(rng, 10, 16, scale=0.5))
+    init("head_b", _w(rng, 10, scale=0.1))
+    nodes.append(helper.make_node("Gemm", ["flat", "head_w", "head_b"], ["logits"], name="head", transB=1))
+    g = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def mlp(opset: int = 17, seed: int = 0, softmax_bmm: bool = False) -> onnx.ModelProto:
+    """MatMul+Add -> Gelu (Erf spelling) -> MatMul, a GEMV-shaped MatMul, and optionally an
+    attention-style Softmax(Q K^T) V product."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(a, n) for n, a in (
+        ("w1", _w(rng, 16, 32)), ("b1", _w(rng, 32, scale=0.1)), ("w2", _w(rng, 32, 16)),
+        ("wv", _w(rng, 16, 1)), ("half", np.float32(0.5)), ("one", np.float32(1.0)),
+        ("sqrt2", np.float32(np.sqrt(2.0))))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="fc1_bias"),
+        helper.make_node("Div", ["hb", "sqrt2"], ["g0"], name="gelu_div"),
+        helper.make_node("Erf", ["g0"], ["g1"], name="gelu_erf"),
+        helper.make_node("Add", ["g1", "one"], ["g2"], name="gelu_add"),
+        helper.make_node("Mul", ["hb", "g2"], ["g3"], name="gelu_mul"),
+        helper.make_node("Mul", ["g3", "half"], ["g"], name="gelu_half"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="fc2"),
+        helper.make_node("MatMul", ["y", "wv"], ["v"], name="gemv"),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+               helper.make_tensor_value_info("v", TensorProto.FLOAT, None)]
+    if softmax_bmm:
+        nodes += [
+            helper.make_node("Transpose", ["y"], ["yt"], name="kt", perm=[0, 2, 1]),
+            helper.make_node("MatMul", ["y", "yt"], ["scores"], name="qk"),
+            helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
+            helper.make_node("MatMul", ["probs", "y"], ["att"], name="pv"),
+        ]
+        outputs.append(helper.make_tensor_value_info("att", TensorProto.FLOAT, None))
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 16])],
+                          outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    m = onnx.shape_inference.infer_shapes(m)
+    onnx.checker.check_model(m, full_check=True)
+    return m

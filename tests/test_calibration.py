@@ -1,0 +1,189 @@
+"""Calibration: data loading and its errors, streaming histograms, the four methods, batching
+under a memory cap, and the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from int8_models import small_cnn
+
+import graphopt
+from graphopt import calibration
+from graphopt.calibration import AbsHistogram, CalibrationError, CalibrationSettings, load_samples
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return graphopt.load(small_cnn())
+
+
+def npz(tmp_path, name="calib.npz", **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, 16, 16)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ data
+def test_npz_samples_are_batched_along_the_first_axis(tmp_path, cnn):
+    s = load_samples(npz(tmp_path, x=images(10)), cnn)
+    assert s.count == 10 and not s.stacked
+    sizes = [n for _, n in s.batches(4)]
+    assert sizes == [4, 4, 2]
+    calib, held = s.split(0.2, limit=100)
+    assert (calib.size, held.size) == (8, 2)
+    first = next(held.batches(8))[0]["x"]
+    np.testing.assert_array_equal(first, images(10)[8:])
+
+
+def test_folder_of_npz_files_is_one_sample_set_read_file_by_file(tmp_path, cnn):
+    (tmp_path / "d").mkdir()
+    npz(tmp_path / "d", "a.npz", x=images(3, 1))
+    npz(tmp_path / "d", "b.npz", x=images(4, 2))
+    s = load_samples(str(tmp_path / "d"), cnn)
+    assert s.count == 7
+    feeds = [f["x"] for f, _ in s.batches(5)]
+    assert [f.shape[0] for f in feeds] == [5, 2]
+    np.testing.assert_array_equal(np.concatenate(feeds), np.concatenate([images(3, 1), images(4, 2)]))
+
+
+def test_api_feeds_are_run_as_given(cnn):
+    feeds = [{"x": images(2, i)} for i in range(3)]
+    s = load_samples(feeds, cnn)
+    assert s.stacked and s.count == 3
+    assert [f["x"].shape for f, _ in s.batches(32)] == [(2, 3, 16, 16)] * 3
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": images(4)}, "calibration data calib.npz: 'y' is not a model input; inputs are x"),
+    ({"x": images(4).astype(np.float64)}, "calibration data calib.npz: input 'x' is float64, the model takes float32"),
+    ({"x": images(4)[:, :2]}, "calibration data calib.npz: input 'x' has shape [4, 2, 16, 16]; the model takes "
+                              "[N, 3, 16, 16] (samples along the first axis)"),
+    ({"x": images(4), "labels": np.zeros(3, np.int64)}, "calibration data calib.npz: 'labels' has 3 samples, the inputs 4"),
+    ({"x": images(0)}, "calibration data calib.npz: no samples"),
+])
+def test_calibration_data_that_does_not_fit_is_refused(tmp_path, cnn, arrays, message):
+    with pytest.raises(CalibrationError) as e:
+        load_samples(npz(tmp_path, **arrays), cnn)
+    assert str(e.value) == message
+
+
+def test_missing_or_unreadable_data(tmp_path, cnn):
+    with pytest.raises(CalibrationError, match="no such file or folder"):
+        load_samples(str(tmp_path / "nope.npz"), cnn)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(CalibrationError, match="is not a readable .npz file"):
+        load_samples(str(tmp_path / "bad.npz"), cnn)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CalibrationError, match="has no .npz files"):
+        load_samples(str(tmp_path / "empty"), cnn)
+    with pytest.raises(CalibrationError, match="calibration feed 1: no data for input 'x'"):
+        load_samples([{"x": images(1)}, {}], cnn)
+
+
+# ------------------------------------------------------------------------------ histograms
+def test_histogram_grows_by_merging_bins_without_losing_counts():
+    rng = np.random.default_rng(0)
+    h = AbsHistogram(bins=64)
+    parts = [rng.standard_normal(1000) * s for s in (0.1, 1.0, 30.0)]  # the range grows twice
+    for p in parts:
+        h.add(p)
+    data = np.abs(np.concatenate(parts))
+    assert h.total == data.size and h.counts.sum() == data.size
+    assert h.amax == pytest.approx(data.max(), rel=1e-6)
+    # every value lies in the bin its magnitude says, at the final width
+    expect = np.bincount(np.minimum((data / h.width).astype(int), 63), minlength=64)
+    np.testing.assert_array_equal(h.counts, expect)
+
+
+def test_methods_order_on_a_heavy_tailed_distribution():
+    rng = np.random.default_rng(1)
+    h = AbsHistogram()
+    h.add(rng.laplace(0, 1, 200_000))
+    mm, p9999, p99 = h.threshold("minmax"), h.threshold("percentile", 99.99), h.threshold("percentile", 99.0)
+    ent, mse = h.threshold("entropy"), h.threshold("mse")
+    assert mm == h.amax
+    assert p99 < p9999 <= mm
+    assert p99 == pytest.approx(np.log(100), rel=0.02)  # Laplace(1): P(|x| > t) = exp(-t)
+    for t in (ent, mse):  # both clip the long tail, but not into the bulk
+        assert 3.0 < t < mm
+
+
+def test_nonfinite_values_are_counted_not_binned():
+    h = AbsHistogram()
+    h.add(np.array([1.0, np.inf, np.nan, -2.0]))
+    assert h.nonfinite == 2 and h.amax == 2.0 and h.total == 2
+
+
+def test_all_zero_tensor_has_zero_range():
+    h = AbsHistogram()
+    h.add(np.zeros(10))
+    assert h.threshold("entropy") == 0.0
+
+
+# ------------------------------------------------------------------------------ running
+def test_batches_shrink_to_fit_the_memory_cap(cnn, monkeypatch):
+    from graphopt.runtime import Session
+
+    calls = []
+    real_run = Session.run
+
+    def counting(self, feed, names=None):
+        calls.append(feed["x"].shape[0])
+        return real_run(self, feed, names)
+
+    monkeypatch.setattr(Session, "run", counting)
+    samples = calibration.SampleSet(calibration.model_input_specs(cnn), [lambda: {"x": images(12)}], [12], "test")
+    settings = CalibrationSettings(batch_size=8, memory_mb=1, progress=False)
+    # a third of the 1 MiB cap per sample: batches of 3
+    calibration.collect_ranges(cnn, ["x", "a0"], samples, settings, "minmax", bytes_per_sample=(1 << 20) // 3)
+    assert calls == [3, 3, 3, 3]
+    calls.clear()
+    # small activations: the batch size asked for
+    calibration.collect_ranges(cnn, ["x", "a0"], samples, settings, "minmax", bytes_per_sample=4096)
+    assert calls == [8, 4]
+
+
+def test_ranges_match_the_data(cnn):
+    x = images(6)
+    samples = calibration.SampleSet(calibration.model_input_specs(cnn), [lambda: {"x": x}], [6], "test")
+    r = calibration.collect_ranges(cnn, ["x"], samples, CalibrationSettings(progress=False), "minmax")
+    assert r.amax["x"] == pytest.approx(float(np.abs(x).max()), rel=1e-6) and r.samples == 6
+
+
+def test_cache_is_written_then_reused_and_invalidated(tmp_path):
+    data = npz(tmp_path, x=images(20))
+    cache = str(tmp_path / "calib.json")
+    settings = CalibrationSettings(data=data, cache=cache, progress=False)
+    first = graphopt.optimize(small_cnn(), "int8", calibration=settings, validate=False)
+    assert first.pass_reports["quantize-int8"]["calibration"]["source"].startswith("calibrated")
+    saved = json.load(open(cache))
+    assert saved["method"] == "entropy" and saved["ranges"] and all(v > 0 for v in saved["ranges"].values())
+    again = graphopt.optimize(small_cnn(), "int8", calibration=settings, validate=False)
+    assert again.pass_reports["quantize-int8"]["calibration"]["source"] == f"cache {cache}"
+    same = [L["inputs"] for L in again.pass_reports["quantize-int8"]["layers"]]
+    assert same == [L["inputs"] for L in first.pass_reports["quantize-int8"]["layers"]]
+    # another method, or another model, calibrates again
+    other = graphopt.optimize(small_cnn(), "int8{method=minmax}", calibration=settings, validate=False)
+    assert other.pass_reports["quantize-int8"]["calibration"]["source"].startswith("calibrated")
+    changed = graphopt.optimize(small_cnn(seed=5), "int8", calibration=settings, validate=False)
+    assert changed.pass_reports["quantize-int8"]["calibration"]["source"].startswith("calibrated")
+
+
+def test_a_corrupt_cache_is_an_error(tmp_path):
+    cache = tmp_path / "calib.json"
+    cache.write_text("{not json")
+    settings = CalibrationSettings(data=npz(tmp_path, x=images(8)), cache=str(cache))
+    with pytest.raises(CalibrationError, match="is not a graphopt calibration cache"):
+        graphopt.optimize(small_cnn(), "int8", calibration=settings, validate=False)
+
+
+def test_no_data_calibrates_on_random_inputs_with_a_warning(caplog):
+    result = graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(random_samples=8), validate=False)
+    assert "NO CALIBRATION DATA" in caplog.text
+    assert result.pass_reports["quantize-int8"]["calibration"]["data"] == "random"

@@ -1,0 +1,286 @@
+"""quantize-int8 and the int8 alias: Q/DQ placement per DESIGN §6, weights, scales, opsets,
+default exclusions and their overrides, accuracy control. Each rule where it fires and a twin
+where it must not."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+from helpers import run_ort
+from int8_models import mlp, small_cnn
+from onnx import numpy_helper
+
+import graphopt
+from graphopt.calibration import CalibrationSettings
+from graphopt.errors import GraphoptError, PipelineError, ValidationError
+from graphopt.qdq_lint import qdq_lint
+from graphopt.validate import LossyThresholds
+
+
+def cnn_feeds(n=48, seed=1):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def quantize(tmp_path, model, passes="int8", calibration=None, **kw):
+    out = str(tmp_path / "int8.onnx")
+    calibration = calibration if calibration is not None else cnn_feeds()
+    result = graphopt.optimize(model, passes, output=out, calibration=calibration, **kw)
+    proto = onnx.load(out)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto, result
+
+
+class View:
+    """Who produces and who reads each value of an emitted model."""
+
+    def __init__(self, proto: onnx.ModelProto):
+        self.proto = proto
+        self.producer = {o: n for n in proto.graph.node for o in n.output}
+        self.inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        self.consts = dict(self.inits)
+        for n in proto.graph.node:
+            if n.op_type == "Constant":
+                self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.nodes = {n.name: n for n in proto.graph.node}
+
+    def ops(self):
+        return collections.Counter(n.op_type for n in self.proto.graph.node)
+
+    def op_of(self, value):
+        p = self.producer.get(value)
+        return p.op_type if p is not None else None
+
+    def dq_source(self, value):
+        """For a DequantizeLinear output: (quantized source, scale, zero point, axis)."""
+        dq = self.producer[value]
+        assert dq.op_type == "DequantizeLinear"
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), None)
+        return dq.input[0], self.consts[dq.input[1]], self.consts[dq.input[2]], axis
+
+    def node_with(self, op, substring):
+        return [n for n in self.proto.graph.node if n.op_type == op and substring in n.name]
+
+
+def test_int8_places_qdq_the_way_tensorrt_expects(tmp_path):
+    proto, result = quantize(tmp_path, small_cnn())
+    v = View(proto)
+    assert v.ops()["BatchNormalization"] == 0  # folded before the weight scales were computed
+    assert next(o.version for o in proto.opset_import if o.domain == "") >= 13
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 5
+    for conv in convs:
+        # activation: per-tensor, INT8 zero point 0, scale > 0
+        src, scale, zp, _ = v.dq_source(conv.input[0])
+        assert v.op_of(src) == "QuantizeLinear" and scale.shape == () and scale > 0
+        assert zp.dtype == np.int8 and zp == 0
+        # weight: INT8 initializer, per-channel along axis 0, explicit axis
+        wsrc, wscale, wzp, axis = v.dq_source(conv.input[1])
+        assert v.inits[wsrc].dtype == np.int8 and axis == 0
+        assert wscale.shape == (v.inits[wsrc].shape[0],) and np.all(wscale > 0)
+        assert wzp.dtype == np.int8 and not wzp.any()
+        assert np.abs(v.inits[wsrc]).max() <= 127
+        # never a bias
+        assert v.op_of(conv.input[2]) is None and conv.input[2] in v.inits
+    gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    assert v.dq_source(gemm.input[1])[3] == 0  # transB=1: output axis 0
+    assert v.op_of(gemm.input[2]) is None
+    # the residual Add: exactly one input quantized, the skip input (a0, not the conv's output)
+    add = next(n for n in proto.graph.node if n.op_type == "Add")
+    quantized = [v.op_of(i) == "DequantizeLinear" for i in add.input]
+    assert quantized.count(True) == 1
+    assert v.op_of(add.input[quantized.index(False)]) == "Conv"
+    # average pooling: Q/DQ on its input
+    gap = next(n for n in proto.graph.node if n.op_type == "GlobalAveragePool")
+    assert v.op_of(gap.input[0]) == "DequantizeLinear"
+    # MaxPool commutes: its input is not quantized
+    maxpool = next(n for n in proto.graph.node if n.op_type == "MaxPool")
+    assert v.op_of(maxpool.input[0]) != "DequantizeLinear"
+    # the Concat: every input and the output share one scale
+    concat = next(n for n in proto.graph.node if n.op_type == "Concat")
+    scales = {float(v.dq_source(i)[1]) for i in concat.input}
+    conv2 = v.nodes["conv2"]
+    q = v.producer[v.dq_source(conv2.input[0])[0]]
+    assert q.input[0] == concat.output[0]
+    scales.add(float(v.dq_source(conv2.input[0])[1]))
+    assert len(scales) == 1
+    assert qdq_lint(graphopt.load(str(tmp_path / "int8.onnx"))) == []
+    # lossy validation ran against the input model
+    assert result.validation.ok and result.validation.accuracy.cosine > 0.99
+    report = result.pass_reports["quantize-int8"]
+    assert {L["kind"] for L in report["layers"]} == {"conv", "gemm", "residual", "pool"}
+    assert all(L["precision"] == "int8" for L in report["layers"])
+
+
+def test_int8_outputs_stay_close_to_fp32(tmp_path):
+    model = small_cnn()
+    proto, _ = quantize(tmp_path, model)
+    feeds = {"x": np.random.default_rng(9).standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    ref, = run_ort(model, feeds)
+    got, = run_ort(proto, feeds)
+    cos = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() > 0.99
+    assert not np.array_equal(ref, got)  # it really is quantized
+
+
+def test_weights_float_keeps_float_weights_behind_qdq(tmp_path):
+    proto, _ = quantize(tmp_path, small_cnn(), "int8{weights=float}")
+    v = View(proto)
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    src, _, _, axis = v.dq_source(conv.input[1])
+    q = v.producer[src]
+    assert q.op_type == "QuantizeLinear" and v.inits[q.input[0]].dtype == np.float32 and axis == 0
+    assert any(a.name == "axis" and a.i == 0 for a in q.attribute)
+
+
+def test_per_tensor_weights_option(tmp_path):
+    proto, _ = quantize(tmp_path, small_cnn(), "int8{per_channel=false}")
+    v = View(proto)
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    _, scale, _, axis = v.dq_source(conv.input[1])
+    assert scale.shape == () and axis is None
+
+
+def test_second_run_changes_nothing(tmp_path):
+    proto, _ = quantize(tmp_path, small_cnn())
+    again = graphopt.optimize(proto, "quantize-int8", calibration=cnn_feeds(8), validate=False)
+    rec = next(r for r in again.records if r.name == "quantize-int8")
+    assert not rec.modified and rec.stats["note"] == "already quantized"
+
+
+def test_model_without_quantizable_layers_is_left_alone(tmp_path):
+    m = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y) { r = Relu(x)  y = Sigmoid(r) }""")
+    result = graphopt.optimize(m, "quantize-int8", calibration=[{"x": np.ones((1, 4), np.float32)}] * 4, validate=False)
+    rec = next(r for r in result.records if r.name == "quantize-int8")
+    assert not rec.modified
+    assert not any(n.op_type == "QuantizeLinear" for n in result.model.graph.nodes)
+
+
+def test_old_opset_is_raised_by_the_alias_and_refused_by_the_pass(tmp_path):
+    model = small_cnn(opset=11)
+    with pytest.raises(GraphoptError, match=r"quantize-int8 needs opset >= 13 .* the model is opset 11: run raise-opset"):
+        graphopt.optimize(model, "fuse,quantize-int8", calibration=cnn_feeds(4), validate=False, strict=True)
+    proto, result = quantize(tmp_path, model)
+    assert next(o.version for o in proto.opset_import if o.domain == "") == 13
+    assert result.validation.ok
+
+
+def test_conv_still_followed_by_batchnorm_is_not_quantized(tmp_path):
+    result = graphopt.optimize(small_cnn(), "quantize-int8", calibration=cnn_feeds(8), validate=False)
+    skipped = {s["node"]: s["reason"] for s in result.pass_reports["quantize-int8"]["skipped"]}
+    assert "fold it first" in skipped["conv0"] and "fold it first" in skipped["conv1"]  # unfused: own names
+    assert "branch_a" not in skipped
+
+
+def reasons(result):
+    return {s["node"]: s["reason"] for s in result.pass_reports["quantize-int8"]["skipped"]}
+
+
+def precision(result):
+    return {L["node"]: L["precision"] for L in result.pass_reports["quantize-int8"]["layers"]}
+
+
+def mlp_feeds(n=16):
+    rng = np.random.default_rng(3)
+    return [{"x": rng.standard_normal((1, 8, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def test_default_exclusions_gelu_gemv_softmax(tmp_path):
+    result = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true}", calibration=mlp_feeds(), validate=False)
+    why = reasons(result)
+    assert why["fc2"].startswith("skip=gelu")
+    assert why["gemv"].startswith("skip=gemv")
+    assert why["pv"].startswith("skip=softmax")
+    assert precision(result) == {"fc1": "int8", "qk": "int8"}
+
+
+def test_default_exclusions_can_be_turned_off_or_forced(tmp_path):
+    off = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true,skip=gemv}", calibration=mlp_feeds(), validate=False)
+    assert set(precision(off)) == {"fc1", "fc2", "qk", "pv"}
+    forced = graphopt.optimize(mlp(), "int8{force_nodes=gemv}", calibration=mlp_feeds(), validate=False)
+    assert set(precision(forced)) == {"fc1", "gemv"}
+    assert reasons(forced)["fc2"].startswith("skip=gelu")
+
+
+def test_activation_products_need_bmm(tmp_path):
+    result = graphopt.optimize(mlp(softmax_bmm=True), "int8", calibration=mlp_feeds(), validate=False)
+    assert "bmm=true" in reasons(result)["qk"]
+
+
+def test_exclude_by_op_type_and_node_glob(tmp_path):
+    by_glob = graphopt.optimize(small_cnn(), 'int8{exclude_nodes="branch_*"}', calibration=cnn_feeds(8), validate=False)
+    assert reasons(by_glob)["branch_a"] == "excluded by exclude_nodes (branch_*)"
+    assert "branch_b" in reasons(by_glob)
+    by_op = graphopt.optimize(small_cnn(), "int8{exclude_ops=Gemm}", calibration=cnn_feeds(8), validate=False)
+    assert reasons(by_op)["head"] == "excluded by exclude_ops (Gemm)"
+    assert not any(n.op_type == "DequantizeLinear" and n.outputs[0].uses and n.outputs[0].uses[0][0].op_type == "Gemm"
+                   for n in by_op.model.graph.nodes)
+
+
+def test_pipeline_scope_limits_quantization(tmp_path):
+    result = graphopt.optimize(small_cnn(), "fuse, quantize-int8 except nodes [\"conv2\"]", calibration=cnn_feeds(8),
+                               validate=False)
+    assert reasons(result)["conv2"] == "outside the pass's scope"
+
+
+def test_tiny_conv_is_skipped_and_min_channels_overrides(tmp_path):
+    default = graphopt.optimize(small_cnn(), "int8", calibration=cnn_feeds(8), validate=False)
+    conv0 = "conv0_bn/bn-into-conv"  # the conv with its BatchNorm folded in
+    assert conv0 in precision(default)  # 3 channels x 3x3 kernel = 27 products per output
+    tiny = graphopt.optimize(small_cnn(), "int8{min_channels=32}", calibration=cnn_feeds(8), validate=False)
+    assert reasons(tiny)[conv0].startswith("skip=tiny-conv: 8 output channels")
+
+
+def test_unknown_option_values_are_pipeline_errors():
+    with pytest.raises(PipelineError, match="option 'method' must be one of minmax, percentile, entropy, mse, got 'kl'"):
+        graphopt.optimize(small_cnn(), "int8{method=kl}")
+    with pytest.raises(PipelineError, match="unknown exclusion 'gelu2'"):
+        graphopt.optimize(small_cnn(), "int8{skip=gelu2}")
+    with pytest.raises(PipelineError, match="alias 'int8' has no option 'metod'"):
+        graphopt.optimize(small_cnn(), "int8{metod=minmax}")
+
+
+def test_lossy_thresholds_fail_validation(tmp_path):
+    with pytest.raises(ValidationError, match=r"quantize-int8: cosine similarity 0\.\d+ is below min_cosine 0.9999999"):
+        quantize(tmp_path, small_cnn(), thresholds=LossyThresholds(min_cosine=0.9999999))
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_budget_falls_back_the_most_sensitive_layers(tmp_path):
+    # one output channel of conv2 500x larger (the head compensates, so FP32 is unchanged in
+    # spirit): with per-tensor weight scales every other channel of conv2 rounds to zero, which
+    # makes conv2 by far the most sensitive layer
+    model = small_cnn()
+
+    def scale(name, index, factor):
+        t = next(t for t in model.graph.initializer if t.name == name)
+        a = numpy_helper.to_array(t).copy()
+        a[index] *= factor
+        t.CopyFrom(numpy_helper.from_array(a, name))
+
+    scale("conv2_w", 0, 500.0)
+    scale("conv2_b", 0, 500.0)
+    scale("head_w", (slice(None), 0), 1 / 500.0)
+    settings = CalibrationSettings(data=cnn_feeds(60), holdout=0.5)
+    result = graphopt.optimize(model, "int8{per_channel=false,max_drop=0}", calibration=settings, validate=False)
+    report = result.pass_reports["quantize-int8"]
+    sens = {L["node"]: L["sensitivity"] for L in report["layers"]}
+    assert max(sens, key=sens.get) == "conv2"
+    assert report["fallback"][0] == "conv2"
+    assert precision(result)["conv2"] == "fp32"
+    assert report["accuracy"]["drop"] <= 0.0
+    # the twin: a generous budget keeps every layer in INT8
+    loose = graphopt.optimize(model, "int8{per_channel=false,max_drop=100}", calibration=settings, validate=False)
+    assert loose.pass_reports["quantize-int8"]["fallback"] == []
+    assert set(precision(loose).values()) == {"int8"}
+
+
+def test_sensitivity_report_without_budget(tmp_path):
+    result = graphopt.optimize(small_cnn(), "int8{sensitivity=true}", calibration=cnn_feeds(20), validate=False)
+    layers = result.pass_reports["quantize-int8"]["layers"]
+    assert all("sensitivity" in L for L in layers)
+    assert result.pass_reports["quantize-int8"]["fallback"] == []
