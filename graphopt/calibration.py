@@ -382,7 +382,11 @@ def _kl_divergence(counts: np.ndarray, i: int) -> float:
 
 
 def _kl_threshold(counts: np.ndarray) -> float:
-    """Threshold (in bins) minimizing the KL divergence: a coarse scan, then a fine one."""
+    """Threshold (in bins) minimizing the KL divergence: a coarse scan, then a fine one.
+    The first bin is flattened to its neighbour's count: the exact zeros a ReLU produces would
+    otherwise dominate P and drag the threshold down (TensorRT's tools do the same)."""
+    counts = counts.copy()
+    counts[0] = counts[1]
     bins = len(counts)
     last = int(np.nonzero(counts)[0][-1]) + 1
     if last <= INT8_LEVELS:

@@ -19,3 +19,15 @@ def golden_path():
         return golden.build(m)
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def _fresh_graphopt_logger():
+    """The CLI configures the `graphopt` logger (own handler, no propagation); undo that after
+    each test so later tests can capture its warnings with caplog."""
+    import logging
+
+    yield
+    logger = logging.getLogger("graphopt")
+    logger.handlers, logger.propagate = [], True
+    logger.setLevel(logging.NOTSET)
