@@ -9,15 +9,11 @@ of |x| is kept, never the activations themselves. Ranges can be cached as JSON.
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import logging
 import math
 import os
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -152,6 +148,9 @@ class SampleSet:
 def load_samples(source, model: Model) -> SampleSet:
     """Calibration data from a path (.npz or a folder of them) or an iterable of feeds, checked
     against the model's inputs: names, dtypes and every fixed dim. One clear error otherwise."""
+    import glob
+    import hashlib
+
     specs = model_input_specs(model)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -198,6 +197,8 @@ def _npz_loader(path: str) -> Callable[[], dict]:
 def _check_npz(path: str, specs: Sequence[InputSpec]) -> tuple[int, bool]:
     """Check an .npz's keys, dtypes and shapes from the array headers, without loading data.
     Returns (samples, stacked)."""
+    import zipfile
+
     try:
         with zipfile.ZipFile(path) as zf:
             headers = {}
@@ -492,6 +493,8 @@ def read_cache(path: str, method: str, settings: CalibrationSettings, data_finge
                model_fingerprint: str, tensors: Sequence[str]) -> Optional[dict[str, float]]:
     """Ranges from a cache written by an earlier run with the same method, data and model;
     None (with the reason logged) when it cannot be reused."""
+    import json
+
     if not os.path.exists(path):
         return None
     try:
@@ -515,6 +518,8 @@ def read_cache(path: str, method: str, settings: CalibrationSettings, data_finge
 
 def write_cache(path: str, method: str, settings: CalibrationSettings, data_fingerprint: Optional[str],
                 model_fingerprint: str, ranges: Mapping[str, float]) -> None:
+    import json
+
     cache = {"version": CACHE_VERSION, "method": method, "percentile": settings.percentile,
              "data": data_fingerprint, "model": model_fingerprint,
              "ranges": {k: float(ranges[k]) for k in sorted(ranges)}}
@@ -528,6 +533,8 @@ def write_cache(path: str, method: str, settings: CalibrationSettings, data_fing
 
 def model_fingerprint(model: Model) -> str:
     """A hash of the main graph's structure (ops and value names in order), for the cache."""
+    import hashlib
+
     h = hashlib.sha256()
     for node in model.graph.toposort():
         h.update(node.op_type.encode())

@@ -22,11 +22,19 @@ _STATIC_INPUTS = {"Slice": (1, 2, 3, 4), "Tile": (1,), "ConstantOfShape": (0,), 
                   "Range": (0, 1, 2)}
 
 
+def _has_computed_shape_input(g: Graph, node) -> bool:
+    indices = (1,) if node.op_type in ("Reshape", "Expand") else _STATIC_INPUTS.get(node.op_type, ())
+    ins = node.inputs
+    return any(i < len(ins) and ins[i] is not None and g.const_value(ins[i]) is None for i in indices)
+
+
 class FoldShapeChains(Pass):
     name = "fold-shape-chains"
     summary = "turn Shape/Gather/Concat/... chains feeding Reshape, Expand, Slice, ... into constants"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if not any(_has_computed_shape_input(g, n) for g in graph.walk() for n in g.nodes):
+            return PassResult(False, {"inputs_folded": 0})  # nothing to fold: skip shape inference
         infer_shapes(ctx.model)
         folded = 0
         for g in list(graph.walk()):

@@ -39,3 +39,20 @@ def test_syntax_errors_name_the_column_and_what_was_expected(text, message):
     with pytest.raises(PipelineError) as e:
         parse_inline(text)
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("text", ["fuse,fold", " fuse , fold ", "dce", "fuse-batchnorm,x.y_z,int8"])
+def test_plain_name_lists_skip_the_grammar_but_parse_the_same(text):
+    """A `-p` string of bare names is read without lark; the AST must equal the grammar's."""
+    from graphopt.dsl.grammar import parse_tree, to_ast
+    from graphopt.dsl.parser import _simple_inline
+
+    fast = _simple_inline(text, "-p")
+    assert fast is not None and fast == to_ast(parse_tree(text, "inline", "-p"), "-p") == parse_inline(text)
+
+
+@pytest.mark.parametrize("text", ["fixpoint", "fuse;fold", "fuse fold", "fuse{a=1}", "a,,b", "on", "fuse,", "a\nb"])
+def test_anything_else_goes_through_the_grammar(text):
+    from graphopt.dsl.parser import _simple_inline
+
+    assert _simple_inline(text, "-p") is None

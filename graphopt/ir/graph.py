@@ -17,9 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import networkx as nx
+from onnx import AttributeProto
 
 from graphopt.errors import IRError
 from graphopt.ir.tensor import Tensor
+
+
+_GRAPH, _GRAPHS = AttributeProto.GRAPH, AttributeProto.GRAPHS
 
 
 class Capture(NamedTuple):
@@ -111,11 +115,11 @@ class Value:
 
     @property
     def is_graph_input(self) -> bool:
-        return any(v is self for v in self.graph.inputs)
+        return self in self.graph.inputs  # Value has identity equality: a C-speed scan
 
     @property
     def is_graph_output(self) -> bool:
-        return any(v is self for v in self.graph.outputs)
+        return self in self.graph.outputs
 
     @property
     def is_initializer(self) -> bool:
@@ -163,12 +167,10 @@ class Node:
         return default if a is None else a.value
 
     def subgraphs(self) -> Iterator[tuple[str, int, "Graph"]]:
-        from onnx import AttributeProto
-
         for aname, a in self.attrs.items():
-            if a.type == AttributeProto.GRAPH:
+            if a.type == _GRAPH:
                 yield aname, 0, a.value
-            elif a.type == AttributeProto.GRAPHS:
+            elif a.type == _GRAPHS:
                 for i, g in enumerate(a.value):
                     yield aname, i, g
 
@@ -541,8 +543,9 @@ class Graph:
         """This graph and every subgraph inside it, outermost first."""
         yield self
         for node in list(self._ops.values()):
-            for _, _, sub in node.subgraphs():
-                yield from sub.walk()
+            if node.attrs:  # most nodes have none: skip the generator
+                for _, _, sub in node.subgraphs():
+                    yield from sub.walk()
 
     def count_nodes(self) -> int:
         """Nodes including those inside subgraphs."""
