@@ -356,6 +356,11 @@ class AbsHistogram:
             i = int(np.searchsorted(cdf, percentile / 100.0))
             return min(self.amax, (i + 1) * self.width)
         if method == "entropy":
+            if np.count_nonzero(self.counts) <= INT8_LEVELS:
+                # a few distinct values (pixels in 1/16 steps, one-hot masks): KL divergence is
+                # degenerate on such a histogram (clipping everything into one bin scores 0),
+                # and INT8 levels cover the values anyway
+                return self.amax
             return min(self.amax, _kl_threshold(self.counts) * self.width)
         if method == "mse":
             return min(self.amax, _mse_threshold(self.counts, self.width, self.amax))

@@ -187,3 +187,11 @@ def test_no_data_calibrates_on_random_inputs_with_a_warning(caplog):
     result = graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(random_samples=8), validate=False)
     assert "NO CALIBRATION DATA" in caplog.text
     assert result.pass_reports["quantize-int8"]["calibration"]["data"] == "random"
+
+
+def test_entropy_keeps_the_full_range_of_a_few_discrete_values():
+    """Pixels in 1/16 steps: KL divergence would clip everything into one bin (score 0)."""
+    rng = np.random.default_rng(2)
+    h = AbsHistogram()
+    h.add(rng.integers(0, 17, 50_000) / 16.0 * (rng.random(50_000) < 0.4))
+    assert h.threshold("entropy") == h.amax == 1.0
