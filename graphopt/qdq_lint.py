@@ -8,30 +8,16 @@ after it, a DQ of a computed tensor with no Q before it, a pair whose scales dif
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
 
 from graphopt.ir import Graph, Model, Node
 from graphopt.ir.tensor import elem_type
+from graphopt.trt_check import Finding
 
 INT8 = elem_type(np.int8)
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: str  # "error" or "warning"
-    node: str
-    op_type: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.op_type} {self.node!r}: {self.message}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def qdq_lint(model: Model) -> list[Finding]:

@@ -24,6 +24,8 @@ INPUT_NAMES = {("Pad", 1): "pads", ("Pad", 2): "constant value", ("Pad", 3): "ax
 
 @dataclass(frozen=True)
 class Finding:
+    """One finding of a checker (trt-check, qdq-lint): a node and what is wrong with it."""
+
     severity: str  # "error" or "warning"
     node: str
     op_type: str
