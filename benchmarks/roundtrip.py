@@ -46,8 +46,8 @@ def main() -> int:
         sys.exit("graphopt is not installed: pip install -e .")
     g = golden()
     models = [m for m in g.CORPUS if (args.large or not m.large) and (not args.only or m.name in args.only)]
-    print(f"| model | size MB | nodes | wall s (validate) | peak RSS MB (validate) | wall s (--no-validate) "
-          f"| peak RSS MB (--no-validate) |")
+    print("| model | size MB | nodes | wall s (validate) | peak RSS MB (validate) | wall s (--no-validate) "
+          "| peak RSS MB (--no-validate) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for m in models:
         path = g.build(m)

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import onnx
 from onnx import AttributeProto as A
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from graphopt import wire
 from graphopt.errors import InvalidModelError, WriteError
@@ -103,17 +103,17 @@ class _Emitter:
             p.ir_version = 4  # IR 3 lists every initializer as an input; IR 4 lifted that rule
         for domain, version in m.opset_imports.items():
             p.opset_import.add(domain=domain, version=version)
-        for field, value in _nonempty(producer_name=m.producer_name, producer_version=m.producer_version,
+        for name, value in _nonempty(producer_name=m.producer_name, producer_version=m.producer_version,
                                       domain=m.domain, model_version=m.model_version,
                                       doc_string=m.doc_string).items():
-            setattr(p, field, value)
+            setattr(p, name, value)
         for k, v in m.metadata.items():
             p.metadata_props.add(key=k, value=v)
         p.graph.CopyFrom(self.graph(m.graph, top=True))
         for f in m.functions:
             p.functions.append(self.function(f))
-        for field, items in m.extra.items():
-            getattr(p, field).extend(items)
+        for name, items in m.extra.items():
+            getattr(p, name).extend(items)
         return p
 
     def graph(self, g: Graph, top: bool = False) -> onnx.GraphProto:
@@ -141,8 +141,8 @@ class _Emitter:
                     gp.value_info.append(_value_info(v))
         for v in g.outputs:
             gp.output.append(_value_info(v))
-        for field, items in g.extra.items():
-            getattr(gp, field).extend(items)
+        for name, items in g.extra.items():
+            getattr(gp, name).extend(items)
         return gp
 
     def node(self, n) -> onnx.NodeProto:

@@ -308,8 +308,9 @@ class AbsHistogram:
     """A streaming histogram of |x| over [0, width * bins). When a larger value arrives, `k`
     neighbouring bins merge into one (exact: counts only move into wider bins)."""
 
-    def __init__(self, bins: int = HISTOGRAM_BINS):
+    def __init__(self, bins: int = HISTOGRAM_BINS, counting: bool = True):
         self.bins = bins
+        self.counting = counting  # False: track the largest |x| only (all minmax needs)
         self.counts = np.zeros(bins, np.float64)
         self.width = 0.0
         self.amax = 0.0
@@ -318,18 +319,23 @@ class AbsHistogram:
 
     def add(self, x: np.ndarray) -> None:
         a = np.abs(np.asarray(x, np.float32).ravel())
-        finite = np.isfinite(a)
-        if not finite.all():
-            self.nonfinite += int(a.size - finite.sum())
-            a = a[finite]
         if a.size == 0:
             return
         m = float(a.max())
+        if not math.isfinite(m):  # NaN or inf somewhere: count them, bin the rest
+            finite = np.isfinite(a)
+            self.nonfinite += int(a.size - finite.sum())
+            a = a[finite]
+            if a.size == 0:
+                return
+            m = float(a.max())
         self.amax = max(self.amax, m)
+        self.total += a.size
+        if not self.counting:
+            return
         if self.width == 0.0:
             if m == 0.0:
                 self.counts[0] += a.size
-                self.total += a.size
                 return
             self.width = m / self.bins * (1 + 1e-6)
         elif m >= self.width * self.bins:
@@ -341,15 +347,14 @@ class AbsHistogram:
                 padded[: self.bins] = self.counts
                 self.counts = padded.reshape(self.bins, k).sum(axis=1)
             self.width *= k
-        idx = np.minimum((a / self.width).astype(np.int64), self.bins - 1)
+        a *= np.float32(1.0 / self.width)
+        idx = a.astype(np.int32)
+        np.minimum(idx, self.bins - 1, out=idx)
         self.counts += np.bincount(idx, minlength=self.bins)
-        self.total += a.size
 
     def threshold(self, method: str, percentile: float = 99.99) -> float:
         """The |x| range to quantize to by `method`; never above the largest value seen."""
-        if self.amax == 0.0 or self.width == 0.0:
-            return 0.0
-        if method == "minmax":
+        if method == "minmax" or self.amax == 0.0:
             return self.amax
         if method == "percentile":
             cdf = np.cumsum(self.counts) / self.counts.sum()
@@ -388,7 +393,7 @@ def _kl_divergence(counts: np.ndarray, i: int) -> float:
 
 
 def _kl_threshold(counts: np.ndarray) -> float:
-    """Threshold (in bins) minimizing the KL divergence: a coarse scan, then a fine one.
+    """Threshold (in bins) minimizing the KL divergence: a coarse scan, then finer ones.
     The first bin is flattened to its neighbour's count: the exact zeros a ReLU produces would
     otherwise dominate P and drag the threshold down (TensorRT's tools do the same)."""
     counts = counts.copy()
@@ -397,18 +402,21 @@ def _kl_threshold(counts: np.ndarray) -> float:
     last = int(np.nonzero(counts)[0][-1]) + 1
     if last <= INT8_LEVELS:
         return last  # fewer occupied bins than levels: nothing to clip
-    stride = max(1, (last - INT8_LEVELS) // 96)
-    coarse = list(range(INT8_LEVELS, last + 1, stride))
-    best = min(coarse, key=lambda i: _kl_divergence(counts, i))
-    fine = range(max(INT8_LEVELS, best - stride), min(bins, best + stride) + 1)
-    best = min(fine, key=lambda i: _kl_divergence(counts, i))
-    return best + 0.5
+    step = max(1, (last - INT8_LEVELS) // 48)
+    candidates = range(INT8_LEVELS, last + 1, step)
+    while True:  # scan, then rescan around the best at an eighth of the step, down to 1 bin
+        best = min(candidates, key=lambda i: _kl_divergence(counts, i))
+        if step == 1:
+            return best + 0.5
+        lo, hi = max(INT8_LEVELS, best - step), min(bins, best + step)
+        step = max(1, step // 8)
+        candidates = range(lo, hi + 1, step)
 
 
 def _mse_threshold(counts: np.ndarray, width: float, amax: float) -> float:
     """Threshold minimizing the expected squared quantization error over the histogram."""
     centers = (np.arange(len(counts)) + 0.5) * width
-    candidates = np.unique(np.concatenate([np.linspace(amax / 64, amax, 256), [amax]]))
+    candidates = np.linspace(amax / 64, amax, 128)
     step = candidates[:, None] / 127.0
     clipped = np.maximum(centers[None, :] - candidates[:, None], 0.0) ** 2
     rounding = np.where(centers[None, :] <= candidates[:, None], step ** 2 / 12.0, 0.0)
@@ -444,7 +452,7 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     for name in tensors:
         if name not in inputs and name not in outputs:
             m.graph.outputs.append(m.graph.value(name))
-    hists = {name: AbsHistogram() for name in tensors}
+    hists = {name: AbsHistogram(counting=method != "minmax") for name in tensors}
     batch = settings.batch_size
     if bytes_per_sample:
         batch = max(1, min(batch, settings.memory_mb * (1 << 20) // max(bytes_per_sample, 1)))

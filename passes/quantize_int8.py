@@ -102,9 +102,11 @@ class QuantizeInt8(Pass):
         method = o.method or settings.method
         calib, held = _samples(model, settings)
         tensors = _tensors_to_calibrate(graph, layers)
-        amax, how = _ranges(model, tensors, calib, settings, method)
+        amax, seconds = _ranges(model, tensors, calib, settings, method)
         report["calibration"] = {"method": method, "data": calib.origin, "samples": calib.size,
-                                 "held_out": held.size if held else 0, "source": how}
+                                 "held_out": held.size if held else 0, "seconds": seconds,
+                                 "source": f"calibrated in {seconds:.3f}s" if seconds is not None
+                                 else f"cache {settings.cache}"}
 
         fp32 = model.clone()
         evaluator = _Evaluator(fp32, held, settings) if held is not None else None
@@ -179,20 +181,21 @@ def _bytes_per_sample(graph: Graph, tensors: list[str]) -> int:
     return total
 
 
-def _ranges(model: Model, tensors: list[str], calib, settings, method: str) -> tuple[dict[str, float], str]:
+def _ranges(model: Model, tensors: list[str], calib, settings, method: str) -> tuple[dict[str, float], Optional[float]]:
+    """(tensor -> range, seconds spent calibrating; None when the cache had them)."""
     fingerprint = calibration.model_fingerprint(model)
     if settings.cache:
         cached = calibration.read_cache(settings.cache, method, settings, calib.fingerprint, fingerprint, tensors)
         if cached is not None:
             log.info("quantize-int8: ranges from the calibration cache %s", settings.cache)
-            return cached, f"cache {settings.cache}"
+            return cached, None
     result = calibration.collect_ranges(model, tensors, calib, settings, method,
                                         _bytes_per_sample(model.graph, tensors))
     for name, count in result.nonfinite.items():
         log.warning("quantize-int8: %s had %d non-finite values during calibration; they were ignored", name, count)
     if settings.cache:
         calibration.write_cache(settings.cache, method, settings, calib.fingerprint, fingerprint, result.amax)
-    return result.amax, f"calibrated in {result.seconds:.2f}s"
+    return result.amax, result.seconds
 
 
 # ------------------------------------------------------------------------------ applying

@@ -128,7 +128,7 @@ RULES = os.path.join(HERE, "dsl_corpus", "valid", "everything.gopt")
 
 def hswish_model(div=6.0, opset=17, spelling="div", out_extra=False):
     body = {
-        "div": f"m = Mul (x, c)\n y = Div (m, k)",
+        "div": "m = Mul (x, c)\n y = Div (m, k)",
         "sixth": "m = Mul (x, c)\n y = Mul (m, k)",
     }[spelling]
     k = div if spelling == "div" else 1 / div
@@ -214,7 +214,7 @@ def test_a_wrong_user_rule_is_caught_by_validation_and_rolled_back(tmp_path):
 
 
 def test_scoped_steps_only_touch_the_nodes_they_name(tmp_path):
-    from test_fuse_passes import conv_bn, model, bn_node, bn_inits, arr
+    from test_fuse_passes import model, bn_node, bn_inits, arr
     from onnx import helper, numpy_helper
 
     nodes = [helper.make_node("Conv", ["x", "w"], ["c1"], name="body/conv"), bn_node("c1", "y1", "b1", name="body/bn"),

@@ -5,7 +5,6 @@ shape inference and matched onnxruntime on seeded random inputs, or the test fai
 """
 
 import numpy as np
-import onnx
 import pytest
 from helpers import model_from_text
 

@@ -1,6 +1,5 @@
 """`promote` (TensorRT constant-shape promotion) and `trt-check`."""
 
-import os
 import subprocess
 import shutil
 
@@ -11,7 +10,6 @@ from helpers import golden, model_from_text, run_ort
 from test_fold_passes import optimized
 
 from graphopt import api, frontend
-from graphopt.backend import to_proto
 from graphopt.trt_check import trt_check
 
 

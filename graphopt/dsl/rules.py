@@ -15,8 +15,7 @@ input. Add, Mul, Max, Min, Sum, And, Or, Xor and Equal also match with their two
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import onnx
