@@ -82,57 +82,76 @@ class _Accumulator:
         self.noise = 0.0
         self.agree = 0
         self.positions = 0
-        self.class_scores = True
+        self.predictions = True  # class scores or integer predictions in every batch
+
+
+def _predictions(r: np.ndarray) -> Optional[np.ndarray]:
+    """What an output predicts: the argmax of class scores, an integer output itself."""
+    if r.dtype.kind in "iub":
+        return r
+    if r.dtype.kind == "f" and r.ndim in (2, 3) and r.shape[-1] > 1:  # (batch, [positions,] classes)
+        return r.argmax(axis=-1)
+    return None
 
 
 def compare(ref: Sequence[dict], new: Sequence[dict], counts: Sequence[int],
             labels: Optional[Sequence[Optional[np.ndarray]]] = None) -> AccuracyReport:
     """Compare per-batch outputs. `counts` says how many samples each batch holds (the leading
-    axis of every output is the sample axis when it matches; otherwise the batch is one sample)."""
+    axis of every output is the sample axis when it matches; otherwise the batch is one sample).
+    Float outputs get cosine and SNR; predictions (class scores, integer outputs) get agreement,
+    and the first of them is checked against `labels` where the batch has them."""
     acc: dict[str, _Accumulator] = {}
     correct_ref = correct_new = labelled = 0
-    first_scores: Optional[str] = None
+    first_prediction: Optional[str] = None
     for b, (r_all, n_all, count) in enumerate(zip(ref, new, counts)):
         for name, r in r_all.items():
-            r = np.asarray(r)
-            n = np.asarray(n_all[name])
+            r, n = np.asarray(r), np.asarray(n_all[name])
             a = acc.setdefault(name, _Accumulator())
-            if r.dtype.kind not in "fc":
-                a.class_scores = False
+            if r.dtype.kind == "f":
+                _add_float(a, r, n, count)
+            pr, pn = _predictions(r), _predictions(n)
+            if pr is None or pn is None or pr.shape != pn.shape:
+                a.predictions = False
                 continue
-            per = count if r.ndim and r.shape[0] == count else 1
-            rf = r.astype(np.float64).reshape(per, -1)
-            nf = n.astype(np.float64).reshape(per, -1)
-            dots = np.einsum("ij,ij->i", rf, nf)
-            norms = np.linalg.norm(rf, axis=1) * np.linalg.norm(nf, axis=1)
-            cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.all(rf == nf, axis=1), 1.0, 0.0))
-            a.cos_sum += float(cos.sum())
-            a.cos_min = min(a.cos_min, float(cos.min()))
-            a.n += per
-            a.signal += float(np.sum(rf * rf))
-            a.noise += float(np.sum((rf - nf) ** 2))
-            if r.ndim in (2, 3) and r.shape[-1] > 1:  # (batch, classes) or (batch, positions, classes)
-                top_r, top_n = r.argmax(axis=-1), n.argmax(axis=-1)
-                a.agree += int(np.sum(top_r == top_n))
-                a.positions += top_r.size
-                if first_scores in (None, name):
-                    first_scores = name
-                    lab = labels[b] if labels is not None else None
-                    if lab is not None and np.asarray(lab).size == top_r.size:
-                        lab = np.asarray(lab).reshape(top_r.shape)
-                        correct_ref += int(np.sum(top_r == lab))
-                        correct_new += int(np.sum(top_n == lab))
-                        labelled += lab.size
-            else:
-                a.class_scores = False
+            a.agree += int(np.sum(pr == pn))
+            a.positions += pr.size
+            if first_prediction in (None, name):
+                first_prediction = name
+                lab = labels[b] if labels is not None else None
+                if lab is not None and np.asarray(lab).size == pr.size:
+                    lab = np.asarray(lab).reshape(pr.shape)
+                    correct_ref += int(np.sum(pr == lab))
+                    correct_new += int(np.sum(pn == lab))
+                    labelled += lab.size
     report = AccuracyReport(samples=int(sum(counts)))
     for name, a in acc.items():
-        if a.n == 0:
+        top1 = 100.0 * a.agree / a.positions if a.predictions and a.positions else None
+        if a.n == 0 and top1 is None:
             continue
         snr = math.inf if a.noise == 0 else 10 * math.log10(a.signal / a.noise) if a.signal > 0 else -math.inf
-        top1 = 100.0 * a.agree / a.positions if a.class_scores and a.positions else None
-        report.outputs.append(OutputAccuracy(name, a.cos_sum / a.n, a.cos_min, snr, top1))
+        cosine = a.cos_sum / a.n if a.n else 1.0
+        report.outputs.append(OutputAccuracy(name, cosine, a.cos_min, snr, top1))
     if labelled:
         report.accuracy_ref = 100.0 * correct_ref / labelled
         report.accuracy = 100.0 * correct_new / labelled
     return report
+
+
+def _add_float(a: _Accumulator, r: np.ndarray, n: np.ndarray, count: int) -> None:
+    """Cosine per sample and the signal/noise sums. NaN or inf where the reference has the
+    same value count as equal; elsewhere a non-finite value is all noise."""
+    per = count if r.ndim and r.shape[0] == count else 1
+    rf = r.astype(np.float64).reshape(per, -1)
+    nf = n.astype(np.float64).reshape(per, -1)
+    same = (rf == nf) | (np.isnan(rf) & np.isnan(nf))
+    bad = ~np.isfinite(rf) | ~np.isfinite(nf)
+    rf, nf = np.where(bad & same, 0.0, rf), np.where(bad & same, 0.0, nf)
+    rf, nf = np.where(bad & ~same, 1.0, rf), np.where(bad & ~same, -1.0, nf)  # disagreeing non-finite: opposite
+    dots = np.einsum("ij,ij->i", rf, nf)
+    norms = np.linalg.norm(rf, axis=1) * np.linalg.norm(nf, axis=1)
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.all(rf == nf, axis=1), 1.0, 0.0))
+    a.cos_sum += float(cos.sum())
+    a.cos_min = min(a.cos_min, float(cos.min()))
+    a.n += per
+    a.signal += float(np.sum(rf * rf))
+    a.noise += float(np.sum((rf - nf) ** 2))

@@ -122,6 +122,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     registry = registry or default_registry()
     steps = parse_pipeline(passes, registry)  # pipeline errors before any work
     calib = calibration if isinstance(calibration, CalibrationSettings) else CalibrationSettings(data=calibration)
+    calib.check()
     if calib.data is not None and not isinstance(calib.data, (str, os.PathLike)):
         calib.data = list(calib.data)  # read twice (calibration, then validation): a generator would run dry
     lossy = _lossy_passes(steps)

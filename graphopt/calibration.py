@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Un
 import numpy as np
 
 from graphopt.errors import UserInputError
-from graphopt.ir import Model
+from graphopt.ir import Model, Tensor
 from graphopt.ir.tensor import np_dtype
 
 log = logging.getLogger("graphopt")
@@ -52,6 +52,26 @@ class CalibrationSettings:
     seed: int = 0
     random_samples: int = 64  # used when there is no data
 
+    def check(self) -> None:
+        """One clear error for a setting no calibration can run with."""
+        for name, ok, what in SETTING_RANGES:
+            value = getattr(self, name)
+            if not ok(value):
+                raise CalibrationError(f"calibration setting {name}={value!r}: must be {what}")
+        if self.method not in METHODS:
+            raise CalibrationError(f"calibration method {self.method!r}: use one of {', '.join(METHODS)}")
+
+
+# (setting, check, what it must be): shared with the pipeline language's `calibrate {}` block
+SETTING_RANGES = (
+    ("samples", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("memory_mb", lambda v: v >= 1, "at least 1"),
+    ("random_samples", lambda v: v >= 1, "at least 1"),
+    ("holdout", lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    ("percentile", lambda v: 0 < v <= 100, "above 0 and at most 100"),
+)
+
 
 # ------------------------------------------------------------------------------ data
 @dataclass
@@ -66,16 +86,20 @@ def model_input_specs(model: Model) -> list[InputSpec]:
     for v in model.graph.inputs:
         if v.const is not None:
             continue
-        if v.dtype is None:
-            raise CalibrationError(f"input {v.name!r} has no tensor type; cannot feed calibration data")
-        specs.append(InputSpec(v.name, np.dtype(np_dtype(v.dtype)), tuple(v.shape or ())))
+        if v.dtype is None or v.type_proto is not None:
+            raise CalibrationError(f"input {v.name!r} is not a typed tensor; cannot feed calibration data")
+        if v.shape is None:
+            raise CalibrationError(f"input {v.name!r} has no known rank; give its shape with --input-shape "
+                                   f"{v.name}:DIMxDIM...")
+        specs.append(InputSpec(v.name, np.dtype(np_dtype(v.dtype)), tuple(v.shape)))
     return specs
 
 
 class SampleSet:
     """Samples to run, in chunks loaded one at a time (a folder of .npz files is never read at once).
     Each chunk is a dict input name -> array whose first axis is the sample axis. `stacked`: that
-    axis is extra (each sample is a whole feed); otherwise it is the model's batch axis."""
+    axis is extra (each sample is a whole feed); otherwise it is the model's batch axis. A chunk
+    may also hold `labels` (when no model input has that name): the expected class per sample."""
 
     def __init__(self, specs: Sequence[InputSpec], chunks: Sequence[Callable[[], dict]], counts: Sequence[int],
                  origin: str, fingerprint: Optional[str] = None, stacked: bool = False):
@@ -86,10 +110,23 @@ class SampleSet:
         self.stacked = stacked
         self.count = sum(counts)
         self._start, self._stop = 0, self.count
+        self.labels_key = LABELS_KEY if all(sp.name != LABELS_KEY for sp in specs) else None
 
     @property
     def size(self) -> int:
         return self._stop - self._start
+
+    @property
+    def key(self) -> Optional[str]:
+        """What the calibration cache compares: the data and the slice of it used."""
+        return f"{self.fingerprint}:{self._start}-{self._stop}" if self.fingerprint else None
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        """The batch size the model demands (a fixed first dim), if any."""
+        if self.stacked:
+            return None
+        return next((sp.shape[0] for sp in self.specs if sp.shape and isinstance(sp.shape[0], int)), None)
 
     def subset(self, start: int, stop: int) -> "SampleSet":
         s = SampleSet(self.specs, self._chunks, self._counts, self.origin, self.fingerprint, self.stacked)
@@ -97,25 +134,29 @@ class SampleSet:
         return s
 
     def split(self, holdout: float, limit: int) -> tuple["SampleSet", Optional["SampleSet"]]:
-        """(calibration samples, held-out samples): the last `holdout` share is held out."""
-        if self.size < 2 or holdout <= 0:
-            return self.subset(0, limit), None
-        held = max(1, int(round(self.size * holdout)))
-        return self.subset(0, min(limit, self.size - held)), self.subset(self.size - held, self.size)
+        """(calibration samples, held-out samples): the last `holdout` share is held out, in whole
+        batches when the model's batch is fixed; at least one batch always calibrates."""
+        unit = self.fixed_batch or 1
+        total = self.size - self.size % unit  # a fixed batch never runs short
+        limit = max(unit, limit - limit % unit)
+        held = int(round(total * holdout / unit)) * unit if holdout > 0 else 0
+        held = min(held, total - unit) if total >= 2 * unit else 0
+        if holdout > 0 and total >= 2 * unit:
+            held = max(held, unit)
+        calib = self.subset(0, min(limit, total - held))
+        return calib, (self.subset(total - held, total) if held else None)
 
     def batch_size(self, wanted: int) -> int:
         """The batch to run: a model with a fixed batch dim gets exactly that, stacked feeds one."""
         if self.stacked:
             return 1
-        for s in self.specs:
-            if s.shape and isinstance(s.shape[0], int):
-                return s.shape[0]
-        return max(1, wanted)
+        return self.fixed_batch or max(1, wanted)
 
-    def batches(self, batch: int, with_labels: bool = False) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-        """(feed for the model, samples in it) for consecutive batches of at most `batch`
-        samples. With `with_labels`, the feed also has a `labels` entry when the data does."""
+    def batches(self, batch: int) -> Iterator[tuple[dict[str, np.ndarray], int, Optional[np.ndarray]]]:
+        """(feed for the model, samples in it, their labels or None) for consecutive batches of
+        at most `batch` samples; a model with a fixed batch dim only gets whole batches."""
         batch = self.batch_size(batch)
+        names = [sp.name for sp in self.specs]
         pending: list[dict] = []
         have = 0
         offset = 0
@@ -125,24 +166,30 @@ class SampleSet:
             if lo >= hi:
                 continue
             chunk = load()
-            keys = [s.name for s in self.specs] + ([LABELS_KEY] if with_labels and LABELS_KEY in chunk else [])
+            keys = names + ([self.labels_key] if self.labels_key in chunk else [])
             while lo < hi:
                 take = min(hi - lo, batch - have)
                 pending.append({k: chunk[k][lo:lo + take] for k in keys})
                 have += take
                 lo += take
                 if have == batch:
-                    yield self._feed(pending), have
+                    yield self._feed(pending, names), have, self._labels(pending)
                     pending, have = [], 0
-        if pending:
-            yield self._feed(pending), have
+        if pending and not self.fixed_batch:
+            yield self._feed(pending, names), have, self._labels(pending)
 
-    def _feed(self, parts: list[dict]) -> dict:
+    def _labels(self, parts: list[dict]) -> Optional[np.ndarray]:
+        if self.labels_key is None or not all(self.labels_key in p for p in parts):
+            return None  # labels for only part of a batch are no labels
+        labels = [np.asarray(p[self.labels_key]) for p in parts]
+        return labels[0][0] if self.stacked else np.concatenate(labels)
+
+    def _feed(self, parts: list[dict], names: list[str]) -> dict:
         if self.stacked:  # one sample: the array without its sample axis is the feed
-            return {k: v[0] for k, v in parts[0].items()}
+            return {k: np.asarray(parts[0][k][0]) for k in names}
         if len(parts) == 1:
-            return {k: np.ascontiguousarray(v) for k, v in parts[0].items()}
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            return {k: np.ascontiguousarray(parts[0][k]) for k in names}
+        return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
 
 def load_samples(source, model: Model) -> SampleSet:
@@ -176,15 +223,20 @@ def load_samples(source, model: Model) -> SampleSet:
     if isinstance(source, Mapping):
         raise CalibrationError("calibration data must be a path or an iterable of feeds (dicts), not one dict")
     feeds = []
+    digest = hashlib.sha256()
     for i, feed in enumerate(source):
         if not isinstance(feed, Mapping):
             raise CalibrationError(f"calibration feed {i} is a {type(feed).__name__}, not a dict of input name -> array")
         arrays = {k: np.asarray(v) for k, v in feed.items()}
         _check_arrays(arrays, specs, f"calibration feed {i}", batched=False)
+        for k in sorted(arrays):
+            digest.update(f"{k}:{arrays[k].dtype}:{arrays[k].shape}".encode())
+            digest.update(np.ascontiguousarray(arrays[k]).tobytes())
         feeds.append({k: v[None] for k, v in arrays.items()})  # each feed is one stacked sample
     if not feeds:
         raise CalibrationError("the calibration data is empty")
-    return SampleSet(specs, [lambda f=f: f for f in feeds], [1] * len(feeds), "feeds", None, stacked=True)
+    return SampleSet(specs, [lambda f=f: f for f in feeds], [1] * len(feeds), "feeds", digest.hexdigest()[:16],
+                     stacked=True)
 
 
 def _npz_loader(path: str) -> Callable[[], dict]:
@@ -251,8 +303,11 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], 
         stacked.add(st)
     if len(stacked) > 1:
         raise CalibrationError(f"{where}: some inputs have an extra sample axis and some do not")
-    if batched and LABELS_KEY in arrays and count is not None and arrays[LABELS_KEY].shape[:1] != (count,):
-        raise CalibrationError(f"{where}: {LABELS_KEY!r} has {arrays[LABELS_KEY].shape[0] if arrays[LABELS_KEY].ndim else 0} "
+    labels = arrays.get(LABELS_KEY) if LABELS_KEY not in names else None
+    if labels is not None and labels.dtype.kind not in "iu":
+        raise CalibrationError(f"{where}: {LABELS_KEY!r} must hold integer class indices, not {labels.dtype}")
+    if batched and labels is not None and count is not None and labels.shape[:1] != (count,):
+        raise CalibrationError(f"{where}: {LABELS_KEY!r} has {labels.shape[0] if labels.ndim else 0} "
                                f"samples, the inputs {count}")
     if not count:
         raise CalibrationError(f"{where}: no samples")
@@ -460,7 +515,7 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     progress = _Progress(samples.size, f"calibrating ({method}, {len(tensors)} tensors)", settings.progress)
     with Session(backend.ort_view(m), optimized=True) as sess:
         fetch = [t for t in tensors if t not in inputs]
-        for feed, n in samples.batches(batch):
+        for feed, n, _ in samples.batches(batch):
             out = sess.run(feed, fetch) if fetch else {}
             for name in tensors:
                 hists[name].add(out[name] if name in out else feed[name])
@@ -468,6 +523,9 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
             done += n
             progress.update(done)
     progress.close()
+    if done == 0:
+        fixed = f"; the model's batch is fixed at {samples.fixed_batch}" if samples.fixed_batch else ""
+        raise CalibrationError(f"no samples left to calibrate on ({samples.origin}: {samples.count} samples{fixed})")
     amax = {name: h.threshold(method, settings.percentile) for name, h in hists.items()}
     nonfinite = {n: h.nonfinite for n, h in hists.items() if h.nonfinite}
     return CalibrationResult(amax, method, done, time.perf_counter() - start, nonfinite=nonfinite)
@@ -518,6 +576,9 @@ def read_cache(path: str, method: str, settings: CalibrationSettings, data_finge
         raise CalibrationError(f"calibration cache {path!r} is not a graphopt calibration cache ({e})") from None
     want = {"version": CACHE_VERSION, "method": method, "percentile": settings.percentile,
             "data": data_fingerprint, "model": model_fingerprint}
+    if data_fingerprint is None:
+        log.warning("calibration cache %s: this data has no fingerprint; calibrating again", path)
+        return None
     for key, value in want.items():
         if cache.get(key) != value:
             log.warning("calibration cache %s was made with a different %s; calibrating again", path, key)
@@ -538,19 +599,44 @@ def write_cache(path: str, method: str, settings: CalibrationSettings, data_fing
              "ranges": {k: float(ranges[k]) for k in sorted(ranges)}}
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(cache, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(cache, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CalibrationError(f"cannot write the calibration cache {path!r}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check_cache_path(path: str) -> None:
+    """Refuse a cache that could not be written, before spending time on calibration."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CalibrationError(f"calibration cache {path!r} is a folder")
+    if not os.path.isdir(folder):
+        raise CalibrationError(f"calibration cache {path!r}: folder {folder!r} does not exist")
 
 
 def model_fingerprint(model: Model) -> str:
-    """A hash of the main graph's structure (ops and value names in order), for the cache."""
+    """A hash of the main graph, for the cache: ops, attributes, value names and the bytes of
+    every constant (the same graph with other weights has other ranges)."""
     import hashlib
 
     h = hashlib.sha256()
     for node in model.graph.toposort():
         h.update(node.op_type.encode())
+        graphs = {name for name, _, _ in node.subgraphs()}  # their repr is not stable; calibration skips them
+        for k in sorted(set(node.attrs) - graphs):
+            value = node.attrs[k].value
+            h.update(k.encode())
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                h.update(item.raw_bytes() if isinstance(item, Tensor) else repr(item).encode())
         for v in node.inputs + node.outputs:
             h.update(b"|" + (v.name.encode() if v is not None else b""))
+    for v in sorted(model.graph.initializers, key=lambda v: v.name):
+        h.update(f"{v.name}:{v.const.dtype}:{v.const.shape}".encode())
+        h.update(v.const.raw_bytes())
     return h.hexdigest()[:16]

@@ -1,7 +1,8 @@
 """Passes, fixed-point groups and the manager that runs them.
 
-Every pass invocation is recorded (time, node-count delta, stats) in a trace. A pass that
-raises is rolled back from a snapshot taken before it ran. The trace can be replayed on a fresh
+Every pass invocation is recorded (time, node-count delta, stats) in a trace. A lossless pass
+that raises is rolled back (the passes before it are replayed on a copy of the input); a lossy
+one (int8, ...) fails the run instead, since the model without it is not what was asked for. The trace can be replayed on a fresh
 copy of the input, which is how the driver bisects a validation failure to its first pass.
 """
 
@@ -217,11 +218,15 @@ class PassManager:
         except GraphoptError as e:
             if isinstance(e, (PipelineError, UserInputError)):
                 raise
+            if not p.lossless:  # the user asked for this lossy change: never hand back the model without it
+                raise PassFailed(f"pass {p.name} failed: {e}") from None
             self._rollback(model, ctx)
             rec.error, rec.rolled_back = str(e), True
         except Exception as e:  # a bug in a pass must not take the user's model down with it
             if ctx.debug:
                 raise
+            if not p.lossless:
+                raise PassFailed(f"pass {p.name} failed: {type(e).__name__}: {e}") from None
             self._rollback(model, ctx)
             rec.error, rec.rolled_back = f"{type(e).__name__}: {e}", True
         finally:

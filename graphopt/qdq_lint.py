@@ -18,6 +18,7 @@ from graphopt.trt_check import Finding
 
 INT8 = elem_type(np.int8)
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
+WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}  # the output-channel axis of a weight (Gemm: by transB)
 
 
 def qdq_lint(model: Model) -> list[Finding]:
@@ -79,9 +80,12 @@ def _lint_qdq(g: Graph, node: Node, out: list[Finding]) -> None:
                 report("error", "per-channel scale without an explicit axis (ONNX's default axis is 1)")
             elif x is not None and x.shape is not None:
                 ax = axis.value + len(x.shape) if axis.value < 0 else axis.value
-                dim = x.shape[ax] if 0 <= ax < len(x.shape) else None
-                if isinstance(dim, int) and dim != scale.size:
-                    report("error", f"{scale.size} scales along axis {axis.value}, which has {dim} entries")
+                if not 0 <= ax < len(x.shape):
+                    report("error", f"axis {axis.value} is out of range for a rank-{len(x.shape)} tensor")
+                elif isinstance(x.shape[ax], int) and x.shape[ax] != scale.size:
+                    report("error", f"{scale.size} scales along axis {axis.value}, which has {x.shape[ax]} entries")
+                else:
+                    _lint_weight_axis(g, node, ax, report)
             if g.const_value(_source_of(g, node)) is None:
                 report("error", "per-channel scales on an activation; TensorRT takes them only for constant weights")
     if zp_v is None:
@@ -106,6 +110,24 @@ def _lint_qdq(g: Graph, node: Node, out: list[Finding]) -> None:
                 report("warning", f"the DequantizeLinear {u.name!r} after it has a different scale")
     elif x is not None and g.const_value(x) is None and _producer_op(g, x) != "QuantizeLinear":
         report("warning", "DequantizeLinear of a computed tensor with no QuantizeLinear before it")
+
+
+def _lint_weight_axis(g: Graph, dq: Node, axis: int, report) -> None:
+    """Per-channel weight scales must run along the output channels of the layer they feed."""
+    if dq.op_type != "DequantizeLinear":
+        return
+    for user, index in g.uses(dq.outputs[0]):
+        if index != 1 or user.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        if user.op_type == "Gemm":
+            want = 0 if user.attr("transB", 0) else 1
+        elif user.op_type == "MatMul":
+            want = len(dq.outputs[0].shape or ()) - 1
+        else:
+            want = WEIGHT_AXIS[user.op_type]
+        if axis != want:
+            report("error", f"per-channel scales along axis {axis} of the weight of {user.op_type} {user.name!r}; "
+                            f"its output channels are axis {want}")
 
 
 def _source_of(g: Graph, node: Node):

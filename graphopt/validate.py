@@ -236,8 +236,8 @@ class Validator:
         self.labels: list = []
         if samples is not None:
             self.feeds, self.counts = [], []
-            for feed, n in samples.batches(batch_size, with_labels=True):
-                self.labels.append(feed.pop("labels", None))
+            for feed, n, labels in samples.batches(batch_size):
+                self.labels.append(labels)
                 self.feeds.append(feed)
                 self.counts.append(n)
         else:

@@ -35,6 +35,7 @@ class Layer:
     kind: str  # conv, gemm, matmul, bmm, residual, pool
     activations: list[tuple[int, str]] = field(default_factory=list)  # (input index, value name)
     weight: Optional[tuple[int, str, Optional[int]]] = None  # (input index, value name, axis; None = per-tensor)
+    requires: Optional[str] = None  # a residual Add's conv: without it quantized, its Q/DQ gains nothing
 
 
 @dataclass
@@ -63,7 +64,7 @@ def plan(graph: Graph, rules: PlacementRules, in_scope) -> tuple[list[Layer], li
     """The layers to quantize, in execution order, and the candidates left in FP32 with why."""
     layers: list[Layer] = []
     skipped: list[Skipped] = []
-    quantized_convs: set[int] = set()  # output value ids of quantized conv layers
+    quantized_convs: dict[int, str] = {}  # output value id -> node name of quantized conv layers
     for node in graph.toposort():
         if node.domain not in ("", "ai.onnx"):
             continue
@@ -85,7 +86,7 @@ def plan(graph: Graph, rules: PlacementRules, in_scope) -> tuple[list[Layer], li
         if reason is None:
             layers.append(layer)
             if node.op_type in CONV_OPS:
-                quantized_convs.add(node.outputs[0].id)
+                quantized_convs[node.outputs[0].id] = node.name
         else:
             skipped.append(Skipped(node.name, node.op_type, reason))
     return layers, skipped
@@ -137,6 +138,8 @@ def _compute_layer(g: Graph, node: Node, rules: PlacementRules) -> tuple[Optiona
         if min(cout, reduce) < rules.min_channels:
             reason = _skip(rules, "tiny-conv", f"{cout} output channels, {reduce} products per output "
                                                f"(min_channels={rules.min_channels})")
+        if node.op_type == "ConvTranspose" and group > 1:
+            axis = None  # axis 1 holds Cout/group entries, not one per output channel: one scale for all
     elif wdata is None:  # both operands are activations: attention-style products
         if not _float_activation(g, w):
             return None, "its second input is neither a float32 activation nor a constant"
@@ -197,7 +200,7 @@ def is_gelu_output(g: Graph, v: Value, depth: int = 3) -> bool:
     return False
 
 
-def _residual_layer(g: Graph, node: Node, quantized_convs: set[int], rules: PlacementRules) -> tuple[Optional[Layer], Optional[str]]:
+def _residual_layer(g: Graph, node: Node, quantized_convs: dict[int, str], rules: PlacementRules) -> tuple[Optional[Layer], Optional[str]]:
     ins = node.inputs
     if len(ins) != 2 or not all(_float_activation(g, v) for v in ins):
         return None, None
@@ -207,7 +210,8 @@ def _residual_layer(g: Graph, node: Node, quantized_convs: set[int], rules: Plac
     if not any(from_conv):
         return None, None
     skip = 1 if from_conv[0] else 0  # the input the conv does not produce (the second if both do)
-    layer = Layer(node.name, node.op_type, "residual", [(skip, ins[skip].name)])
+    layer = Layer(node.name, node.op_type, "residual", [(skip, ins[skip].name)],
+                  requires=quantized_convs[ins[1 - skip].id])
     feeds_norm = any(u.op_type in ("LayerNormalization", "ReduceMean") for u, _ in g.uses(node.outputs[0]))
     return layer, _skip(rules, "layernorm", "its output feeds a LayerNorm chain") if feeds_norm else None
 
@@ -221,16 +225,27 @@ def _pool_layer(g: Graph, node: Node) -> tuple[Optional[Layer], Optional[str]]:
 
 def concat_ties(g: Graph, values: set[str]) -> list[tuple[str, list[tuple[Node, int, str]]]]:
     """For each quantized activation that comes from a Concat (directly or through ops that
-    commute with quantization): (the value, the Concat's float inputs as (concat, index, name))."""
+    commute with quantization): (the value, every float input of that Concat as (concat, index,
+    name)). A Concat input that is itself a Concat's output ties that Concat's inputs too."""
     out = []
-    for name in sorted(values):
-        v = g.value(name)
-        p = g.producer(v) if v is not None else None
-        while p is not None and p.op_type in COMMUTING_OPS and p.inputs and p.inputs[0] is not None:
-            p = g.producer(p.inputs[0])
-        if p is None or p.op_type != "Concat":
+    work, seen = sorted(values), set()
+    while work:
+        name = work.pop(0)
+        concat = _concat_behind(g, name)
+        if concat is None or concat.id in seen:
             continue
-        inputs = [(p, i, x.name) for i, x in enumerate(p.inputs) if _float_activation(g, x)]
-        if len(inputs) == len(p.inputs):
+        seen.add(concat.id)
+        inputs = [(concat, i, x.name) for i, x in enumerate(concat.inputs)
+                  if x is not None and x.dtype == FLOAT]
+        if len(inputs) == len(concat.inputs):
             out.append((name, inputs))
+            work += [x for _, _, x in inputs]
     return out
+
+
+def _concat_behind(g: Graph, name: str) -> Optional[Node]:
+    v = g.value(name)
+    p = g.producer(v) if v is not None else None
+    while p is not None and p.op_type in COMMUTING_OPS and p.inputs and p.inputs[0] is not None:
+        p = g.producer(p.inputs[0])
+    return p if p is not None and p.op_type == "Concat" else None

@@ -38,6 +38,9 @@ MIN_SCALE = 1e-30  # scales stay strictly positive, and normal float32 numbers
 MIN_OPSET = 13
 WEIGHT_MODES = ("int8", "float")
 HELD_OUT_MAX = 256
+# A model with any of these is quantized already: quantizing it again would stack scales.
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger"}
 FLOAT, INT8 = elem_type(np.float32), elem_type(np.int8)
 
 
@@ -81,7 +84,7 @@ class QuantizeInt8(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         model, o = ctx.model, self.options
-        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
+        if any(n.op_type in QUANTIZED_OPS for g in graph.walk() for n in g.nodes):
             return PassResult(False, {"note": "already quantized"})
         if model.opset < MIN_OPSET:
             raise UserInputError(f"quantize-int8 needs opset >= {MIN_OPSET} (per-channel DequantizeLinear); the model "
@@ -127,10 +130,11 @@ class QuantizeInt8(Pass):
         report["accuracy"] = accuracy.to_dict() if accuracy else None
         report["fp32_reference"] = "the model before quantize-int8 (after the passes before it)"
         if accuracy:
-            log.info("quantize-int8: %d layers INT8, %d FP32; held-out %s", len(active), len(layers) - len(active),
+            n8 = len(effective(active))
+            log.info("quantize-int8: %d layers INT8, %d FP32; held-out %s", n8, len(layers) - n8,
                      accuracy.summary())
-        return PassResult(bool(active), {"layers": len(active), "fallback": len(fallback), "skipped": len(skipped),
-                                         **stats})
+        return PassResult(bool(active), {"layers": len(effective(active)), "fallback": len(fallback),
+                                         "skipped": len(skipped), **stats})
 
 
 def _drop_unfolded_bn(graph: Graph, layers: list[Layer]):
@@ -183,9 +187,10 @@ def _bytes_per_sample(graph: Graph, tensors: list[str]) -> int:
 
 def _ranges(model: Model, tensors: list[str], calib, settings, method: str) -> tuple[dict[str, float], Optional[float]]:
     """(tensor -> range, seconds spent calibrating; None when the cache had them)."""
-    fingerprint = calibration.model_fingerprint(model)
     if settings.cache:
-        cached = calibration.read_cache(settings.cache, method, settings, calib.fingerprint, fingerprint, tensors)
+        calibration.check_cache_path(settings.cache)
+        fingerprint = calibration.model_fingerprint(model)
+        cached = calibration.read_cache(settings.cache, method, settings, calib.key, fingerprint, tensors)
         if cached is not None:
             log.info("quantize-int8: ranges from the calibration cache %s", settings.cache)
             return cached, None
@@ -194,7 +199,7 @@ def _ranges(model: Model, tensors: list[str], calib, settings, method: str) -> t
     for name, count in result.nonfinite.items():
         log.warning("quantize-int8: %s had %d non-finite values during calibration; they were ignored", name, count)
     if settings.cache:
-        calibration.write_cache(settings.cache, method, settings, calib.fingerprint, fingerprint, result.amax)
+        calibration.write_cache(settings.cache, method, settings, calib.key, fingerprint, result.amax)
     return result.amax, result.seconds
 
 
@@ -224,6 +229,7 @@ def quantize_weight(w: np.ndarray, scale: np.ndarray, axis: Optional[int]) -> np
 def apply(graph: Graph, layers: list[Layer], amax: dict[str, float], o: QuantizeInt8Options) -> dict:
     """Insert the Q/DQ pairs of `layers`. Activations quantized for several consumers share one
     pair; a Concat's inputs and output share one scale."""
+    layers = effective(layers)
     nodes = {n.name: n for n in graph.nodes}
     sites: dict[str, list] = {}
     for L in layers:
@@ -245,7 +251,9 @@ def apply(graph: Graph, layers: list[Layer], amax: dict[str, float], o: Quantize
     group_amax: dict[str, float] = {}
     for name in list(sites) + list(parent):
         r = find(name)
-        group_amax[r] = max(group_amax.get(r, 0.0), amax.get(name, 0.0))
+        const = graph.const_value(graph.value(name))  # a constant Concat input: its own range counts
+        here = float(np.abs(const).max(initial=0.0)) if const is not None else amax.get(name, 0.0)
+        group_amax[r] = max(group_amax.get(r, 0.0), here)
 
     for name, consumers in sites.items():
         v = graph.value(name)
@@ -269,6 +277,12 @@ def apply(graph: Graph, layers: list[Layer], amax: dict[str, float], o: Quantize
             done[key] = _quantized_weight(graph, graph.value(name), axis, o.weights)
         graph.set_input(nodes[L.node], idx, done[key])
     return {"activation_qdq": len(sites), "weights": len(done)}
+
+
+def effective(layers: list[Layer]) -> list[Layer]:
+    """The layers that take effect: a residual Add's Q/DQ only with its conv quantized."""
+    names = {L.node for L in layers}
+    return [L for L in layers if L.requires is None or L.requires in names]
 
 
 def _node(graph: Graph, op: str, inputs, out: str, base: str):
@@ -306,8 +320,7 @@ class _Evaluator:
         self.fp32, self.held, self.settings = fp32, held, settings
         self.reference, self.counts, self.labels = [], [], []
         with Session(backend.ort_view(fp32), optimized=True) as sess:
-            for feed, n in held.batches(settings.batch_size, with_labels=True):
-                labels = feed.pop(calibration.LABELS_KEY, None)
+            for feed, n, labels in held.batches(settings.batch_size):
                 self.reference.append(sess.run(feed))
                 self.counts.append(n)
                 self.labels.append(labels)
@@ -317,7 +330,7 @@ class _Evaluator:
         apply(m.graph, layers, amax, o)
         outs = []
         with Session(backend.ort_view(m), optimized=True) as sess:
-            for feed, _ in self.held.batches(self.settings.batch_size):
+            for feed, _, _ in self.held.batches(self.settings.batch_size):
                 outs.append(sess.run(feed))
         return compare(self.reference, outs, self.counts, self.labels)
 
@@ -347,7 +360,7 @@ def _fall_back(ev: _Evaluator, layers: list[Layer], amax, o, sensitivity: dict[s
 
 
 def _layer_report(graph: Graph, layers: list[Layer], active: list[Layer], amax, sensitivity) -> list[dict]:
-    on = {L.node for L in active}
+    on = {L.node for L in effective(active)}
     out = []
     for L in layers:
         entry = {"node": L.node, "op": L.op, "kind": L.kind, "precision": "int8" if L.node in on else "fp32",

@@ -33,7 +33,7 @@ def images(n, seed=0):
 def test_npz_samples_are_batched_along_the_first_axis(tmp_path, cnn):
     s = load_samples(npz(tmp_path, x=images(10)), cnn)
     assert s.count == 10 and not s.stacked
-    sizes = [n for _, n in s.batches(4)]
+    sizes = [n for _, n, _ in s.batches(4)]
     assert sizes == [4, 4, 2]
     calib, held = s.split(0.2, limit=100)
     assert (calib.size, held.size) == (8, 2)
@@ -47,7 +47,7 @@ def test_folder_of_npz_files_is_one_sample_set_read_file_by_file(tmp_path, cnn):
     npz(tmp_path / "d", "b.npz", x=images(4, 2))
     s = load_samples(str(tmp_path / "d"), cnn)
     assert s.count == 7
-    feeds = [f["x"] for f, _ in s.batches(5)]
+    feeds = [f["x"] for f, _, _ in s.batches(5)]
     assert [f.shape[0] for f in feeds] == [5, 2]
     np.testing.assert_array_equal(np.concatenate(feeds), np.concatenate([images(3, 1), images(4, 2)]))
 
@@ -56,7 +56,7 @@ def test_api_feeds_are_run_as_given(cnn):
     feeds = [{"x": images(2, i)} for i in range(3)]
     s = load_samples(feeds, cnn)
     assert s.stacked and s.count == 3
-    assert [f["x"].shape for f, _ in s.batches(32)] == [(2, 3, 16, 16)] * 3
+    assert [f["x"].shape for f, _, _ in s.batches(32)] == [(2, 3, 16, 16)] * 3
 
 
 @pytest.mark.parametrize("arrays, message", [

@@ -210,6 +210,12 @@ class _Lowering:
         if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
                                     or typ is int and isinstance(value, float)):
             raise self.fail(opt.pos, f"{block}.{opt.name} expects {typ.__name__}, got {value!r}")
+        if block == "calibrate":
+            from graphopt.calibration import SETTING_RANGES
+
+            for name, ok, what in SETTING_RANGES:
+                if name == opt.name and not ok(value):
+                    raise self.fail(opt.pos, f"calibrate.{opt.name} must be {what}, got {value!r}")
         return typ(value)
 
 
