@@ -21,14 +21,12 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt import backend, calibration
-from graphopt.accuracy import AccuracyReport, compare
+from graphopt import calibration, lossy
 from graphopt.errors import PipelineError, UserInputError
 from graphopt.ir import Graph, Model, Tensor
 from graphopt.ir.tensor import elem_type
 from graphopt.passes._int8_placement import SKIP_RULES, Layer, PlacementRules, concat_ties, plan
 from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.runtime import Session
 from graphopt.shapes import infer_shapes
 
 log = logging.getLogger("graphopt")
@@ -111,16 +109,19 @@ class QuantizeInt8(Pass):
                                  "source": f"calibrated in {seconds:.3f}s" if seconds is not None
                                  else f"cache {settings.cache}"}
 
-        fp32 = model.clone()
-        evaluator = _Evaluator(fp32, held, settings) if held is not None else None
+        evaluator = None
+        if held is not None:
+            evaluator = lossy.Evaluator(model.clone(), held, settings.batch_size,
+                                        lambda m, units: apply(m.graph, units, amax, o))
         active = list(layers)
-        accuracy = evaluator.measure(active, amax, o) if evaluator else None
+        accuracy = evaluator.measure(active) if evaluator else None
         sensitivity: dict[str, float] = {}
         fallback: list[str] = []
         if evaluator and (o.sensitivity or (o.max_drop >= 0 and accuracy.drop() > o.max_drop)):
-            sensitivity = {L.node: evaluator.measure([L], amax, o).drop() for L in layers}
+            sensitivity = evaluator.sensitivity(layers)
         if evaluator and o.max_drop >= 0 and accuracy.drop() > o.max_drop:
-            active, accuracy, fallback = _fall_back(evaluator, layers, amax, o, sensitivity, accuracy)
+            active, accuracy, fallback = lossy.hold_budget(evaluator, layers, sensitivity, o.max_drop, accuracy,
+                                                           "quantize-int8 (kept in FP32)")
         if held is None and o.max_drop >= 0:
             log.warning("quantize-int8: max_drop needs held-out samples (at least 2 calibration samples); not applied")
 
@@ -310,53 +311,6 @@ def _quantized_weight(graph: Graph, w, axis: Optional[int], mode: str):
     out = dq.outputs[0]
     out.dtype, out.shape = FLOAT, w.shape
     return out
-
-
-# ------------------------------------------------------------------------------ accuracy control
-class _Evaluator:
-    """Runs candidate quantizations of the FP32 model on the held-out samples."""
-
-    def __init__(self, fp32: Model, held, settings):
-        self.fp32, self.held, self.settings = fp32, held, settings
-        self.reference, self.counts, self.labels = [], [], []
-        with Session(backend.ort_view(fp32), optimized=True) as sess:
-            for feed, n, labels in held.batches(settings.batch_size):
-                self.reference.append(sess.run(feed))
-                self.counts.append(n)
-                self.labels.append(labels)
-
-    def measure(self, layers: list[Layer], amax: dict[str, float], o: QuantizeInt8Options) -> AccuracyReport:
-        m = self.fp32.clone()
-        apply(m.graph, layers, amax, o)
-        outs = []
-        with Session(backend.ort_view(m), optimized=True) as sess:
-            for feed, _, _ in self.held.batches(self.settings.batch_size):
-                outs.append(sess.run(feed))
-        return compare(self.reference, outs, self.counts, self.labels)
-
-
-def _fall_back(ev: _Evaluator, layers: list[Layer], amax, o, sensitivity: dict[str, float], full: AccuracyReport):
-    """Keep the most sensitive layers in FP32, as few as possible, until the budget holds. The
-    loss shrinks (nearly) monotonically as layers fall back, so the count is binary-searched."""
-    order = sorted(layers, key=lambda L: -sensitivity[L.node])
-    lo, hi = 0, len(order)  # falling back `lo` layers is not enough; `hi` layers is (all: FP32)
-    best: Optional[AccuracyReport] = None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        out = {L.node for L in order[:mid]}
-        rep = ev.measure([L for L in layers if L.node not in out], amax, o)
-        if rep.drop() <= o.max_drop:
-            hi, best = mid, rep
-        else:
-            lo = mid
-    out = {L.node for L in order[:hi]}
-    active = [L for L in layers if L.node not in out]
-    if best is None:
-        best = ev.measure(active, amax, o)
-    names = [L.node for L in order[:hi]]
-    log.warning("quantize-int8: %d layer(s) kept in FP32 to hold max_drop=%g (loss %.3g -> %.3g): %s", len(names),
-                o.max_drop, full.drop(), best.drop(), ", ".join(names))
-    return active, best, names
 
 
 def _layer_report(graph: Graph, layers: list[Layer], active: list[Layer], amax, sensitivity) -> list[dict]:

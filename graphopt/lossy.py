@@ -1,0 +1,74 @@
+"""Accuracy control shared by the lossy passes (int8, prune): run candidate versions of a model
+on held-out samples against the unchanged model, and find the fewest units (layers) to leave
+unchanged so the loss stays within a budget.
+
+A unit is anything with a `.node` name; a pass describes a candidate by the units it changes
+and gives a function that applies those changes to a copy of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence
+
+from graphopt import backend
+from graphopt.accuracy import AccuracyReport, compare
+from graphopt.ir import Model
+from graphopt.runtime import Session
+
+log = logging.getLogger("graphopt")
+
+Apply = Callable[[Model, list], None]  # change `model` (a copy) by these units
+
+
+class Evaluator:
+    """The reference model's outputs on the held-out samples, and candidates measured against them."""
+
+    def __init__(self, reference: Model, held, batch_size: int, apply: Apply):
+        self.reference_model, self.held, self.batch_size, self.apply = reference, held, batch_size, apply
+        self.reference, self.counts, self.labels = [], [], []
+        with Session(backend.ort_view(reference), optimized=True) as sess:
+            for feed, n, labels in held.batches(batch_size):
+                self.reference.append(sess.run(feed))
+                self.counts.append(n)
+                self.labels.append(labels)
+
+    def measure(self, units: list) -> AccuracyReport:
+        """Accuracy of the reference changed by `units`."""
+        m = self.reference_model.clone()
+        self.apply(m, units)
+        outs = []
+        with Session(backend.ort_view(m), optimized=True) as sess:
+            for feed, _, _ in self.held.batches(self.batch_size):
+                outs.append(sess.run(feed))
+        return compare(self.reference, outs, self.counts, self.labels)
+
+    def sensitivity(self, units: Sequence) -> dict[str, float]:
+        """Each unit's loss when it alone is changed."""
+        return {u.node: self.measure([u]).drop() for u in units}
+
+
+def hold_budget(ev: Evaluator, units: list, sensitivity: dict[str, float], budget: float, full: AccuracyReport,
+                what: str) -> tuple[list, AccuracyReport, list[str]]:
+    """Leave the most sensitive units unchanged, as few as possible, until the loss is within
+    `budget`. The loss shrinks (nearly) monotonically as units are left out, so their count is
+    binary-searched. Returns (units to apply, their accuracy, names left out)."""
+    order = sorted(units, key=lambda u: -sensitivity[u.node])
+    lo, hi = 0, len(order)  # leaving out `lo` units is not enough; `hi` (all of them) is
+    best: Optional[AccuracyReport] = None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        out = {u.node for u in order[:mid]}
+        rep = ev.measure([u for u in units if u.node not in out])
+        if rep.drop() <= budget:
+            hi, best = mid, rep
+        else:
+            lo = mid
+    out = {u.node for u in order[:hi]}
+    kept = [u for u in units if u.node not in out]
+    if best is None:
+        best = ev.measure(kept)
+    names = [u.node for u in order[:hi]]
+    log.warning("%s: %d layer(s) left unchanged to hold max_drop=%g (loss %.3g -> %.3g): %s", what, len(names),
+                budget, full.drop(), best.drop(), ", ".join(names))
+    return kept, best, names
