@@ -18,7 +18,7 @@ from graphopt.errors import GraphoptError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = {"passes", "trt-check", "qdq-lint", "check", "fmt"}
+SUBCOMMANDS = {"passes", "trt-check", "qdq-lint", "sparsity", "check", "fmt"}
 EXIT_FINDINGS = 4  # trt-check found errors
 
 
@@ -72,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _trt_check_command(argv[1:])
         if argv and argv[0] == "qdq-lint":
             return _qdq_lint_command(argv[1:])
+        if argv and argv[0] == "sparsity":
+            return _sparsity_command(argv[1:])
         if argv and argv[0] == "check":
             return _check_command(argv[1:])
         if argv and argv[0] == "fmt":
@@ -277,6 +279,35 @@ def _qdq_lint_command(argv: list[str]) -> int:
     return _findings_command(argv, "qdq-lint", qdq_lint, "List Q/DQ placements TensorRT's explicit quantization "
                              "rejects (zero points, scales, axes, quantized bias, residual Adds, unpaired Q/DQ). "
                              "Exit code 4 when there are errors.")
+
+
+def _sparsity_command(argv: list[str]) -> int:
+    from graphopt import frontend
+    from graphopt.sparsity import layer_sparsity
+
+    p = _Parser(prog="graphopt sparsity", description="Per layer (Conv, ConvTranspose, Gemm, MatMul with constant "
+                "weights, also behind DequantizeLinear): the share of zero weights and whether TensorRT's 2:4 "
+                "pattern holds along the input channels.")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print the layers as JSON")
+    p.add_argument("--require-2:4", dest="require", action="store_true",
+                   help="exit 4 when an eligible layer (input channels a multiple of 4) breaks the 2:4 pattern")
+    args = p.parse_args(argv)
+    layers = layer_sparsity(frontend.load(args.model))
+    eligible = [L for L in layers if L.eligible]
+    failing = [L for L in eligible if not L.two_four]
+    if args.json:
+        print(json.dumps([L.to_dict() for L in layers], indent=2))
+    else:
+        for L in layers:
+            pattern = ("2:4 holds" if L.two_four else "2:4 broken") if L.eligible else \
+                f"2:4 n/a (axis {L.axis} has {L.shape[L.axis]} entries, not a multiple of 4)"
+            print(f"{L.op} {L.node!r} {L.shape}: {L.sparsity:.1f}% zeros, {pattern}")
+        params = sum(L.params for L in layers)
+        zeros = sum(L.params * L.sparsity / 100 for L in layers)
+        print(f"graphopt sparsity: {len(layers)} layers, {100 * zeros / max(params, 1):.1f}% of {params} weights zero; "
+              f"2:4 holds on {len(eligible) - len(failing)} of {len(eligible)} eligible layers")
+    return EXIT_FINDINGS if args.require and failing else 0
 
 
 def _findings_command(argv: list[str], name: str, check, description: str) -> int:

@@ -1,0 +1,190 @@
+"""prune-weights: zero weights of Conv/ConvTranspose/Gemm/MatMul layers.
+
+- method=magnitude: in each layer the smallest magnitudes go first. allocation=layer prunes every
+  layer to `sparsity`; allocation=global (the default) prunes `sparsity` of all eligible weights
+  together, with LAMP scores (Lee et al., layer-adaptive magnitude pruning) deciding how many
+  come from each layer: layers whose small weights carry little of the layer's energy give more.
+- method=2:4: TensorRT's structured sparsity (DESIGN §6): in every group of 4 consecutive input
+  channels the 2 largest magnitudes stay; layers whose input-channel axis is not a multiple of 4
+  are skipped, and the report says so.
+- method=channel is prune-channels' (this pass then does nothing).
+
+With `max_drop` and held-out data (--calib), layers whose pruning would cost more than the
+budget are left dense, the most sensitive first. Biases are never pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+import numpy as np
+
+from graphopt import calibration, lossy, sparsity
+from graphopt.errors import PipelineError
+from graphopt.ir import Graph, Model, Tensor
+from graphopt.passmanager import Pass, PassContext, PassResult
+
+log = logging.getLogger("graphopt")
+
+METHODS = ("magnitude", "2:4", "channel")
+
+
+@dataclass
+class PruneWeightsOptions:
+    method: str = field(default="magnitude", metadata={"help": "magnitude, 2:4 or channel (channel: prune-channels)"})
+    sparsity: float = field(default=0.5, metadata={"help": "share of weights zeroed by magnitude pruning (0 to 1)"})
+    allocation: str = field(default="global", metadata={"help": "global: `sparsity` of all weights, spread over the "
+                                                                 "layers by LAMP scores; layer: each layer to `sparsity`"})
+    exclude_ops: str = field(default="", metadata={"help": "op types left dense (comma list)"})
+    exclude_nodes: str = field(default="", metadata={"help": "node-name globs left dense (comma list)"})
+    max_drop: float = field(default=-1.0, metadata={"help": "accuracy budget in points (negative: none); the most "
+                                                           "sensitive layers stay dense until it holds"})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise PipelineError(f"option 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0 <= self.sparsity < 1:
+            raise PipelineError(f"option 'sparsity' must be at least 0 and below 1, got {self.sparsity}")
+        if self.allocation not in ("layer", "global"):
+            raise PipelineError(f"option 'allocation' must be layer or global, got {self.allocation!r}")
+
+
+@dataclass
+class PrunedLayer:
+    node: str
+    op: str
+    weight: str  # the weight value the layer reads
+    data: np.ndarray  # the pruned weight
+
+
+def words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+class PruneWeights(Pass):
+    name = "prune-weights"
+    summary = "zero weights by magnitude (per layer or global) or in TensorRT's 2:4 pattern"
+    Options = PruneWeightsOptions
+    lossless = False
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        o = self.options
+        if o.method == "channel" or (o.method == "magnitude" and o.sparsity == 0):
+            return PassResult(False)
+        report: dict = {"method": o.method, "layers": [], "skipped": []}
+        ctx.reports[self.name] = report
+        candidates = []
+        for node in graph.toposort():
+            w, data = sparsity.weight_of(graph, node)
+            if w is None or data.dtype != np.float32 or _quantized(graph, node):
+                continue
+            reason = self._excluded(node, ctx)
+            axis = sparsity.input_channel_axis(node, data)
+            if reason is None and o.method == "2:4" and data.shape[axis] % 4:
+                reason = f"input-channel axis {axis} has {data.shape[axis]} entries, not a multiple of 4"
+            if reason is not None:
+                report["skipped"].append({"node": node.name, "op": node.op_type, "reason": reason})
+                continue
+            candidates.append((node, w, data, axis))
+        layers = self._prune(candidates)
+        if not layers:
+            return PassResult(False, {"layers": 0})
+        layers, accuracy, kept = self._budget(ctx, layers)
+        apply(ctx.model, layers)
+        pruned = {L.node: L.data for L in layers}
+        report["layers"] = [_layer_entry(n, d, pruned.get(n.name, d)) for n, _, d, _ in candidates]
+        report["kept_dense"] = kept
+        report["accuracy"] = accuracy.to_dict() if accuracy else None
+        total = sum(L.data.size for L in layers)
+        zeros = sum(int(L.data.size - np.count_nonzero(L.data)) for L in layers)
+        return PassResult(True, {"layers": len(layers), "sparsity": round(100.0 * zeros / max(total, 1), 2)})
+
+    def _excluded(self, node, ctx: PassContext):
+        o = self.options
+        if node.op_type in words(o.exclude_ops):
+            return f"excluded by exclude_ops ({node.op_type})"
+        glob = next((g for g in words(o.exclude_nodes) if fnmatchcase(node.name, g)), None)
+        if glob is not None:
+            return f"excluded by exclude_nodes ({glob})"
+        if not ctx.in_scope(node):
+            return "outside the pass's scope"
+        return None
+
+    def _prune(self, candidates) -> list[PrunedLayer]:
+        o = self.options
+        if o.method == "2:4":
+            return [PrunedLayer(n.name, n.op_type, w.name, np.where(sparsity.two_four_mask(d, axis), d, 0).astype(d.dtype))
+                    for n, w, d, axis in candidates]
+        if o.allocation == "global":
+            # LAMP scores (layer-adaptive magnitude pruning): a weight's square over the sum of the
+            # squares of the weights in its layer at least as large. Within a layer the order is
+            # the magnitude order; across layers the scores say how much each layer can lose.
+            scores = [_lamp(d) for _, _, d, _ in candidates]
+            every = np.concatenate([s.ravel() for s in scores])
+            k = int(o.sparsity * every.size)
+            drop = np.zeros(every.size, bool)
+            if k:
+                drop[np.argpartition(every, k - 1)[:k]] = True
+            out, at = [], 0
+            for (n, w, d, _), s in zip(candidates, scores):
+                gone = drop[at:at + d.size].reshape(d.shape)
+                at += d.size
+                out.append(PrunedLayer(n.name, n.op_type, w.name, np.where(gone, 0, d).astype(d.dtype)))
+            return out
+        out = []
+        for n, w, d, _ in candidates:  # exactly floor(sparsity * size) smallest magnitudes per layer
+            k = int(o.sparsity * d.size)
+            flat = d.ravel().copy()
+            if k:
+                flat[np.argpartition(np.abs(flat), k - 1)[:k]] = 0
+            out.append(PrunedLayer(n.name, n.op_type, w.name, flat.reshape(d.shape)))
+        return out
+
+    def _budget(self, ctx: PassContext, layers: list[PrunedLayer]):
+        """Accuracy on held-out samples; with max_drop, the most sensitive layers stay dense."""
+        o, settings = self.options, ctx.calibration or calibration.CalibrationSettings()
+        if settings.data is None:
+            if o.max_drop >= 0:
+                log.warning("prune-weights: max_drop needs held-out data (--calib); not applied")
+            return layers, None, []
+        held = calibration.load_samples(settings.data, ctx.model).split(settings.holdout, settings.samples)[1]
+        if held is None:
+            return layers, None, []
+        ev = lossy.Evaluator(ctx.model.clone(), held, settings.batch_size, apply)
+        accuracy = ev.measure(layers)
+        if o.max_drop < 0 or accuracy.drop() <= o.max_drop:
+            return layers, accuracy, []
+        return lossy.hold_budget(ev, layers, ev.sensitivity(layers), o.max_drop, accuracy, "prune-weights (dense)")
+
+
+def _lamp(w: np.ndarray) -> np.ndarray:
+    sq = (w.astype(np.float64) ** 2).ravel()
+    order = np.argsort(sq, kind="stable")
+    ascending = sq[order]
+    tail = np.cumsum(ascending[::-1])[::-1]  # sum of the squares from this weight up
+    scores = np.empty_like(sq)
+    scores[order] = ascending / np.where(tail > 0, tail, 1.0)
+    return scores.reshape(w.shape)
+
+
+def _quantized(graph: Graph, node) -> bool:
+    """Whether a layer's weight comes through DequantizeLinear (quantized weights are not pruned)."""
+    p = graph.producer(node.inputs[1])
+    return p is not None and p.op_type == "DequantizeLinear"
+
+
+def apply(model: Model, layers: list[PrunedLayer]) -> None:
+    g = model.graph
+    nodes = {n.name: n for n in g.nodes}
+    for L in layers:
+        node = nodes[L.node]
+        new = g.add_initializer(f"{L.weight}_pruned", Tensor.from_numpy(L.data))
+        g.set_input(node, 1, new)
+
+
+def _layer_entry(node, before: np.ndarray, after: np.ndarray) -> dict:
+    return {"node": node.name, "op": node.op_type, "params": int(after.size),
+            "sparsity_before": round(100.0 * (1 - np.count_nonzero(before) / before.size), 2),
+            "sparsity": round(100.0 * (1 - np.count_nonzero(after) / after.size), 2)}
