@@ -15,6 +15,7 @@ from graphopt.passes.fuse_pad_conv import FusePadConv
 from graphopt.passes.merge_reshapes import MergeReshapes
 from graphopt.passes.merge_transposes import MergeTransposes
 from graphopt.passes.promote_shape_inputs import PromoteShapeInputs
+from graphopt.passes.prune_channels import PruneChannels
 from graphopt.passes.prune_weights import PruneWeights
 from graphopt.passes.quantize_int8 import QuantizeInt8
 from graphopt.passes.raise_opset import RaiseOpset
@@ -37,6 +38,7 @@ PASSES = [
     RaiseOpset,
     QuantizeInt8,
     PruneWeights,
+    PruneChannels,
 ]
 
 ALIASES = [
@@ -56,9 +58,9 @@ ALIASES = [
     Alias("int8", "TensorRT explicit INT8: raise the opset to 13, fold BatchNorm and constants, then insert "
           "calibrated Q/DQ (per-channel weights, per-tensor activations)",
           ("raise-opset", "fuse", "fold", "quantize-int8", "dce")),
-    Alias("prune", "sparsity (method=magnitude|2:4|channel): fold BatchNorm and constants, then prune the "
-          "folded weights (magnitudes then measure what each weight contributes)",
-          ("fuse", "fold", "prune-weights", "dce")),
+    Alias("prune", "pruning (method=magnitude|2:4|channel): channels go first (BatchNorm gamma ranks them), then "
+          "BatchNorm and constants fold, then weights are zeroed by their folded magnitudes",
+          ("prune-channels", "fuse", "fold", "prune-weights", "dce")),
 ]
 
 

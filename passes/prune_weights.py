@@ -88,14 +88,16 @@ class PruneWeights(Pass):
                 report["skipped"].append({"node": node.name, "op": node.op_type, "reason": reason})
                 continue
             candidates.append((node, w, data, axis))
-        layers = self._prune(candidates)
+        layers = self._prune(candidates) if candidates else []
         if not layers:
             return PassResult(False, {"layers": 0})
         layers, accuracy, kept = self._budget(ctx, layers)
+        report["kept_dense"] = kept
+        if not layers:
+            return PassResult(False, {"layers": 0})
         apply(ctx.model, layers)
         pruned = {L.node: L.data for L in layers}
         report["layers"] = [_layer_entry(n, d, pruned.get(n.name, d)) for n, _, d, _ in candidates]
-        report["kept_dense"] = kept
         report["accuracy"] = accuracy.to_dict() if accuracy else None
         total = sum(L.data.size for L in layers)
         zeros = sum(int(L.data.size - np.count_nonzero(L.data)) for L in layers)

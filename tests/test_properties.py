@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from graphopt.validate import ValidationReport
 from graphopt import api, frontend
 from graphopt.backend import to_proto
 from graphopt.passes import PASSES
@@ -53,10 +54,10 @@ def test_ir_round_trip_is_bitwise_exact(proto):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_models(), st.permutations([p.name for p in PASSES]))
+@given(random_models(), st.permutations([p.name for p in PASSES if p.lossless]))
 def test_lossless_passes_keep_outputs_and_names(proto, order):
     result = api.optimize(proto, ",".join(order) + ",cleanup", strict=True, debug=True)
-    assert result.validation.ok
+    assert isinstance(result.validation, ValidationReport) and result.validation.ok  # compared, not just scored
     assert [v.name for v in result.model.graph.outputs] == [o.name for o in proto.graph.output]
     # a second run changes nothing
     again = api.optimize(to_proto(result.model), "cleanup", validate=False)
