@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from graphopt.validate import ValidationReport
 from graphopt import api, frontend
 from graphopt.backend import to_proto
 from graphopt.passes import PASSES
+from graphopt.validate import ValidationReport
 
 UNARY = ["Relu", "Neg", "Abs", "Sigmoid", "Identity", "Tanh"]
 BINARY = ["Add", "Mul", "Sub", "Max"]
