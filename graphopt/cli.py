@@ -168,11 +168,27 @@ def _optimize_command(argv: list[str]) -> int:
                     if acc else "")
             print(f"graphopt: int8: {n8} layers INT8, {len(q['layers']) - n8} fallen back to FP32, "
                   f"{len(q['skipped'])} left FP32 by placement{held}", file=sys.stderr)
+        _print_pruning(result.pass_reports)
         val = result.validation.summary() if result.validation else "skipped (--no-validate)"
         rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}", file=sys.stderr)
     return 0
+
+
+def _print_pruning(reports: dict) -> None:
+    w = reports.get("prune-weights")
+    if w and w.get("layers"):
+        params = sum(L["params"] for L in w["layers"])
+        zeros = sum(L["params"] * L["sparsity"] / 100 for L in w["layers"])
+        print(f"graphopt: prune-weights ({w['method']}): {100 * zeros / max(params, 1):.1f}% of {params} weights zero "
+              f"in {len(w['layers'])} layers; {len(w['skipped'])} layers skipped", file=sys.stderr)
+    c = reports.get("prune-channels")
+    if c and c.get("layers"):
+        b, a = c["before"], c["after"]
+        print(f"graphopt: prune-channels: {len(c['layers'])} layers thinned, {len(c['skipped'])} kept whole; params "
+              f"{b['params']} -> {a['params']}, FLOPs {b['flops']} -> {a['flops']} "
+              f"(-{100 * (1 - a['flops'] / max(b['flops'], 1)):.1f}%)", file=sys.stderr)
 
 
 def _print_explain(rule: str, near_misses) -> None:
