@@ -229,12 +229,10 @@ def _lossy_passes(steps) -> list[str]:
 
 
 def _held_out(calib: CalibrationSettings, model: Model):
-    """The calibration samples the int8 pass held out (same split), or None without data."""
-    from graphopt import calibration
+    """The samples the lossy passes held out of calibration (same split), or None without data."""
+    from graphopt.calibration import split_samples
 
-    if calib.data is None:
-        return None
-    return calibration.load_samples(calib.data, model).split(calib.holdout, calib.samples)[1]
+    return split_samples(calib, model)[1]
 
 
 def _lint_quantized(model: Model, report) -> None:

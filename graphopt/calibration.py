@@ -30,6 +30,7 @@ LABELS_KEY = "labels"  # an optional key in evaluation data: the expected class 
 HISTOGRAM_BINS = 2048
 INT8_LEVELS = 128  # |q| levels of symmetric int8 (0..127), what the entropy method quantizes to
 CACHE_VERSION = 1
+HELD_OUT_MAX = 256
 
 
 class CalibrationError(UserInputError):
@@ -332,6 +333,21 @@ def _fits(shape: tuple, dims: tuple) -> bool:
 
 def _dims(dims: tuple) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
+
+
+def split_samples(settings: CalibrationSettings, model: Model) -> tuple[Optional[SampleSet], Optional[SampleSet]]:
+    """(samples to calibrate on, samples held out to measure accuracy) of the run's data, the
+    same split for every pass and for validation; (None, None) without data."""
+    if settings.data is None:
+        return None, None
+    return _cap(*load_samples(settings.data, model).split(settings.holdout, settings.samples))
+
+
+def _cap(calib: SampleSet, held: Optional[SampleSet]) -> tuple[SampleSet, Optional[SampleSet]]:
+    """Accuracy needs a few hundred held-out samples at most: each candidate model runs them all."""
+    if held is not None and held.size > HELD_OUT_MAX:
+        held = held.subset(held.size - HELD_OUT_MAX, held.size)
+    return calib, held
 
 
 def random_samples(model: Model, settings: CalibrationSettings) -> SampleSet:

@@ -48,6 +48,25 @@ class Evaluator:
         return {u.node: self.measure([u]).drop() for u in units}
 
 
+def within_budget(model: Model, held, batch_size: int, units: list, apply: Apply, max_drop: float, what: str,
+                  sensitivity: bool = False) -> tuple[list, Optional[AccuracyReport], list[str], dict[str, float]]:
+    """Measure `units` applied to `model` on the held-out samples; with a budget (`max_drop` >= 0)
+    that the loss exceeds, leave the most sensitive units out. Returns (units to apply, their
+    accuracy, names left out, per-unit sensitivity when it was measured)."""
+    if held is None:
+        if max_drop >= 0:
+            log.warning("%s: max_drop needs held-out samples (--calib data with at least 2 samples); not applied", what)
+        return units, None, [], {}
+    ev = Evaluator(model.clone(), held, batch_size, apply)
+    accuracy = ev.measure(units)
+    over = max_drop >= 0 and accuracy.drop() > max_drop
+    scores = ev.sensitivity(units) if over or sensitivity else {}
+    if not over:
+        return units, accuracy, [], scores
+    kept, accuracy, left_out = hold_budget(ev, units, scores, max_drop, accuracy, what)
+    return kept, accuracy, left_out, scores
+
+
 def hold_budget(ev: Evaluator, units: list, sensitivity: dict[str, float], budget: float, full: AccuracyReport,
                 what: str) -> tuple[list, AccuracyReport, list[str]]:
     """Leave the most sensitive units unchanged, as few as possible, until the loss is within

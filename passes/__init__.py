@@ -58,9 +58,9 @@ ALIASES = [
     Alias("int8", "TensorRT explicit INT8: raise the opset to 13, fold BatchNorm and constants, then insert "
           "calibrated Q/DQ (per-channel weights, per-tensor activations)",
           ("raise-opset", "fuse", "fold", "quantize-int8", "dce")),
-    Alias("prune", "pruning (method=magnitude|2:4|channel): channels go first (BatchNorm gamma ranks them), then "
-          "BatchNorm and constants fold, then weights are zeroed by their folded magnitudes",
-          ("prune-channels", "fuse", "fold", "prune-weights", "dce")),
+    Alias("prune", "pruning (method=magnitude|2:4|channel): constants fold, channels go (BatchNorm gamma ranks "
+          "them), BatchNorm folds, then weights are zeroed by their folded magnitudes",
+          ("fold", "prune-channels", "fuse", "fold", "prune-weights", "dce")),
 ]
 
 

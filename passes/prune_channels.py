@@ -28,7 +28,7 @@ from graphopt import calibration, lossy
 from graphopt.cost import model_cost
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Node, Tensor, Value
-from graphopt.passes.prune_weights import METHODS, words
+from graphopt.passes.prune_weights import METHODS, drop_if_unused, words
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
 
@@ -59,6 +59,8 @@ class PruneChannelsOptions:
             raise PipelineError(f"option 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 0 <= self.ratio < 1:
             raise PipelineError(f"option 'ratio' must be at least 0 and below 1, got {self.ratio}")
+        if self.min_channels < 1:
+            raise PipelineError(f"option 'min_channels' must be at least 1, got {self.min_channels}")
         if self.allocation not in ("layer", "global"):
             raise PipelineError(f"option 'allocation' must be layer or global, got {self.allocation!r}")
         if self.criterion not in ("auto", "l1", "bn"):
@@ -114,8 +116,12 @@ class PruneChannels(Pass):
         units = self._select(graph, chains)
         if not units:
             return PassResult(False, {"layers": 0})
-        units, accuracy, kept = self._budget(ctx, units)
+        settings = ctx.calibration or calibration.CalibrationSettings()
+        units, accuracy, kept, _ = lossy.within_budget(ctx.model, calibration.split_samples(settings, ctx.model)[1],
+                                                       settings.batch_size, units, apply, o.max_drop,
+                                                       "prune-channels (whole)")
         report["kept_whole"] = kept
+        report["accuracy"] = accuracy.to_dict() if accuracy else None
         if not units:
             return PassResult(False, {"layers": 0})
         apply(ctx.model, units)
@@ -123,7 +129,6 @@ class PruneChannels(Pass):
         sizes = {c.producer.name: c.channels for c in chains}
         report["layers"] = [{"node": u.node, "channels_before": sizes[u.node], "channels": len(u.keep)} for u in units]
         report["before"], report["after"] = before.to_dict(), after.to_dict()
-        report["accuracy"] = accuracy.to_dict() if accuracy else None
         cut = 100.0 * (1 - after.macs / before.macs) if before.macs else 0.0
         log.info("prune-channels: %d layers, params %d -> %d, FLOPs %d -> %d (-%.1f%%)", len(units), before.params,
                  after.params, before.flops, after.flops, cut)
@@ -162,20 +167,6 @@ class PruneChannels(Pass):
         return [ChannelUnit(c.producer.name, [i for i in range(c.channels) if i not in removed[c.producer.name]])
                 for c in chains if removed[c.producer.name]]
 
-    def _budget(self, ctx: PassContext, units: list[ChannelUnit]):
-        o, settings = self.options, ctx.calibration or calibration.CalibrationSettings()
-        if settings.data is None:
-            if o.max_drop >= 0:
-                log.warning("prune-channels: max_drop needs held-out data (--calib); not applied")
-            return units, None, []
-        held = calibration.load_samples(settings.data, ctx.model).split(settings.holdout, settings.samples)[1]
-        if held is None:
-            return units, None, []
-        ev = lossy.Evaluator(ctx.model.clone(), held, settings.batch_size, apply)
-        accuracy = ev.measure(units)
-        if o.max_drop < 0 or accuracy.drop() <= o.max_drop:
-            return units, accuracy, []
-        return lossy.hold_budget(ev, units, ev.sensitivity(units), o.max_drop, accuracy, "prune-channels (whole)")
 
 
 def analyze(g: Graph, producer: Node) -> tuple[Optional[Chain], Optional[str]]:
@@ -228,11 +219,16 @@ def _follow(g: Graph, start: Value, chain: Chain) -> Optional[str]:
             op, where = user.op_type, f"{user.op_type} {user.name!r}"
             if index != 0 and op not in AFFINE:
                 return f"its channels reach input {index} of {where}"
+            extra = [o for o in user.outputs[1:] if o is not None]
+            if extra and op != "Dropout" or any(g.has_uses(o) or o.is_graph_output for o in extra):
+                return f"its channels reach {where}, which has a second output"
             if op in PASSTHROUGH:
                 if op == "PRelu" and not _per_channel_const(g, user, 1, chain, v):
                     return f"its channels reach {where} with a non per-channel slope"
-                work.append(user.outputs[0])
+                work.extend([user.outputs[0], *extra])  # an unused Dropout mask has the same layout
             elif op == "BatchNormalization":
+                if user.attr("training_mode", 0):
+                    return f"{where} is in training mode"
                 for i in range(1, 5):
                     if g.const_value(user.inputs[i]) is None:
                         return f"{where} has parameters that are not constant"
@@ -312,9 +308,10 @@ def apply(model: Model, units: list[ChannelUnit]) -> None:
             raise RuntimeError(f"prune-channels: {u.node} can no longer be pruned: {reason}")
         keep = np.asarray(u.keep, np.int64)
         for node, index, axis in chain.slices:
-            data = g.const_value(node.inputs[index])
-            sliced = np.ascontiguousarray(np.take(data, keep, axis=axis))
-            g.set_input(node, index, g.add_initializer(f"{node.inputs[index].name}_pruned", Tensor.from_numpy(sliced)))
+            old = node.inputs[index]
+            sliced = np.ascontiguousarray(np.take(g.const_value(old), keep, axis=axis))
+            g.set_input(node, index, g.add_initializer(f"{old.name}_pruned", Tensor.from_numpy(sliced)))
+            drop_if_unused(g, old)
         for node in chain.groups:
             g.set_attr(node, "group", len(keep))
         for v in chain.values:

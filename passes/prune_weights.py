@@ -57,6 +57,7 @@ class PrunedLayer:
     op: str
     weight: str  # the weight value the layer reads
     data: np.ndarray  # the pruned weight
+    nodes: list = field(default_factory=list)  # every layer reading that weight
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -75,12 +76,19 @@ class PruneWeights(Pass):
             return PassResult(False)
         report: dict = {"method": o.method, "layers": [], "skipped": []}
         ctx.reports[self.name] = report
-        candidates = []
+        candidates, seen = [], {}
         for node in graph.toposort():
             w, data = sparsity.weight_of(graph, node)
-            if w is None or data.dtype != np.float32 or _quantized(graph, node):
+            if w is None:
+                continue
+            if w.name in seen:  # a weight two layers share is pruned once, for both
+                seen[w.name].append(node.name)
                 continue
             reason = self._excluded(node, ctx)
+            if reason is None and _quantized(graph, node):
+                reason = "its weight is quantized already (prune before int8)"
+            elif reason is None and data.dtype.kind != "f":
+                reason = f"its weight is {data.dtype}, not a float type"
             axis = sparsity.input_channel_axis(node, data)
             if reason is None and o.method == "2:4" and data.shape[axis] % 4:
                 reason = f"input-channel axis {axis} has {data.shape[axis]} entries, not a multiple of 4"
@@ -88,17 +96,23 @@ class PruneWeights(Pass):
                 report["skipped"].append({"node": node.name, "op": node.op_type, "reason": reason})
                 continue
             candidates.append((node, w, data, axis))
+            seen[w.name] = [node.name]
         layers = self._prune(candidates) if candidates else []
+        for L in layers:
+            L.nodes = seen[L.weight]
         if not layers:
             return PassResult(False, {"layers": 0})
-        layers, accuracy, kept = self._budget(ctx, layers)
+        settings = ctx.calibration or calibration.CalibrationSettings()
+        layers, accuracy, kept, _ = lossy.within_budget(ctx.model, calibration.split_samples(settings, ctx.model)[1],
+                                                        settings.batch_size, layers, apply, o.max_drop,
+                                                        "prune-weights (dense)")
         report["kept_dense"] = kept
+        report["accuracy"] = accuracy.to_dict() if accuracy else None
         if not layers:
             return PassResult(False, {"layers": 0})
         apply(ctx.model, layers)
         pruned = {L.node: L.data for L in layers}
         report["layers"] = [_layer_entry(n, d, pruned.get(n.name, d)) for n, _, d, _ in candidates]
-        report["accuracy"] = accuracy.to_dict() if accuracy else None
         total = sum(L.data.size for L in layers)
         zeros = sum(int(L.data.size - np.count_nonzero(L.data)) for L in layers)
         return PassResult(True, {"layers": len(layers), "sparsity": round(100.0 * zeros / max(total, 1), 2)})
@@ -144,21 +158,6 @@ class PruneWeights(Pass):
             out.append(PrunedLayer(n.name, n.op_type, w.name, flat.reshape(d.shape)))
         return out
 
-    def _budget(self, ctx: PassContext, layers: list[PrunedLayer]):
-        """Accuracy on held-out samples; with max_drop, the most sensitive layers stay dense."""
-        o, settings = self.options, ctx.calibration or calibration.CalibrationSettings()
-        if settings.data is None:
-            if o.max_drop >= 0:
-                log.warning("prune-weights: max_drop needs held-out data (--calib); not applied")
-            return layers, None, []
-        held = calibration.load_samples(settings.data, ctx.model).split(settings.holdout, settings.samples)[1]
-        if held is None:
-            return layers, None, []
-        ev = lossy.Evaluator(ctx.model.clone(), held, settings.batch_size, apply)
-        accuracy = ev.measure(layers)
-        if o.max_drop < 0 or accuracy.drop() <= o.max_drop:
-            return layers, accuracy, []
-        return lossy.hold_budget(ev, layers, ev.sensitivity(layers), o.max_drop, accuracy, "prune-weights (dense)")
 
 
 def _lamp(w: np.ndarray) -> np.ndarray:
@@ -181,9 +180,17 @@ def apply(model: Model, layers: list[PrunedLayer]) -> None:
     g = model.graph
     nodes = {n.name: n for n in g.nodes}
     for L in layers:
-        node = nodes[L.node]
+        old = g.value(L.weight)
         new = g.add_initializer(f"{L.weight}_pruned", Tensor.from_numpy(L.data))
-        g.set_input(node, 1, new)
+        for name in L.nodes or [L.node]:
+            g.set_input(nodes[name], 1, new)
+        drop_if_unused(g, old)
+
+
+def drop_if_unused(g: Graph, v) -> None:
+    """Remove a constant a pruning pass replaced, unless something else still reads it."""
+    if v is not None and v.const is not None and not g.has_uses(v) and not v.is_graph_output and not v.is_graph_input:
+        g.remove_value(v)
 
 
 def _layer_entry(node, before: np.ndarray, after: np.ndarray) -> dict:

@@ -35,7 +35,6 @@ QMAX = 127  # symmetric narrow range [-127, 127], as TensorRT quantizes
 MIN_SCALE = 1e-30  # scales stay strictly positive, and normal float32 numbers
 MIN_OPSET = 13
 WEIGHT_MODES = ("int8", "float")
-HELD_OUT_MAX = 256
 # A model with any of these is quantized already: quantizing it again would stack scales.
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                  "ConvInteger", "MatMulInteger"}
@@ -109,21 +108,9 @@ class QuantizeInt8(Pass):
                                  "source": f"calibrated in {seconds:.3f}s" if seconds is not None
                                  else f"cache {settings.cache}"}
 
-        evaluator = None
-        if held is not None:
-            evaluator = lossy.Evaluator(model.clone(), held, settings.batch_size,
-                                        lambda m, units: apply(m.graph, units, amax, o))
-        active = list(layers)
-        accuracy = evaluator.measure(active) if evaluator else None
-        sensitivity: dict[str, float] = {}
-        fallback: list[str] = []
-        if evaluator and (o.sensitivity or (o.max_drop >= 0 and accuracy.drop() > o.max_drop)):
-            sensitivity = evaluator.sensitivity(layers)
-        if evaluator and o.max_drop >= 0 and accuracy.drop() > o.max_drop:
-            active, accuracy, fallback = lossy.hold_budget(evaluator, layers, sensitivity, o.max_drop, accuracy,
-                                                           "quantize-int8 (kept in FP32)")
-        if held is None and o.max_drop >= 0:
-            log.warning("quantize-int8: max_drop needs held-out samples (at least 2 calibration samples); not applied")
+        active, accuracy, fallback, sensitivity = lossy.within_budget(
+            model, held, settings.batch_size, layers, lambda m, units: apply(m.graph, units, amax, o), o.max_drop,
+            "quantize-int8 (kept in FP32)", sensitivity=o.sensitivity)
 
         stats = apply(graph, active, amax, o)
         report["layers"] = _layer_report(graph, layers, active, amax, sensitivity)
@@ -156,17 +143,11 @@ def _drop_unfolded_bn(graph: Graph, layers: list[Layer]):
 
 
 def _samples(model: Model, settings: calibration.CalibrationSettings):
-    if settings.data is None:
-        log.warning("quantize-int8: NO CALIBRATION DATA: calibrating on %d random samples; INT8 ranges from random "
-                    "inputs rarely fit real ones. Give representative data with --calib DATA.npz",
-                    settings.random_samples)
-        samples = calibration.random_samples(model, settings)
-    else:
-        samples = calibration.load_samples(settings.data, model)
-    calib, held = samples.split(settings.holdout, settings.samples)
-    if held is not None and held.size > HELD_OUT_MAX:
-        held = held.subset(held.size - HELD_OUT_MAX, held.size)
-    return calib, held
+    if settings.data is not None:
+        return calibration.split_samples(settings, model)
+    log.warning("quantize-int8: NO CALIBRATION DATA: calibrating on %d random samples; INT8 ranges from random "
+                "inputs rarely fit real ones. Give representative data with --calib DATA.npz", settings.random_samples)
+    return calibration.random_samples(model, settings).split(settings.holdout, settings.samples)
 
 
 def _tensors_to_calibrate(graph: Graph, layers: list[Layer]) -> list[str]:

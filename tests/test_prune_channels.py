@@ -119,3 +119,28 @@ def test_budget_keeps_sensitive_layers_whole():
     assert report(strict)["kept_whole"] == ["conv1"] and not strict.records[0].modified
     loose = graphopt.optimize(model, "prune-channels{method=channel,max_drop=100}", calibration=feeds, validate=False)
     assert report(loose)["kept_whole"] == [] and loose.records[0].modified
+
+
+def test_second_outputs_keep_the_layer_whole_and_min_channels_is_checked():
+    model = build([helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+                   helper.make_node("MaxPool", ["c1"], ["p", "idx"], name="pool", kernel_shape=[2, 2]),
+                   helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2")],
+                  {"w1": w(16, 4, 3, 3), "w2": w(8, 16, 1, 1)}, out_shape=("N", 8, 7, 7))
+    result = graphopt.optimize(model, "prune{method=channel}")
+    assert {s["node"]: s["reason"] for s in report(result)["skipped"]}["conv1"] == \
+        "its channels reach MaxPool 'pool', which has a second output"
+    with pytest.raises(PipelineError, match="option 'min_channels' must be at least 1, got 0"):
+        graphopt.optimize(chain_model(), "prune{method=channel,min_channels=0}")
+
+
+def test_dynamo_exports_prune_after_folding(golden_path):
+    from helpers import golden
+
+    path = golden_path(next(m for m in golden.CORPUS if m.name == "cnn_dynamo"))
+    result = graphopt.optimize(path, "prune{method=channel,ratio=0.5}")
+    assert report(result)["layers"]  # the bias built by Expand(CastLike(...)) folds first
+
+
+def test_standalone_pass_leaves_no_orphaned_weights():
+    result = graphopt.optimize(chain_model(), "prune-channels{method=channel}", validate=False)
+    assert all(result.model.graph.has_uses(v) or v.is_graph_output for v in result.model.graph.initializers)

@@ -119,3 +119,39 @@ def test_budget_keeps_sensitive_layers_dense():
     assert report["kept_dense"] and report["accuracy"]["drop"] <= 1.0
     loose = graphopt.optimize(DIGITS + ".onnx", "prune{method=2:4,max_drop=100}", calibration=feeds, validate=False)
     assert loose.pass_reports["prune-weights"]["kept_dense"] == []
+
+
+def test_shared_weight_is_pruned_once_and_stays_shared():
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(1).standard_normal((8, 4, 3, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["a"], name="c1"),
+                           helper.make_node("Conv", ["x2", "w"], ["b"], name="c2"),
+                           helper.make_node("Add", ["a", "b"], ["y"])], "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5]),
+                           helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 4, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 3, 3])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = graphopt.optimize(m, "prune{sparsity=0.3}", validate=False)
+    convs = [n for n in result.model.graph.nodes if n.op_type == "Conv"]
+    assert convs[0].inputs[1] is convs[1].inputs[1]
+    assert len(result.model.graph.initializers) == 1
+
+
+def test_fp16_weights_are_pruned_and_quantized_ones_are_reported():
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(2).standard_normal((8, 8, 1, 1)).astype(np.float16)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 8, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 8, 3, 3])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = graphopt.optimize(m, "prune{method=2:4}")
+    assert all(L.two_four for L in layer_sparsity(result.model))
+    q = graphopt.optimize(small_cnn(), "int8", calibration=[{"x": np.ones((1, 3, 16, 16), np.float32)}] * 4,
+                          validate=False)
+    again = graphopt.optimize(graphopt.backend.to_proto(q.model), "prune-weights", validate=False)
+    reasons = {s["reason"] for s in again.pass_reports["prune-weights"]["skipped"]}
+    assert reasons == {"its weight is quantized already (prune before int8)"}
