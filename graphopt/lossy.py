@@ -67,6 +67,17 @@ def within_budget(model: Model, held, batch_size: int, units: list, apply: Apply
     return kept, accuracy, left_out, scores
 
 
+def budget_for_run(ctx, units: list, apply: Apply, max_drop: float, what: str):
+    """within_budget on the run's held-out calibration samples (--calib): for the passes that
+    need data only to measure (pruning). Returns (units to apply, accuracy, names left out)."""
+    from graphopt.calibration import CalibrationSettings, split_samples
+
+    settings = ctx.calibration or CalibrationSettings()
+    held = split_samples(settings, ctx.model)[1]
+    kept, accuracy, left_out, _ = within_budget(ctx.model, held, settings.batch_size, units, apply, max_drop, what)
+    return kept, accuracy, left_out
+
+
 def hold_budget(ev: Evaluator, units: list, sensitivity: dict[str, float], budget: float, full: AccuracyReport,
                 what: str) -> tuple[list, AccuracyReport, list[str]]:
     """Leave the most sensitive units unchanged, as few as possible, until the loss is within

@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt import calibration, lossy
+from graphopt import lossy
 from graphopt.cost import model_cost
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Node, Tensor, Value
@@ -116,10 +116,7 @@ class PruneChannels(Pass):
         units = self._select(graph, chains)
         if not units:
             return PassResult(False, {"layers": 0})
-        settings = ctx.calibration or calibration.CalibrationSettings()
-        units, accuracy, kept, _ = lossy.within_budget(ctx.model, calibration.split_samples(settings, ctx.model)[1],
-                                                       settings.batch_size, units, apply, o.max_drop,
-                                                       "prune-channels (whole)")
+        units, accuracy, kept = lossy.budget_for_run(ctx, units, apply, o.max_drop, "prune-channels (whole)")
         report["kept_whole"] = kept
         report["accuracy"] = accuracy.to_dict() if accuracy else None
         if not units:

@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from graphopt import calibration, lossy, sparsity
+from graphopt import lossy, sparsity
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Tensor
 from graphopt.passmanager import Pass, PassContext, PassResult
@@ -102,10 +102,7 @@ class PruneWeights(Pass):
             L.nodes = seen[L.weight]
         if not layers:
             return PassResult(False, {"layers": 0})
-        settings = ctx.calibration or calibration.CalibrationSettings()
-        layers, accuracy, kept, _ = lossy.within_budget(ctx.model, calibration.split_samples(settings, ctx.model)[1],
-                                                        settings.batch_size, layers, apply, o.max_drop,
-                                                        "prune-weights (dense)")
+        layers, accuracy, kept = lossy.budget_for_run(ctx, layers, apply, o.max_drop, "prune-weights (dense)")
         report["kept_dense"] = kept
         report["accuracy"] = accuracy.to_dict() if accuracy else None
         if not layers:
