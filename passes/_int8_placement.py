@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from graphopt.ir import Graph, Node, Value
+from graphopt.passes._exclude import excluded
 from graphopt.ir.tensor import elem_type
 
 FLOAT = elem_type(np.float32)
@@ -80,7 +81,7 @@ def plan(graph: Graph, rules: PlacementRules, in_scope) -> tuple[list[Layer], li
             continue  # not a candidate at all (e.g. an Add of a constant)
         if layer is not None:
             # explicit exclusions always hold; a default one (skip=...) yields to force_nodes
-            reason = _excluded(node, rules, in_scope) or reason
+            reason = excluded(node, rules.exclude_ops, rules.exclude_nodes, in_scope) or reason
             if reason and reason.startswith("skip=") and any(fnmatchcase(node.name, g) for g in rules.force_nodes):
                 reason = None
         if reason is None:
@@ -90,17 +91,6 @@ def plan(graph: Graph, rules: PlacementRules, in_scope) -> tuple[list[Layer], li
         else:
             skipped.append(Skipped(node.name, node.op_type, reason))
     return layers, skipped
-
-
-def _excluded(node: Node, rules: PlacementRules, in_scope) -> Optional[str]:
-    if node.op_type in rules.exclude_ops:
-        return f"excluded by exclude_ops ({node.op_type})"
-    glob = next((g for g in rules.exclude_nodes if fnmatchcase(node.name, g)), None)
-    if glob is not None:
-        return f"excluded by exclude_nodes ({glob})"
-    if not in_scope(node):
-        return "outside the pass's scope"
-    return None
 
 
 def _skip(rules: PlacementRules, rule: str, why: str) -> Optional[str]:

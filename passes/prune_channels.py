@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Optional
 
 import numpy as np
@@ -28,7 +27,8 @@ from graphopt import lossy
 from graphopt.cost import model_cost
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Node, Tensor, Value
-from graphopt.passes.prune_weights import METHODS, drop_if_unused, words
+from graphopt.passes._exclude import excluded
+from graphopt.passes.prune_weights import METHODS, drop_if_unused
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
 
@@ -106,7 +106,7 @@ class PruneChannels(Pass):
             chain, reason = analyze(graph, node)
             if chain is None and reason is None:
                 continue
-            reason = reason or self._excluded(node, ctx)
+            reason = reason or excluded(node, self.options.exclude_ops, self.options.exclude_nodes, ctx.in_scope)
             if reason is None and chain.channels <= o.min_channels:
                 reason = f"{chain.channels} channels: no more than min_channels={o.min_channels}"
             if reason is not None:
@@ -132,14 +132,6 @@ class PruneChannels(Pass):
         return PassResult(True, {"layers": len(units), "flops_cut_percent": round(cut, 2),
                                  "params_before": before.params, "params_after": after.params})
 
-    def _excluded(self, node: Node, ctx: PassContext) -> Optional[str]:
-        o = self.options
-        if node.op_type in words(o.exclude_ops):
-            return f"excluded by exclude_ops ({node.op_type})"
-        glob = next((g for g in words(o.exclude_nodes) if fnmatchcase(node.name, g)), None)
-        if glob is not None:
-            return f"excluded by exclude_nodes ({glob})"
-        return None if ctx.in_scope(node) else "outside the pass's scope"
 
     def _select(self, graph: Graph, chains: list[Chain]) -> list[ChannelUnit]:
         o = self.options

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 
 import numpy as np
 
 from graphopt import lossy, sparsity
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Tensor
+from graphopt.passes._exclude import excluded
 from graphopt.passmanager import Pass, PassContext, PassResult
 
 log = logging.getLogger("graphopt")
@@ -60,10 +60,6 @@ class PrunedLayer:
     nodes: list = field(default_factory=list)  # every layer reading that weight
 
 
-def words(text: str) -> tuple[str, ...]:
-    return tuple(w.strip() for w in text.split(",") if w.strip())
-
-
 class PruneWeights(Pass):
     name = "prune-weights"
     summary = "zero weights by magnitude (per layer or global) or in TensorRT's 2:4 pattern"
@@ -84,7 +80,7 @@ class PruneWeights(Pass):
             if w.name in seen:  # a weight two layers share is pruned once, for both
                 seen[w.name].append(node.name)
                 continue
-            reason = self._excluded(node, ctx)
+            reason = excluded(node, self.options.exclude_ops, self.options.exclude_nodes, ctx.in_scope)
             if reason is None and _quantized(graph, node):
                 reason = "its weight is quantized already (prune before int8)"
             elif reason is None and data.dtype.kind != "f":
@@ -114,16 +110,6 @@ class PruneWeights(Pass):
         zeros = sum(int(L.data.size - np.count_nonzero(L.data)) for L in layers)
         return PassResult(True, {"layers": len(layers), "sparsity": round(100.0 * zeros / max(total, 1), 2)})
 
-    def _excluded(self, node, ctx: PassContext):
-        o = self.options
-        if node.op_type in words(o.exclude_ops):
-            return f"excluded by exclude_ops ({node.op_type})"
-        glob = next((g for g in words(o.exclude_nodes) if fnmatchcase(node.name, g)), None)
-        if glob is not None:
-            return f"excluded by exclude_nodes ({glob})"
-        if not ctx.in_scope(node):
-            return "outside the pass's scope"
-        return None
 
     def _prune(self, candidates) -> list[PrunedLayer]:
         o = self.options

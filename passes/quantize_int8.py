@@ -25,7 +25,8 @@ from graphopt import calibration, lossy
 from graphopt.errors import PipelineError, UserInputError
 from graphopt.ir import Graph, Model, Tensor
 from graphopt.ir.tensor import elem_type
-from graphopt.passes._int8_placement import SKIP_RULES, Layer, PlacementRules, concat_ties, plan
+from graphopt.passes._exclude import words
+from graphopt.passes._int8_placement import SKIP_RULES, Layer, PlacementRules, Skipped, concat_ties, plan
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
 
@@ -64,13 +65,9 @@ class QuantizeInt8Options:
             raise PipelineError(f"option 'method' must be one of {', '.join(calibration.METHODS)}, got {self.method!r}")
         if self.weights not in WEIGHT_MODES:
             raise PipelineError(f"option 'weights' must be int8 or float, got {self.weights!r}")
-        unknown = [s for s in _words(self.skip) if s not in SKIP_RULES]
+        unknown = [s for s in words(self.skip) if s not in SKIP_RULES]
         if unknown:
             raise PipelineError(f"option 'skip' has unknown exclusion {unknown[0]!r}; known: {', '.join(SKIP_RULES)}")
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(w.strip() for w in text.split(",") if w.strip())
 
 
 class QuantizeInt8(Pass):
@@ -87,9 +84,9 @@ class QuantizeInt8(Pass):
             raise UserInputError(f"quantize-int8 needs opset >= {MIN_OPSET} (per-channel DequantizeLinear); the model "
                                 f"is opset {model.opset}: run raise-opset first (the int8 alias does)")
         infer_shapes(model)
-        rules = PlacementRules(skip=_words(o.skip), min_channels=o.min_channels, residual=o.residual, bmm=o.bmm,
-                               per_channel=o.per_channel, exclude_ops=_words(o.exclude_ops),
-                               exclude_nodes=_words(o.exclude_nodes), force_nodes=_words(o.force_nodes))
+        rules = PlacementRules(skip=words(o.skip), min_channels=o.min_channels, residual=o.residual, bmm=o.bmm,
+                               per_channel=o.per_channel, exclude_ops=words(o.exclude_ops),
+                               exclude_nodes=words(o.exclude_nodes), force_nodes=words(o.force_nodes))
         layers, skipped = plan(graph, rules, ctx.in_scope)
         layers, unfolded = _drop_unfolded_bn(graph, layers)
         skipped += unfolded
@@ -127,8 +124,6 @@ class QuantizeInt8(Pass):
 
 def _drop_unfolded_bn(graph: Graph, layers: list[Layer]):
     """Convs still followed by a BatchNormalization would get scales of unfolded weights."""
-    from graphopt.passes._int8_placement import Skipped
-
     keep, skipped = [], []
     nodes = {n.name: n for n in graph.nodes}
     for L in layers:
