@@ -3,8 +3,19 @@ step's scope, with the reason the report gives."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Callable, Optional
+
+
+@dataclass
+class LossyLayerOptions:
+    """Options every lossy layer pass has (its own options dataclass extends this one)."""
+
+    exclude_ops: str = field(default="", metadata={"help": "op types left unchanged (comma list)"})
+    exclude_nodes: str = field(default="", metadata={"help": "node-name globs left unchanged (comma list; quote globs)"})
+    max_drop: float = field(default=-1.0, metadata={"help": "accuracy budget in points (negative: none); the most "
+                                                           "sensitive layers stay unchanged until it holds"})
 
 
 def words(text: str) -> tuple[str, ...]:

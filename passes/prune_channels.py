@@ -27,7 +27,7 @@ from graphopt import lossy
 from graphopt.cost import model_cost
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Node, Tensor, Value
-from graphopt.passes._exclude import excluded
+from graphopt.passes._exclude import LossyLayerOptions, excluded
 from graphopt.passes.prune_weights import METHODS, drop_if_unused
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
@@ -41,7 +41,7 @@ AFFINE = {"Mul", "Add", "Sub", "Div"}
 
 
 @dataclass
-class PruneChannelsOptions:
+class PruneChannelsOptions(LossyLayerOptions):
     method: str = field(default="magnitude", metadata={"help": "acts only for channel (see prune-weights)"})
     ratio: float = field(default=0.3, metadata={"help": "share of output channels removed (0 to 1)"})
     allocation: str = field(default="layer", metadata={"help": "layer: `ratio` of every layer; global: `ratio` "
@@ -49,10 +49,6 @@ class PruneChannelsOptions:
     criterion: str = field(default="auto", metadata={"help": "auto (BatchNorm |gamma| when one follows, else L1), "
                                                              "l1 or bn"})
     min_channels: int = field(default=4, metadata={"help": "channels every layer keeps at least"})
-    exclude_ops: str = field(default="", metadata={"help": "op types left whole (comma list)"})
-    exclude_nodes: str = field(default="", metadata={"help": "node-name globs left whole (comma list)"})
-    max_drop: float = field(default=-1.0, metadata={"help": "accuracy budget in points (negative: none); the most "
-                                                           "sensitive layers stay whole until it holds"})
 
     def __post_init__(self):
         if self.method not in METHODS:

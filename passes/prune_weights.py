@@ -23,7 +23,7 @@ import numpy as np
 from graphopt import lossy, sparsity
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Tensor
-from graphopt.passes._exclude import excluded
+from graphopt.passes._exclude import LossyLayerOptions, excluded
 from graphopt.passmanager import Pass, PassContext, PassResult
 
 log = logging.getLogger("graphopt")
@@ -32,15 +32,11 @@ METHODS = ("magnitude", "2:4", "channel")
 
 
 @dataclass
-class PruneWeightsOptions:
+class PruneWeightsOptions(LossyLayerOptions):
     method: str = field(default="magnitude", metadata={"help": "magnitude, 2:4 or channel (channel: prune-channels)"})
     sparsity: float = field(default=0.5, metadata={"help": "share of weights zeroed by magnitude pruning (0 to 1)"})
     allocation: str = field(default="global", metadata={"help": "global: `sparsity` of all weights, spread over the "
                                                                  "layers by LAMP scores; layer: each layer to `sparsity`"})
-    exclude_ops: str = field(default="", metadata={"help": "op types left dense (comma list)"})
-    exclude_nodes: str = field(default="", metadata={"help": "node-name globs left dense (comma list)"})
-    max_drop: float = field(default=-1.0, metadata={"help": "accuracy budget in points (negative: none); the most "
-                                                           "sensitive layers stay dense until it holds"})
 
     def __post_init__(self):
         if self.method not in METHODS:

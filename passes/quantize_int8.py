@@ -25,7 +25,7 @@ from graphopt import calibration, lossy
 from graphopt.errors import PipelineError, UserInputError
 from graphopt.ir import Graph, Model, Tensor
 from graphopt.ir.tensor import elem_type
-from graphopt.passes._exclude import words
+from graphopt.passes._exclude import LossyLayerOptions, words
 from graphopt.passes._int8_placement import SKIP_RULES, Layer, PlacementRules, Skipped, concat_ties, plan
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
@@ -43,7 +43,7 @@ FLOAT, INT8 = elem_type(np.float32), elem_type(np.int8)
 
 
 @dataclass
-class QuantizeInt8Options:
+class QuantizeInt8Options(LossyLayerOptions):
     method: str = field(default="", metadata={"help": "calibration method: minmax, percentile, entropy or mse "
                                                       "(default: the run's, entropy unless set)"})
     weights: str = field(default="int8", metadata={"help": "int8: INT8 initializers + DequantizeLinear; float: float + Q/DQ"})
@@ -53,11 +53,7 @@ class QuantizeInt8Options:
     skip: str = field(default=",".join(SKIP_RULES), metadata={"help": "default exclusions to apply (comma list; '' for none)"})
     min_channels: int = field(default=4, metadata={"help": "convs with fewer output channels, or fewer products per "
                                                             "output (Cin/group x kernel), stay FP32 (tiny-conv)"})
-    exclude_ops: str = field(default="", metadata={"help": "op types to leave in FP32 (comma list)"})
-    exclude_nodes: str = field(default="", metadata={"help": "node-name globs to leave in FP32 (comma list)"})
     force_nodes: str = field(default="", metadata={"help": "node-name globs quantized despite a default exclusion"})
-    max_drop: float = field(default=-1.0, metadata={"help": "accuracy budget in points (negative: none); the most "
-                                                           "sensitive layers fall back to FP32 until it holds"})
     sensitivity: bool = field(default=False, metadata={"help": "report every layer's sensitivity even without a budget"})
 
     def __post_init__(self):
