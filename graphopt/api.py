@@ -89,7 +89,10 @@ def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
 
 def pin_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Give inputs concrete shapes. A symbolic dim pinned this way is that number wherever the
+    model names it (ONNX: one dim_param name, one size)."""
     inputs = {v.name: v for v in model.graph.inputs}
+    bound: dict[str, int] = {}
     for name, shape in shapes.items():
         v = inputs.get(name)
         if v is None:
@@ -102,7 +105,15 @@ def pin_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
             if len(v.shape) != len(shape) or any(isinstance(d, int) and d != p for d, p in zip(v.shape, shape)):
                 raise GraphoptError(f"--input-shape {name}:{'x'.join(map(str, shape))} does not match the "
                                     f"model's input shape {list(v.shape)}")
+            for d, p in zip(v.shape, shape):
+                if isinstance(d, str) and bound.setdefault(d, p) != p:
+                    raise GraphoptError(f"--input-shape gives dim {d!r} two sizes, {bound[d]} and {p}")
         v.shape = tuple(shape)
+    if bound:
+        for g in model.graph.walk():
+            for v in g.values:
+                if v.shape is not None and any(isinstance(d, str) and d in bound for d in v.shape):
+                    v.shape = tuple(bound.get(d, d) if isinstance(d, str) else d for d in v.shape)
 
 
 def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str, Sequence] = "none", *,

@@ -18,7 +18,7 @@ from graphopt.errors import GraphoptError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = {"passes", "trt-check", "qdq-lint", "sparsity", "check", "fmt"}
+SUBCOMMANDS = {"passes", "trt-check", "qdq-lint", "sparsity", "inspect", "check", "fmt"}
 EXIT_FINDINGS = 4  # trt-check found errors
 
 
@@ -74,6 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _qdq_lint_command(argv[1:])
         if argv and argv[0] == "sparsity":
             return _sparsity_command(argv[1:])
+        if argv and argv[0] == "inspect":
+            return _inspect_command(argv[1:])
         if argv and argv[0] == "check":
             return _check_command(argv[1:])
         if argv and argv[0] == "fmt":
@@ -295,6 +297,47 @@ def _qdq_lint_command(argv: list[str]) -> int:
     return _findings_command(argv, "qdq-lint", qdq_lint, "List Q/DQ placements TensorRT's explicit quantization "
                              "rejects (zero points, scales, axes, quantized bias, residual Adds, unpaired Q/DQ). "
                              "Exit code 4 when there are errors.")
+
+
+def _inspect_command(argv: list[str]) -> int:
+    from graphopt import api, frontend
+    from graphopt.inspection import diff, inspect
+
+    p = _Parser(prog="graphopt inspect", description="Params, MACs and FLOPs per node and per op type (formulas "
+                "in the symbolic dims unless --input-shape pins them), weight bytes by dtype, peak activation "
+                "memory, op histogram, opsets, dynamic dims. With --diff, what changed from MODEL to B.")
+    p.add_argument("model")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS", help="pin an input's shape")
+    p.add_argument("--diff", metavar="B.onnx", help="compare with another model (e.g. after a pipeline)")
+    p.add_argument("--json", action="store_true", help="print JSON (top level: params, flops, macs, weight_bytes, "
+                   "peak_activation_bytes, ops, ...)")
+    args = p.parse_args(argv)
+    shapes = api.parse_input_shapes(args.input_shape)
+
+    def load(path):
+        m = frontend.load(path)
+        api.pin_input_shapes(m, shapes)
+        return inspect(m)
+
+    a = load(args.model)
+    result = diff(a, load(args.diff)) if args.diff else a
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.diff:
+        for key, (x, y) in ((k, v) for k, v in result.items() if k not in ("ops", "outputs")):
+            print(f"{key}: {x} -> {y}")
+        for op, (x, y) in result["ops"].items():
+            print(f"  {op}: {x} -> {y}")
+        for name, (x, y) in result["outputs"].items():
+            print(f"output {name}: {x} -> {y}")
+    else:
+        print(f"params {a['params']:,}  MACs {a['macs']}  FLOPs {a['flops']}  peak activations "
+              f"{a['peak_activation_bytes']:,} B  weights {a['weight_bytes']}")
+        print(f"opsets {a['opsets']}  dynamic dims {a['dynamic_dims'] or 'none'}")
+        print(f"{'op type':24s} {'count':>6s} {'params':>12s}  FLOPs")
+        for op, e in a["by_op_type"].items():
+            print(f"{op:24s} {e['count']:6d} {e['params']:12,d}  {e['flops']}")
+    return 0
 
 
 def _sparsity_command(argv: list[str]) -> int:

@@ -1,0 +1,109 @@
+"""graphopt inspect: params exact, FLOPs against a hand count, formulas in symbolic dims, peak
+activation memory, diff, and the CLI's JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import golden
+from onnx import numpy_helper, shape_inference
+
+import graphopt
+from graphopt.api import pin_input_shapes
+from graphopt.cli import main
+from graphopt.inspection import Poly, inspect
+
+
+def hand_count(path: str) -> tuple[int, int]:
+    """(float params the graph reads, Conv + Gemm FLOPs) counted straight from the ONNX file."""
+    m = onnx.load(path)
+    read = {i for n in m.graph.node for i in n.input}
+    params = sum(int(np.prod(t.dims)) for t in m.graph.initializer
+                 if t.data_type == onnx.TensorProto.FLOAT and t.name in read)
+    m = shape_inference.infer_shapes(m)
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input)}
+    inits = {t.name: list(t.dims) for t in m.graph.initializer}
+    flops = 0
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            out = shapes[n.output[0]]  # [N, Cout, Hout, Wout]
+            cout, cin_g, kh, kw = inits[n.input[1]]
+            flops += 2 * out[0] * out[2] * out[3] * cout * cin_g * kh * kw + (out[0] * cout * out[2] * out[3] if len(n.input) > 2 else 0)
+        elif n.op_type == "Gemm":
+            w = inits[n.input[1]]
+            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+            n_out, k = (w[0], w[1]) if trans_b else (w[1], w[0])
+            m_rows = shapes[n.output[0]][0]
+            flops += 2 * m_rows * n_out * k + (m_rows * n_out if len(n.input) > 2 else 0)
+    return params, flops
+
+
+def layer_flops(report) -> int:
+    return sum(report["by_op_type"][op]["flops"] for op in ("Conv", "Gemm") if op in report["by_op_type"])
+
+
+@pytest.mark.parametrize("name", ["resnet50", pytest.param("vgg19", marks=pytest.mark.large)])
+def test_params_exact_and_flops_match_a_hand_count(golden_path, name):
+    path = golden_path(next(m for m in golden.CORPUS if m.name == name))
+    report = inspect(graphopt.load(path))
+    params, flops = hand_count(path)
+    assert report["params"] == params
+    assert abs(layer_flops(report) - flops) <= 0.01 * flops
+    assert report["macs"] == {"resnet50": 4_089_184_256, "vgg19": 19_632_062_464}[name]
+
+
+def test_transformer_costs_are_formulas_until_pinned(golden_path):
+    path = golden_path(next(m for m in golden.CORPUS if m.name == "encoder_dynamo"))
+    free = inspect(graphopt.load(path))
+    assert free["dynamic_dims"] == ["batch", "seq"]
+    assert "batch*seq*seq" in free["macs"]  # attention: quadratic in the sequence
+    pinned = graphopt.load(path)
+    pin_input_shapes(pinned, {"input_ids": (2, 16), "attention_mask": (2, 16)})
+    fixed = inspect(pinned)
+    assert fixed["dynamic_dims"] == [] and isinstance(fixed["macs"], int)
+    # the formula at batch=2, seq=16 is the pinned count
+    poly = Poly()
+    for term in free["macs"].split(" + "):
+        factors = term.split("*")
+        value = int(factors[0]) if factors[0].isdigit() else 1
+        for f in factors[1 if factors[0].isdigit() else 0:]:
+            value *= {"batch": 2, "seq": 16}[f]
+        poly = poly + value
+    assert poly.value() == fixed["macs"]
+
+
+def test_peak_activation_memory_in_execution_order():
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+                           helper.make_node("MatMul", ["b", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                          [numpy_helper.from_array(np.zeros((1000, 10), np.float32), "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    report = inspect(graphopt.load(m))
+    # each Relu's input dies once it has run: at most two 4000-byte tensors are alive at once
+    assert report["peak_activation_bytes"] == 8000
+    assert report["params"] == 10000 and report["weight_bytes"] == {"float32": 40000}
+    assert report["macs"] == 10000 and report["flops"] == 2000 + 20000
+
+
+def test_cli_json_and_diff(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    from int8_models import small_cnn
+
+    onnx.save(small_cnn(), path)
+    assert main(["inspect", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"params", "flops", "macs", "weight_bytes", "peak_activation_bytes", "ops"} <= set(report)
+    assert report["ops"]["BatchNormalization"] == 2
+    out = tmp_path / "p.onnx"
+    graphopt.optimize(str(path), "prune{method=channel,ratio=0.5}", output=str(out), validate=False)
+    assert main(["inspect", str(path), "--diff", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ops"]["BatchNormalization"] == [2, 0] and d["params"][1] < d["params"][0]
+    assert d["outputs"] == {}  # same outputs, same shapes
