@@ -13,6 +13,7 @@ import onnx
 
 from graphopt.errors import GraphoptError
 
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
               "Bernoulli", "Multinomial", "Dropout"}  # Dropout draws its mask in training mode
 
@@ -89,9 +90,13 @@ class Session:
         except Exception as e:  # onnxruntime raises several unrelated types
             raise GraphoptError(f"onnxruntime cannot load {self.label}: {first_line(e)}") from None
         self.output_names = [o.name for o in self._sess.get_outputs()]
+        # a float input the model takes in another precision (fp16{keep_io=false}) gets the feed cast
+        self._float_inputs = {i.name: _FLOAT_TYPES[i.type] for i in self._sess.get_inputs() if i.type in _FLOAT_TYPES}
 
     def run(self, feed: dict[str, np.ndarray], names: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
         names = list(names or self.output_names)
+        feed = {k: (v.astype(self._float_inputs[k]) if k in self._float_inputs and v.dtype.kind == "f"
+                    and v.dtype != self._float_inputs[k] else v) for k, v in feed.items()}
         try:
             outs = self._sess.run(names, feed)
         except Exception as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from graphopt.passes.convert_precision import Bf16, Fp16
 from graphopt.passes.cse import CommonSubexpressionElimination
 from graphopt.passes.dead_code_elimination import DeadCodeElimination
 from graphopt.passes.eliminate_identity import EliminateIdentity
@@ -39,6 +40,8 @@ PASSES = [
     QuantizeInt8,
     PruneWeights,
     PruneChannels,
+    Fp16,
+    Bf16,
 ]
 
 ALIASES = [

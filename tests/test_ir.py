@@ -213,3 +213,16 @@ def test_add_node_with_attrs_emits_valid_onnx():
     g.outputs.append(t.outputs[0])
     assert t.attr("perm") == [1, 0]
     assert t.attr("missing", 7) == 7
+
+
+def test_insert_after_output_keeps_the_output_name_and_inner_uses():
+    g = Graph("g")
+    x = g.add_input("x")
+    relu = g.add_node("Relu", [x], ["y"])
+    y = relu.outputs[0]
+    g.outputs.append(y)
+    neg = g.add_node("Neg", [y], ["z"])
+    cast = g.insert_after_output(y, "Cast", {"to": 10})
+    assert [v.name for v in g.outputs] == ["y"] and g.outputs[0] is cast.outputs[0]
+    assert y.name == "y_inner" and neg.inputs[0] is y and cast.inputs[0] is y
+    g.verify()

@@ -466,6 +466,19 @@ class Graph:
         self.remove_node(node)
         return True
 
+    def insert_after_output(self, old: Value, op_type: str, attrs: Optional[dict] = None) -> Node:
+        """Put a one-input node between graph output `old` and the outside: the new node's output
+        becomes the graph output and takes its name; `old` (renamed) keeps its other uses."""
+        if not old.is_graph_output:
+            raise IRError(f"{old.name!r} is not a graph output")
+        name = old._name
+        self.rename(old, name + "_inner")
+        node = self.add_node(op_type, [old], [name], attrs)
+        out = node.outputs[0]
+        out.dtype, out.shape = old.dtype, old.shape  # the caller retypes it if the op changes the type
+        self.outputs = [out if v is old else v for v in self.outputs]
+        return node
+
     def can_take_output_name(self, v: Value) -> bool:
         """Whether `v` can be renamed to a graph output's name (a plain node output)."""
         return not (v.is_capture or v.is_graph_input or v.is_graph_output or v.const is not None

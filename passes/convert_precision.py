@@ -1,0 +1,214 @@
+"""fp16 / bf16: run a float32 model's weights and compute in half precision, keeping numerically
+sensitive ops in float32.
+
+- Kept in float32: the op types in `keep_ops` (reductions, exponentials, normalizations, Softmax,
+  random ops, ... by default), node-name globs in `keep_nodes`, and every op that reads or writes a
+  tensor whose magnitude on the calibration data (--calib, else seeded random inputs) exceeds
+  `max_abs` (default: half of float16's 65504), so nothing overflows to inf.
+- Everything else that computes in float32 converts: its float32 constants are stored in the new
+  type, and a Cast is inserted only where a value crosses between the two regions (one per value).
+  Cast pairs that round-trip a half value through float32 are removed.
+- With `keep_io=true` (the default) graph inputs and outputs stay float32 (a Cast at each edge).
+
+Validation reports the error against the float32 model (cosine, SNR).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import ClassVar
+
+import numpy as np
+
+from graphopt import calibration
+from graphopt.errors import PipelineError
+from graphopt.ir import Graph, Node, Tensor, Value
+from graphopt.ir.tensor import elem_type, np_dtype
+from graphopt.passes._exclude import words
+from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.shapes import infer_shapes
+
+log = logging.getLogger("graphopt")
+
+FLOAT = elem_type(np.float32)
+FP16_MAX = 65504.0
+KEEP_OPS = ("ReduceMean,ReduceSum,ReduceSumSquare,ReduceL2,ReduceLogSumExp,ReduceProd,Exp,Log,Pow,Sqrt,Reciprocal,"
+            "Softmax,LogSoftmax,LayerNormalization,InstanceNormalization,GroupNormalization,Erf,CumSum,Range,TopK,"
+            "NonMaxSuppression,RandomNormal,RandomUniform,RandomNormalLike,RandomUniformLike,Multinomial,Bernoulli,"
+            "Einsum,Loop,If,Scan")
+# Inputs an op takes as float32 whatever its data type (ONNX type constraints)
+FLOAT32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1), ("RoiAlign", 1)}
+
+
+@dataclass
+class PrecisionOptions:
+    keep_ops: str = field(default=KEEP_OPS, metadata={"help": "op types kept in float32 (comma list)"})
+    keep_nodes: str = field(default="", metadata={"help": "node-name globs kept in float32 (comma list)"})
+    keep_io: bool = field(default=True, metadata={"help": "graph inputs and outputs stay float32"})
+    max_abs: float = field(default=FP16_MAX / 2, metadata={"help": "ops touching larger magnitudes on calibration "
+                                                                    "data stay float32 (0: do not measure)"})
+
+    def __post_init__(self):
+        if self.max_abs < 0:
+            raise PipelineError(f"option 'max_abs' must be at least 0, got {self.max_abs}")
+
+
+class _ConvertPrecision(Pass):
+    Options = PrecisionOptions
+    lossless = False
+    target: ClassVar[np.dtype]
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        o = self.options
+        half = elem_type(self.target)
+        if any(v.dtype == half for v in graph.values):
+            return PassResult(False, {"note": f"the model already has {self.target.name} tensors"})
+        infer_shapes(ctx.model)
+        keep_ops, keep_globs = set(words(o.keep_ops)), words(o.keep_nodes)
+        hot = self._out_of_range(ctx) if o.max_abs > 0 and self.target == np.float16 else set()
+        order = graph.toposort()
+        convert: list[Node] = []
+        kept: dict[str, str] = {}
+        for node in order:
+            floats = [v for v in node.inputs + node.outputs if v is not None and v.dtype == FLOAT]
+            if not floats or node.domain not in ("", "ai.onnx"):
+                continue
+            reason = None
+            if node.op_type in keep_ops:
+                reason = "op type kept in float32"
+            elif any(fnmatchcase(node.name, g) for g in keep_globs):
+                reason = "kept by keep_nodes"
+            elif any(v.name in hot for v in floats):
+                reason = f"|values| above {o.max_abs:g} on the calibration data"
+            elif any(not isinstance(k, int) for v in node.outputs if v is not None for _, k in graph.uses(v)):
+                reason = "its output is read inside a subgraph (If/Loop/Scan bodies stay float32)"
+            elif not ctx.in_scope(node):
+                reason = "outside the pass's scope"
+            if reason:
+                kept[node.name] = reason
+            else:
+                convert.append(node)
+        if not convert:
+            return PassResult(False, {"converted": 0})
+        casts = self._convert(graph, convert, half)
+        removed = _drop_round_trips(graph, half)
+        ctx.reports[self.name] = {"converted": len(convert), "kept_float32": kept, "casts": casts - removed}
+        return PassResult(True, {"converted": len(convert), "kept_float32": len(kept), "casts": casts - removed})
+
+    def _out_of_range(self, ctx: PassContext) -> set[str]:
+        """Float tensors whose magnitude on calibration (or random) data exceeds max_abs."""
+        settings = ctx.calibration or calibration.CalibrationSettings()
+        g = ctx.model.graph
+        tensors = [v.name for v in g.values if v.dtype == FLOAT and v.const is None and g.producer(v) is not None]
+        if not tensors:
+            return set()
+        if settings.data is not None:
+            samples = calibration.split_samples(settings, ctx.model)[0]
+        else:  # a few seeded random inputs: catches what overflows on any input, not real-data peaks
+            samples = calibration.random_samples(ctx.model, dataclasses.replace(settings, random_samples=8))
+        ranges = calibration.collect_ranges(ctx.model, tensors, samples, settings, "minmax")
+        hot = {name for name, amax in ranges.amax.items() if amax > self.options.max_abs}
+        hot |= set(ranges.nonfinite)
+        return hot
+
+    def _convert(self, graph: Graph, convert: list[Node], half: int) -> int:
+        """Retype the nodes in `convert`; Casts where values cross regions. Returns Casts added."""
+        inside = {n.id for n in convert}
+        cast_cache: dict[tuple[int, int], Value] = {}
+        half_consts: dict[int, Value] = {}
+        added = 0
+
+        def cast(v: Value, to: int) -> Value:
+            nonlocal added
+            key = (v.id, to)
+            if key not in cast_cache:
+                node = graph.add_node("Cast", [v], [f"{v.name}_{'half' if to == half else 'float'}"], {"to": to},
+                                      name=f"{v.name}/Cast")
+                node.doc_string = f"created by graphopt pass {self.name}"
+                out = node.outputs[0]
+                out.dtype, out.shape = to, v.shape
+                cast_cache[key] = out
+                added += 1
+            return cast_cache[key]
+
+        # 1. outputs of converted nodes (and, without keep_io, graph inputs) become half; their
+        #    float32 readers get a Cast back
+        retyped = [v for v in graph.inputs if v.dtype == FLOAT and v.const is None] if not self.options.keep_io else []
+        for v in retyped:
+            v.dtype = half
+            for user, index in graph.uses(v):
+                if user.id not in inside or (user.op_type, index) in FLOAT32_INPUTS:
+                    graph.set_input(user, index, cast(v, FLOAT))
+        for node in convert:
+            for v in node.outputs:
+                if v is None or v.dtype != FLOAT:
+                    continue
+                v.dtype = half
+                outside = [(u, i) for u, i in graph.uses(v) if u.id not in inside or (u.op_type, i) in FLOAT32_INPUTS]
+                for user, index in outside:
+                    graph.set_input(user, index, cast(v, FLOAT))
+                if v.is_graph_output:
+                    if self.options.keep_io:
+                        graph.insert_after_output(v, "Cast", {"to": FLOAT}).outputs[0].dtype = FLOAT
+                        added += 1
+            if node.op_type == "Cast" and node.attr("to") == FLOAT:
+                graph.set_attr(node, "to", half)
+            for name in ("value",):  # ConstantOfShape / Constant float payloads
+                a = node.attrs.get(name)
+                if a is not None and isinstance(a.value, Tensor) and a.value.dtype == FLOAT:
+                    graph.set_attr(node, name, Tensor.from_numpy(a.value.numpy().astype(self.target)))
+        # 2. float32 inputs of converted nodes: constants stored in half, the rest Cast
+        for node in convert:
+            for index, v in enumerate(node.inputs):
+                if v is None or v.dtype != FLOAT or (node.op_type, index) in FLOAT32_INPUTS:
+                    continue
+                data = graph.const_value(v)
+                if data is not None and not v.is_graph_input:
+                    if v.id not in half_consts:
+                        half_consts[v.id] = graph.add_constant(_to_half(data, self.target), f"{v.name}_{self.target.name}")
+                    graph.set_input(node, index, half_consts[v.id])
+                else:
+                    graph.set_input(node, index, cast(v, half))
+        return added
+
+
+def _to_half(data: np.ndarray, target: np.dtype) -> np.ndarray:
+    out = np.clip(data, -FP16_MAX, FP16_MAX) if target == np.float16 else data
+    return np.asarray(out).astype(target)
+
+
+def _drop_round_trips(graph: Graph, half: int) -> int:
+    """Cast(half -> float) -> Cast(float -> half) gives back the half value exactly: read it."""
+    removed = 0
+    for node in graph.toposort():
+        if node.op_type != "Cast" or node.attr("to") != half:
+            continue
+        src = node.inputs[0]
+        p = graph.producer(src) if src is not None else None
+        if p is None or p.op_type != "Cast" or p.attr("to") != FLOAT:
+            continue
+        original = p.inputs[0]
+        if original is None or original.dtype != half or node.outputs[0].is_graph_output:
+            continue
+        graph.replace_all_uses(node.outputs[0], original)
+        graph.remove_node(node)
+        removed += 1
+        if not graph.has_uses(p.outputs[0]) and not p.outputs[0].is_graph_output:
+            graph.remove_node(p)
+            removed += 1
+    return removed
+
+
+class Fp16(_ConvertPrecision):
+    name = "fp16"
+    summary = "float16 weights and compute; sensitive and out-of-range ops stay float32, Casts at the borders"
+    target = np.dtype(np.float16)
+
+
+class Bf16(_ConvertPrecision):
+    name = "bf16"
+    summary = "bfloat16 weights and compute (float32 range); sensitive ops stay float32, Casts at the borders"
+    target = np.dtype(np_dtype(elem_type(np.float32) + 15))  # TensorProto.BFLOAT16 = 16
