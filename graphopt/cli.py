@@ -40,7 +40,8 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="pin an input's shape, e.g. input:1x3x224x224 (repeatable)")
-    p.add_argument("--report", metavar="FILE.json", help="write per-pass stats, timings and validation")
+    p.add_argument("--report", metavar="FILE.json|FILE.md", help="write per-pass stats, timings, validation and "
+                   "what changed (inspect diff); .md writes Markdown with per-layer error charts (SVG) beside it")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--calib", metavar="DATA.npz|FOLDER",
                    help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them")
@@ -155,11 +156,7 @@ def _optimize_command(argv: list[str]) -> int:
     for name in args.explain:
         _print_explain(name, result.near_misses)
     if args.report:
-        from graphopt.trt_check import trt_check
-
-        report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
-                  "trt_check": [f.to_dict() for f in trt_check(result.model)]}
-        _write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
+        _write_report(args, result)
     if not args.quiet:
         q = result.pass_reports.get("quantize-int8")
         if q and q.get("layers"):
@@ -176,6 +173,27 @@ def _optimize_command(argv: list[str]) -> int:
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}", file=sys.stderr)
     return 0
+
+
+def _write_report(args, result) -> None:
+    """--report FILE.json (everything) or FILE.md (Markdown, per-layer error charts beside it)."""
+    from graphopt import frontend
+    from graphopt.inspection import diff, inspect
+    from graphopt.trt_check import trt_check
+
+    report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
+              "trt_check": [f.to_dict() for f in trt_check(result.model)],
+              "inspect_diff": diff(inspect(frontend.load(args.model)), inspect(result.model))}
+    if not args.report.endswith(".md"):
+        _write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
+        return
+    from graphopt.report_md import markdown
+
+    stem = os.path.splitext(args.report)[0]
+    text, charts = markdown(report, stem)
+    for name, svg in charts.items():
+        _write_text_atomically(os.path.join(os.path.dirname(os.path.abspath(args.report)), name), svg)
+    _write_text_atomically(args.report, text)
 
 
 def _print_pruning(reports: dict) -> None:

@@ -102,3 +102,27 @@ def hold_budget(ev: Evaluator, units: list, sensitivity: dict[str, float], budge
     log.warning("%s: %d layer(s) left unchanged to hold max_drop=%g (loss %.3g -> %.3g): %s", what, len(names),
                 budget, full.drop(), best.drop(), ", ".join(names))
     return kept, best, names
+
+
+def layer_errors(reference: Model, changed: Model, feeds: list[dict], tensors: list[str]) -> dict[str, float]:
+    """Relative L2 error (||changed - reference|| / ||reference||) of each named tensor that both
+    models compute, over `feeds`: where along the graph a lossy change loses accuracy."""
+    import numpy as np
+
+    def run(model: Model) -> dict[str, list]:
+        m = model.clone()
+        names = [t for t in tensors if m.graph.value(t) is not None and m.graph.producer(m.graph.value(t)) is not None]
+        outputs = {v.name for v in m.graph.outputs}
+        m.graph.outputs.extend(m.graph.value(t) for t in names if t not in outputs)
+        with Session(backend.ort_view(m), optimized=True) as sess:
+            got = [sess.run(feed, names) for feed in feeds]
+        return {t: [g[t] for g in got] for t in names}
+
+    ref, new = run(reference), run(changed)
+    errors = {}
+    for t in tensors:
+        if t in ref and t in new:
+            num = sum(float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)) for a, b in zip(ref[t], new[t]))
+            den = sum(float(np.sum(np.asarray(a, np.float64) ** 2)) for a in ref[t])
+            errors[t] = (num / den) ** 0.5 if den > 0 else 0.0
+    return errors

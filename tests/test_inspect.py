@@ -107,3 +107,65 @@ def test_cli_json_and_diff(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["ops"]["BatchNormalization"] == [2, 0] and d["params"][1] < d["params"][0]
     assert d["outputs"] == {}  # same outputs, same shapes
+
+
+def test_markdown_report_with_per_layer_error_chart(tmp_path, capsys):
+    from int8_models import small_cnn
+
+    path = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), path)
+    rep = tmp_path / "run.md"
+    feeds = tmp_path / "c.npz"
+    np.savez(feeds, x=np.random.default_rng(0).standard_normal((20, 3, 16, 16)).astype(np.float32))
+    assert main([str(path), "-p", "int8", "--calib", str(feeds), "-o", str(tmp_path / "o.onnx"), "--report", str(rep)]) == 0
+    text = rep.read_text()
+    assert text.startswith("# graphopt report: m.onnx")
+    assert "| 0 | raise-opset |" in text and "## What changed" in text and "| BatchNormalization nodes | 2 | 0 |" in text
+    assert "![per-layer error of quantize-int8](run.quantize-int8.svg)" in text
+    svg = (tmp_path / "run.quantize-int8.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") == 6  # 5 convs and the Gemm
+    capsys.readouterr()
+
+
+def test_json_report_has_the_inspect_diff(tmp_path, capsys):
+    from int8_models import small_cnn
+
+    path = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), path)
+    rep = tmp_path / "r.json"
+    assert main([str(path), "-p", "fuse", "-o", str(tmp_path / "o.onnx"), "--report", str(rep)]) == 0
+    d = json.loads(rep.read_text())["inspect_diff"]
+    assert d["ops"]["BatchNormalization"] == [2, 0] and d["macs"][0] == d["macs"][1]
+    capsys.readouterr()
+
+
+def test_encoder_flops_match_a_hand_count(golden_path):
+    """MatMul/Gemm FLOPs of the transformer encoder at batch 2, sequence 16, against shapes
+    onnxruntime itself produces."""
+    import onnxruntime as ort
+
+    path = golden_path(next(m for m in golden.CORPUS if m.name == "encoder_dynamo"))
+    m = onnx.load(path)
+    layers = [n for n in m.graph.node if n.op_type in ("MatMul", "Gemm")]
+    names = [x for n in layers for x in (n.input[0], n.output[0])]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    known = {o.name for o in probe.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in known and name not in {i.name for i in probe.graph.input}:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.ones((2, 16), np.int64), "attention_mask": np.ones((2, 16), np.int64)}
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    hand = 0
+    for n in layers:
+        a, y = outs.get(n.input[0], feeds.get(n.input[0])), outs[n.output[0]]
+        k = a.shape[0] if n.op_type == "Gemm" and any(x.name == "transA" and x.i for x in n.attribute) else a.shape[-1]
+        hand += 2 * y.size * k + (y.size if n.op_type == "Gemm" and len(n.input) > 2 else 0)
+    pinned = graphopt.load(path)
+    pin_input_shapes(pinned, {"input_ids": (2, 16), "attention_mask": (2, 16)})
+    report = inspect(pinned)
+    mine = sum(report["by_op_type"].get(op, {}).get("flops", 0) for op in ("MatMul", "Gemm"))
+    assert abs(mine - hand) <= 0.01 * hand

@@ -1,0 +1,75 @@
+"""`--report out.md`: the run's report as Markdown (a table per pass, validation, what changed),
+with each lossy pass's per-layer error drawn as an SVG bar chart beside it."""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any
+
+
+def markdown(report: dict[str, Any], chart_prefix: str) -> tuple[str, dict[str, str]]:
+    """(the Markdown text, {chart file name: SVG text}); charts are named `chart_prefix.PASS.svg`."""
+    lines = [f"# graphopt report: {os.path.basename(report.get('input') or 'model')}", ""]
+    lines += [f"- pipeline: `{report.get('pipeline')}`", f"- output: `{report.get('output')}`",
+              f"- nodes: {report['nodes_before']} -> {report['nodes_after']} in {report['seconds']:.2f} s"]
+    val = report.get("validation")
+    if val:
+        if val.get("lossy"):
+            acc = val["accuracy"]
+            top1 = f", top-1 agreement {acc['top1_agreement']:.2f}%" if acc.get("top1_agreement") is not None else ""
+            lines.append(f"- validation (lossy, against the input): cosine {acc['cosine']:.5f}{top1}"
+                         f"{'; ' + '; '.join(val['problems']) if val['problems'] else ''}")
+        else:
+            lines.append(f"- validation: {'ok' if val['ok'] else 'FAILED'}, max abs error {val['max_abs']:.3g}, "
+                         f"max rel error {val['max_rel']:.3g}")
+    if report.get("rolled_back"):
+        lines.append(f"- rolled back: {', '.join(report['rolled_back'])}")
+    lines += ["", "## Passes", "", "| # | pass | group | modified | nodes | seconds | stats |", "|---:|---|---|---|---:|---:|---|"]
+    for p in report["passes"]:
+        stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items()) or (p.get("error") or "")
+        lines.append(f"| {p['index']} | {p['label']} | {p['group'] or ''} | {'yes' if p['modified'] else 'no'} | "
+                     f"{p['nodes_before']} -> {p['nodes_after']} | {p['seconds']:.3f} | {_cell(stats)} |")
+    diff = report.get("inspect_diff")
+    if diff:
+        lines += ["", "## What changed", "", "| | before | after |", "|---|---:|---:|"]
+        for key in ("params", "macs", "flops", "weight_bytes", "peak_activation_bytes"):
+            a, b = diff[key]
+            lines.append(f"| {key} | {a} | {b} |")
+        for op, (a, b) in diff["ops"].items():
+            lines.append(f"| {op} nodes | {a} | {b} |")
+    charts: dict[str, str] = {}
+    for name, details in (report.get("pass_reports") or {}).items():
+        errors = details.get("layer_error") if isinstance(details, dict) else None
+        if not errors:
+            continue
+        file = f"{os.path.basename(chart_prefix)}.{name}.svg"
+        charts[file] = bar_chart(errors, f"{name}: relative error of each layer's output against float32")
+        lines += ["", f"## {name}: per-layer error", "", f"![per-layer error of {name}]({file})", "",
+                  "| layer | relative error |", "|---|---:|"]
+        lines += [f"| {_cell(layer)} | {e:.3g} |" for layer, e in errors.items()]
+    return "\n".join(lines) + "\n", charts
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def bar_chart(values: dict[str, float], title: str) -> str:
+    """A horizontal bar chart as SVG: one bar per entry, longest at full width."""
+    bar_h, gap, label_w, plot_w = 16, 4, 320, 360
+    top = 30
+    height = top + len(values) * (bar_h + gap) + 10
+    peak = max(values.values(), default=0.0) or 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
+             f'font-family="sans-serif" font-size="11">',
+             f'<text x="4" y="16" font-size="13">{html.escape(title)}</text>']
+    for i, (label, value) in enumerate(values.items()):
+        y = top + i * (bar_h + gap)
+        short = label if len(label) <= 48 else "..." + label[-45:]
+        width = max(1.0, plot_w * value / peak)
+        parts += [f'<text x="{label_w - 6}" y="{y + bar_h - 4}" text-anchor="end">{html.escape(short)}</text>',
+                  f'<rect x="{label_w}" y="{y}" width="{width:.1f}" height="{bar_h}" fill="#4a7ab5"/>',
+                  f'<text x="{label_w + width + 4:.1f}" y="{y + bar_h - 4}">{value:.3g}</text>']
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
