@@ -168,7 +168,8 @@ def _optimize_command(argv: list[str]) -> int:
             print(f"graphopt: int8: {n8} layers INT8, {len(q['layers']) - n8} fallen back to FP32, "
                   f"{len(q['skipped'])} left FP32 by placement{held}", file=sys.stderr)
         _print_pruning(result.pass_reports)
-        val = result.validation.summary() if result.validation else "skipped (--no-validate)"
+        val = (result.validation.summary() if result.validation
+               else "skipped (--no-validate)" if not validate else "skipped (onnxruntime cannot run the result)")
         rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}", file=sys.stderr)

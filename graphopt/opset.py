@@ -13,6 +13,17 @@ from graphopt.errors import UserInputError
 from graphopt.ir import Model
 
 
+def takes_type(op_type: str, opset: int, type_str: str, domain: str = "") -> bool:
+    """Whether the op's schema at `opset` lets every float type constraint be `type_str`
+    (e.g. "tensor(bfloat16)": Conv takes it only from opset 22)."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except Exception:  # unknown op or domain: nothing is known to work
+        return False
+    floats = [tc for tc in schema.type_constraints if "tensor(float)" in tc.allowed_type_strs]
+    return bool(floats) and all(type_str in tc.allowed_type_strs for tc in floats)
+
+
 def convert(model: Model, target: int) -> Model:
     """`model` converted to default-domain opset `target` (>= its own), or a clear error."""
     if model.opset >= target:

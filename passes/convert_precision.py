@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from graphopt import calibration
+from graphopt import calibration, lossy, opset
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Node, Tensor, Value
 from graphopt.ir.tensor import elem_type, np_dtype
@@ -41,6 +41,7 @@ KEEP_OPS = ("ReduceMean,ReduceSum,ReduceSumSquare,ReduceL2,ReduceLogSumExp,Reduc
             "Einsum,Loop,If,Scan")
 # Inputs an op takes as float32 whatever its data type (ONNX type constraints)
 FLOAT32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1), ("RoiAlign", 1)}
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # whose per-layer error the report charts
 
 
 @dataclass
@@ -68,6 +69,7 @@ class _ConvertPrecision(Pass):
             return PassResult(False, {"note": f"the model already has {self.target.name} tensors"})
         infer_shapes(ctx.model)
         keep_ops, keep_globs = set(words(o.keep_ops)), words(o.keep_nodes)
+        type_str = f"tensor({self.target.name})"
         hot = self._out_of_range(ctx) if o.max_abs > 0 and self.target == np.float16 else set()
         order = graph.toposort()
         convert: list[Node] = []
@@ -87,16 +89,33 @@ class _ConvertPrecision(Pass):
                 reason = "its output is read inside a subgraph (If/Loop/Scan bodies stay float32)"
             elif not ctx.in_scope(node):
                 reason = "outside the pass's scope"
+            elif not opset.takes_type(node.op_type, ctx.opset, type_str):
+                reason = f"its ONNX schema at opset {ctx.opset} has no {self.target.name} version"
             if reason:
                 kept[node.name] = reason
             else:
                 convert.append(node)
         if not convert:
             return PassResult(False, {"converted": 0})
+        reference = ctx.model.clone()
+        layers = {n.outputs[0].name: n.name for n in convert if n.op_type in LAYER_OPS and n.outputs[0] is not None}
         casts = self._convert(graph, convert, half)
         removed = _drop_round_trips(graph, half)
-        ctx.reports[self.name] = {"converted": len(convert), "kept_float32": kept, "casts": casts - removed}
+        report = {"converted": len(convert), "kept_float32": kept, "casts": casts - removed}
+        if self.target == np.float16:  # numpy runs float16; onnxruntime's CPU kernels cover it
+            errors = lossy.layer_errors(reference, ctx.model, self._feeds(ctx), list(layers))
+            report["layer_error"] = {layers[t]: e for t, e in errors.items()}
+        ctx.reports[self.name] = report
         return PassResult(True, {"converted": len(convert), "kept_float32": len(kept), "casts": casts - removed})
+
+    def _feeds(self, ctx: PassContext) -> list[dict]:
+        """A few feeds to measure per-layer error on: calibration data if given, else random."""
+        settings = ctx.calibration or calibration.CalibrationSettings()
+        if settings.data is not None:
+            samples = calibration.split_samples(settings, ctx.model)[0]
+        else:
+            samples = calibration.random_samples(ctx.model, dataclasses.replace(settings, random_samples=4))
+        return [feed for feed, _, _ in samples.batches(settings.batch_size)][:4]
 
     def _out_of_range(self, ctx: PassContext) -> set[str]:
         """Float tensors whose magnitude on calibration (or random) data exceeds max_abs."""

@@ -105,7 +105,9 @@ class QuantizeInt8(Pass):
             model, held, settings.batch_size, layers, lambda m, units: apply(m.graph, units, amax, o), o.max_drop,
             "quantize-int8 (kept in FP32)", sensitivity=o.sensitivity)
 
+        reference = model.clone()
         stats = apply(graph, active, amax, o)
+        report["layer_error"] = _layer_errors(reference, model, held or calib, settings, active)
         report["layers"] = _layer_report(graph, layers, active, amax, sensitivity)
         report["fallback"] = fallback
         report["accuracy"] = accuracy.to_dict() if accuracy else None
@@ -283,6 +285,16 @@ def _quantized_weight(graph: Graph, w, axis: Optional[int], mode: str):
     out = dq.outputs[0]
     out.dtype, out.shape = FLOAT, w.shape
     return out
+
+
+def _layer_errors(reference: Model, model: Model, samples, settings, layers: list[Layer]) -> dict[str, float]:
+    """Relative error of every quantized layer's output against the float model (a few batches)."""
+    nodes = {n.name: n for n in model.graph.nodes}
+    tensors = [nodes[L.node].outputs[0].name for L in effective(layers) if L.kind in ("conv", "gemm", "matmul", "bmm")]
+    feeds = [feed for feed, _, _ in samples.batches(settings.batch_size)][:4]
+    errors = lossy.layer_errors(reference, model, feeds, tensors)
+    by_tensor = {nodes[L.node].outputs[0].name: L.node for L in layers if L.node in nodes}
+    return {by_tensor[t]: e for t, e in errors.items()}
 
 
 def _layer_report(graph: Graph, layers: list[Layer], active: list[Layer], amax, sensitivity) -> list[dict]:

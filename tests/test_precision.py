@@ -76,6 +76,21 @@ def test_keep_io_false_makes_the_interface_half_and_bf16_converts():
     assert any(v.dtype == TensorProto.BFLOAT16 for v in bf.model.graph.values)
 
 
+def test_bf16_keeps_ops_without_a_bfloat16_schema(tmp_path, caplog):
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    out = tmp_path / "bf.onnx"
+    result = graphopt.optimize(m, "bf16", output=str(out))
+    assert result.pass_reports["bf16"]["kept_float32"] == {"conv": "its ONNX schema at opset 17 has no bfloat16 version"}
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert result.validation is None and "validation skipped" in caplog.text  # no bfloat16 Relu on CPU
+
+
 def test_second_run_changes_nothing():
     m = model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {})
     once = graphopt.optimize(m, "fp16", validate=False)
