@@ -107,7 +107,18 @@ def _concrete(d, axis: int, symbols: dict[str, int]) -> int:
     return symbols.setdefault(d, default)
 
 
+MAX_FEED_BYTES = 1 << 30  # one draw of validation inputs; more is a model declaring absurd dims
+
+
 def random_feeds(specs, draws: int, seed: int) -> list[dict[str, np.ndarray]]:
+    total = 0
+    for name, elem_type, shape in specs:
+        size = int(np.prod(shape, dtype=np.float64)) * onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+        total += size
+        if total > MAX_FEED_BYTES:
+            raise GraphoptError(f"input {name!r} declares shape {list(shape)} ({size:.3g} bytes): too large to make "
+                                f"validation inputs for; pin a smaller shape with --input-shape {name}:... or "
+                                f"use --no-validate")
     feeds = []
     for draw in range(draws):
         rng = np.random.default_rng([seed, draw])

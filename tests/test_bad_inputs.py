@@ -1,0 +1,140 @@
+"""The bad-input corpus, through the real command line: every case is refused with one line that
+names the problem, a non-zero exit code, no traceback, and no output file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+Y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+
+
+def model(nodes, inputs=(X,), outputs=(Y,), inits=(), opsets=(("", 17),)) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", list(inputs), list(outputs), list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], ir_version=8)
+
+
+def relu():
+    return model([helper.make_node("Relu", ["x"], ["y"])])
+
+
+def with_external(folder, **entries):
+    """A MatMul model whose weight lives in w.bin; `entries` overrides its external_data keys."""
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], inits=[w])
+    path = os.path.join(folder, "model.onnx")
+    onnx.save_model(m, path, save_as_external_data=True, location="w.bin", size_threshold=0)
+    if entries:
+        m = onnx.load(path, load_external_data=False)
+        kv = {e.key: e.value for e in m.graph.initializer[0].external_data}
+        kv.update(entries)
+        del m.graph.initializer[0].external_data[:]
+        for k, v in kv.items():
+            m.graph.initializer[0].external_data.add(key=k, value=v)
+        with open(path, "wb") as f:
+            f.write(m.SerializeToString())
+    return path
+
+
+def write(folder, data) -> str:
+    path = os.path.join(folder, "model.onnx")
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.SerializeToString())
+    return path
+
+
+def symlinked(folder):
+    path = with_external(folder)
+    os.rename(os.path.join(folder, "w.bin"), os.path.join(folder, "real.bin"))
+    os.symlink(os.path.join(folder, "real.bin"), os.path.join(folder, "w.bin"))
+    return path
+
+
+def hard_linked(folder):
+    path = with_external(folder)
+    os.link(os.path.join(folder, "w.bin"), os.path.join(folder, "other.bin"))
+    return path
+
+
+def cyclic():
+    return model([helper.make_node("Add", ["x", "b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+                  helper.make_node("Identity", ["a"], ["y"])])
+
+
+def calib(folder, name, **arrays):
+    path = os.path.join(folder, f"{name}.npz")
+    np.savez(path, **arrays)
+    return path
+
+
+CASES = {
+    "empty file": (lambda d: write(d, b""), [], "file is empty"),
+    "truncated protobuf": (lambda d: write(d, relu().SerializeToString()[:-5]), [], "not an ONNX model"),
+    "random bytes": (lambda d: write(d, bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))), [],
+                     "not an ONNX model"),
+    "a protobuf that is not a model": (
+        lambda d: write(d, helper.make_tensor("t", TensorProto.FLOAT, [1], [1.0]).SerializeToString()), [],
+        "not an ONNX model"),
+    "dangling edge": (lambda d: write(d, model([helper.make_node("Add", ["x", "nowhere"], ["y"])])), [],
+                      "reads 'nowhere', which no node"),
+    "cycle": (lambda d: write(d, cyclic()), [], "has a cycle"),
+    "duplicate value names": (lambda d: write(d, model([helper.make_node("Relu", ["x"], ["y"]),
+                                                        helper.make_node("Neg", ["x"], ["y"])])), [],
+                              "value name 'y' is defined twice"),
+    "missing opset import": (lambda d: write(d, model([helper.make_node("Relu", ["x"], ["y"])], opsets=())), [],
+                             "has no opset import"),
+    "op from an unknown domain": (
+        lambda d: write(d, model([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.acme")],
+                                 opsets=(("", 17), ("com.acme", 1)))), [],
+        "onnxruntime cannot load"),
+    "unsupported opset": (lambda d: write(d, model([helper.make_node("Relu", ["x"], ["y"])], opsets=(("", 99),))), [],
+                          "unsupported opset 99"),
+    "external data: absolute path": (lambda d: with_external(d, location="/etc/passwd"), [], "is an absolute path"),
+    "external data: ..": (lambda d: with_external(d, location="../w.bin"), [], "contains '..'"),
+    "external data: symlink": (symlinked, [], "is a symlink"),
+    "external data: hard link": (hard_linked, [], "hard-linked"),
+    "external data: past the end": (lambda d: with_external(d, offset="64"), [], "past the end"),
+    "external data: unknown key": (lambda d: with_external(d, evil="1"), [], "unknown external data key 'evil'"),
+    "absurd declared dims": (
+        lambda d: write(d, model([helper.make_node("Relu", ["x"], ["y"])],
+                                 inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [10**6, 10**6, 1000])],
+                                 outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])), [],
+        "too large to make validation inputs"),
+    "calibration data with a wrong name": (
+        lambda d: write(d, relu()), ["-p", "int8", "--calib", "{calib_wrong_name}"], "'image' is not a model input"),
+    "calibration data with a wrong shape": (
+        lambda d: write(d, relu()), ["-p", "int8", "--calib", "{calib_wrong_shape}"], "has shape [3, 5]"),
+    "calibration data with a wrong dtype": (
+        lambda d: write(d, relu()), ["-p", "int8", "--calib", "{calib_wrong_dtype}"], "is float64, the model takes float32"),
+    "malformed pipeline": (lambda d: write(d, relu()), ["-p", "fuse{"], "-p:1:5: expected '}' or a name, got end of input"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_refused_cleanly(tmp_path, case):
+    build, extra, message = CASES[case]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = build(str(folder))
+    files = {name: calib(str(tmp_path), name, **arrays) for name, arrays in (
+        ("calib_wrong_name", {"image": np.zeros((3, 4), np.float32)}),
+        ("calib_wrong_shape", {"x": np.zeros((3, 5), np.float32)}),
+        ("calib_wrong_dtype", {"x": np.zeros((3, 4), np.float64)}))}
+    args = [files.get(a.strip("{}"), a) for a in extra] or ["-p", "fold"]
+    out = tmp_path / "out.onnx"
+    run = subprocess.run([sys.executable, "-m", "graphopt.cli", path, *args, "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines and lines[0].startswith("graphopt: error: ") and message in lines[0], run.stderr
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    if case != "malformed pipeline":  # a DSL error shows the line and a caret under it
+        assert len(lines) == 1, run.stderr
+    assert not out.exists() and not any(p.name.startswith(".graphopt") for p in tmp_path.iterdir())
