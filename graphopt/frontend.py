@@ -65,6 +65,9 @@ def read_model_proto(path: str) -> tuple[onnx.ModelProto, MappedFile, list[wire.
         stripped, payloads = wire.strip_initializer_data(mapped.buffer(), MAPPED_MIN_BYTES)
         proto.ParseFromString(stripped)
     except (DecodeError, RuntimeError, ValueError) as e:
+        if "MaxDepth" in str(e) or "recursion" in str(e).lower():
+            raise ModelLoadError(f"{path}: its subgraphs are nested deeper than the protobuf parser allows "
+                                 f"(about 100 levels of messages)") from None
         raise ModelLoadError(f"{path}: not an ONNX model (protobuf parse failed: {e})") from None
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph or IR version in the protobuf)")

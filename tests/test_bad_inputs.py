@@ -68,6 +68,29 @@ def cyclic():
                   helper.make_node("Identity", ["a"], ["y"])])
 
 
+def deeply_nested(depth: int = 300) -> bytes:
+    """If inside If inside If ..., written on the wire by hand (protobuf will not build it)."""
+    def varint(n):
+        out = b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                return out
+
+    def field(number, payload):
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    leaf = helper.make_graph([helper.make_node("Identity", ["x"], ["o"])], "leaf", [],
+                             [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1, 4])]).SerializeToString()
+    graph = leaf
+    for level in range(depth):
+        branch = field(1, b"then_branch") + field(6, graph) + varint(20 << 3) + varint(5)  # type GRAPH
+        node = field(1, b"c") + field(2, b"o") + field(4, b"If") + field(5, branch)
+        graph = field(1, node) + field(2, f"g{level}".encode())
+    return varint(1 << 3) + varint(8) + field(7, graph) + field(8, varint(2 << 3) + varint(17))
+
+
 def calib(folder, name, **arrays):
     path = os.path.join(folder, f"{name}.npz")
     np.savez(path, **arrays)
@@ -102,6 +125,7 @@ CASES = {
     "external data: hard link": (hard_linked, [], "hard-linked"),
     "external data: past the end": (lambda d: with_external(d, offset="64"), [], "past the end"),
     "external data: unknown key": (lambda d: with_external(d, evil="1"), [], "unknown external data key 'evil'"),
+    "deeply nested subgraphs": (lambda d: write(d, deeply_nested()), [], "nested deeper than the protobuf parser allows"),
     "absurd declared dims": (
         lambda d: write(d, model([helper.make_node("Relu", ["x"], ["y"])],
                                  inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [10**6, 10**6, 1000])],
