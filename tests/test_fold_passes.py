@@ -70,6 +70,8 @@ def test_fold_constants_does_not_bloat_the_model():
     ops, records, _ = optimized(text, "fold-constants")
     assert ops == ["Expand", "Add"]  # 4 MiB of ones from 4 bytes stays an Expand
     assert records[0].stats["skipped_large"] == 1
+    ops, records, _ = optimized(text, "fold-constants{max_bytes=8388608}")  # the cap can be raised
+    assert ops == ["Add"] and records[0].stats["skipped_large"] == 0
 
 
 def test_fold_constants_leaves_random_ops_and_runtime_values():
