@@ -74,6 +74,9 @@ class Session:
         opts.log_severity_level = 3
         opts.enable_cpu_mem_arena = False  # a few batches per session: return memory promptly
         opts.enable_mem_pattern = False
+        # prepacking copies every MatMul/Conv weight into a second, packed buffer: twice the memory
+        # for a session that runs a few batches
+        opts.add_session_config_entry("session.disable_prepacking", "1")
         if intra_threads:
             opts.intra_op_num_threads = intra_threads
         source: str | bytes = model.path if model.data is None else model.data
