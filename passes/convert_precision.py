@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from graphopt import calibration, lossy, opset
-from graphopt.errors import PipelineError
+from graphopt.errors import GraphoptError, PipelineError
 from graphopt.ir import Graph, Node, Tensor, Value
 from graphopt.ir.tensor import elem_type, np_dtype
 from graphopt.passes._exclude import words
@@ -35,6 +35,8 @@ log = logging.getLogger("graphopt")
 
 FLOAT = elem_type(np.float32)
 FP16_MAX = 65504.0
+HALF_TYPES = {elem_type(np.float16), elem_type(np.float32) + 15}  # FLOAT16, BFLOAT16
+TYPE_ATTRS = ("value_float", "value_floats", "dtype")  # Constant / EyeLike / Random*: the type is an attribute
 KEEP_OPS = ("ReduceMean,ReduceSum,ReduceSumSquare,ReduceL2,ReduceLogSumExp,ReduceProd,Exp,Log,Pow,Sqrt,Reciprocal,"
             "Softmax,LogSoftmax,LayerNormalization,InstanceNormalization,GroupNormalization,Erf,CumSum,Range,TopK,"
             "NonMaxSuppression,RandomNormal,RandomUniform,RandomNormalLike,RandomUniformLike,Multinomial,Bernoulli,"
@@ -65,13 +67,14 @@ class _ConvertPrecision(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         o = self.options
         half = elem_type(self.target)
-        if any(v.dtype == half for v in graph.values):
-            return PassResult(False, {"note": f"the model already has {self.target.name} tensors"})
+        if any(v.dtype in HALF_TYPES for g in graph.walk() for v in g.values):
+            return PassResult(False, {"note": "the model already has half-precision tensors"})
         infer_shapes(ctx.model)
         keep_ops, keep_globs = set(words(o.keep_ops)), words(o.keep_nodes)
         type_str = f"tensor({self.target.name})"
         hot = self._out_of_range(ctx) if o.max_abs > 0 and self.target == np.float16 else set()
         order = graph.toposort()
+        from_ints = _integer_derived(graph, order)
         convert: list[Node] = []
         kept: dict[str, str] = {}
         for node in order:
@@ -91,22 +94,46 @@ class _ConvertPrecision(Pass):
                 reason = "outside the pass's scope"
             elif not opset.takes_type(node.op_type, ctx.opset, type_str):
                 reason = f"its ONNX schema at opset {ctx.opset} has no {self.target.name} version"
+            elif any(k in node.attrs for k in TYPE_ATTRS):
+                reason = "an attribute sets its output type"
+            elif node.outputs and node.outputs[0] is not None and node.outputs[0].id in from_ints:
+                reason = "it computes on sizes cast from integers (shape arithmetic)"
+            elif self._constant_out_of_range(graph, node):
+                reason = f"a constant it reads does not fit {self.target.name}"
             if reason:
-                kept[node.name] = reason
+                kept[_label(node)] = reason
             else:
                 convert.append(node)
         if not convert:
+            ctx.reports[self.name] = {"converted": 0, "kept_float32": kept, "casts": 0}
             return PassResult(False, {"converted": 0})
         reference = ctx.model.clone()
-        layers = {n.outputs[0].name: n.name for n in convert if n.op_type in LAYER_OPS and n.outputs[0] is not None}
+        layers = {n.outputs[0].name: _label(n) for n in convert if n.op_type in LAYER_OPS and n.outputs[0] is not None}
         casts = self._convert(graph, convert, half)
         removed = _drop_round_trips(graph, half)
         report = {"converted": len(convert), "kept_float32": kept, "casts": casts - removed}
-        if self.target == np.float16:  # numpy runs float16; onnxruntime's CPU kernels cover it
-            errors = lossy.layer_errors(reference, ctx.model, self._feeds(ctx), list(layers))
-            report["layer_error"] = {layers[t]: e for t, e in errors.items()}
+        if layers and self.target == np.float16:  # onnxruntime's CPU runs float16 (bfloat16 it cannot)
+            try:
+                errors = lossy.layer_errors(reference, ctx.model, self._feeds(ctx), list(layers))
+                report["layer_error"] = {layers[t]: e for t, e in errors.items()}
+                report["layer_error_note"] = ("measured with onnxruntime's CPU kernels, which compute some float16 "
+                                              "ops in float32: the target's error can be larger")
+            except GraphoptError as e:  # a report, not the conversion: say so and go on
+                log.warning("fp16: per-layer error not measured: %s", e)
         ctx.reports[self.name] = report
         return PassResult(True, {"converted": len(convert), "kept_float32": len(kept), "casts": casts - removed})
+
+    def _constant_out_of_range(self, graph: Graph, node: Node) -> bool:
+        """A float constant input that overflows, or has non-zero values that vanish, in half."""
+        for v in node.inputs:
+            data = graph.const_value(v) if v is not None and v.dtype == FLOAT else None
+            if data is None or data.size == 0:
+                continue
+            with np.errstate(over="ignore"):  # overflow is what we are looking for
+                half = data.astype(self.target)
+            if not np.all(np.isfinite(half.astype(np.float32))[np.isfinite(data)]) or np.any((half == 0) & (data != 0)):
+                return True
+        return False
 
     def _feeds(self, ctx: PassContext) -> list[dict]:
         """A few feeds to measure per-layer error on: calibration data if given, else random."""
@@ -155,7 +182,8 @@ class _ConvertPrecision(Pass):
 
         # 1. outputs of converted nodes (and, without keep_io, graph inputs) become half; their
         #    float32 readers get a Cast back
-        retyped = [v for v in graph.inputs if v.dtype == FLOAT and v.const is None] if not self.options.keep_io else []
+        retyped = [v for v in graph.inputs if v.dtype == FLOAT and v.const is None
+                   and all(isinstance(k, int) for _, k in graph.uses(v))] if not self.options.keep_io else []
         for v in retyped:
             v.dtype = half
             for user, index in graph.uses(v):
@@ -166,13 +194,15 @@ class _ConvertPrecision(Pass):
                 if v is None or v.dtype != FLOAT:
                     continue
                 v.dtype = half
-                outside = [(u, i) for u, i in graph.uses(v) if u.id not in inside or (u.op_type, i) in FLOAT32_INPUTS]
+                if v.is_graph_output and self.options.keep_io:  # its float32 copy also serves float32 readers
+                    out = graph.insert_after_output(v, "Cast", {"to": FLOAT}).outputs[0]
+                    out.dtype = FLOAT
+                    cast_cache[(v.id, FLOAT)] = out
+                    added += 1
+                outside = [(u, i) for u, i in graph.uses(v) if (u.id not in inside or (u.op_type, i) in FLOAT32_INPUTS)
+                           and not (u.op_type == "Cast" and u.outputs[0] is cast_cache.get((v.id, FLOAT)))]
                 for user, index in outside:
                     graph.set_input(user, index, cast(v, FLOAT))
-                if v.is_graph_output:
-                    if self.options.keep_io:
-                        graph.insert_after_output(v, "Cast", {"to": FLOAT}).outputs[0].dtype = FLOAT
-                        added += 1
             if node.op_type == "Cast" and node.attr("to") == FLOAT:
                 graph.set_attr(node, "to", half)
             for name in ("value",):  # ConstantOfShape / Constant float payloads
@@ -187,16 +217,35 @@ class _ConvertPrecision(Pass):
                 data = graph.const_value(v)
                 if data is not None and not v.is_graph_input:
                     if v.id not in half_consts:
-                        half_consts[v.id] = graph.add_constant(_to_half(data, self.target), f"{v.name}_{self.target.name}")
+                        half_consts[v.id] = graph.add_constant(data.astype(self.target), f"{v.name}_{self.target.name}")
                     graph.set_input(node, index, half_consts[v.id])
+                    if v.const is not None and not graph.has_uses(v) and not v.is_graph_output:
+                        graph.remove_value(v)  # the float32 initializer nothing reads any more
                 else:
                     graph.set_input(node, index, cast(v, half))
         return added
 
 
-def _to_half(data: np.ndarray, target: np.dtype) -> np.ndarray:
-    out = np.clip(data, -FP16_MAX, FP16_MAX) if target == np.float16 else data
-    return np.asarray(out).astype(target)
+def _label(node: Node) -> str:
+    return node.name or (node.outputs[0].name if node.outputs and node.outputs[0] is not None else node.op_type)
+
+
+def _integer_derived(graph: Graph, order: list[Node]) -> set[int]:
+    """Float values computed only from integers cast to float (sizes, indices): Shape -> Cast ->
+    Mul -> Floor -> Cast. In half precision such sizes round wrong past 2048."""
+    derived: set[int] = set()
+    for node in order:
+        outs = [v for v in node.outputs if v is not None and v.dtype == FLOAT]
+        if not outs:
+            continue
+        ins = [v for v in node.inputs if v is not None and graph.const_value(v) is None]
+        if node.op_type == "Cast":
+            src = ins[0] if ins else None
+            if src is not None and src.dtype is not None and np.dtype(np_dtype(src.dtype)).kind in "iub":
+                derived.update(v.id for v in outs)
+        elif ins and all(v.id in derived for v in ins):
+            derived.update(v.id for v in outs)
+    return derived
 
 
 def _drop_round_trips(graph: Graph, half: int) -> int:

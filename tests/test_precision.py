@@ -96,3 +96,40 @@ def test_second_run_changes_nothing():
     once = graphopt.optimize(m, "fp16", validate=False)
     twice = graphopt.optimize(graphopt.backend.to_proto(once.model), "fp16", validate=False)
     assert not twice.records[0].modified
+
+
+def test_review_regressions():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+    # the float32 weights are gone, replaced by their half copies
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": w})
+    r = graphopt.optimize(m, "fp16", validate=False)
+    assert [v.dtype for v in r.model.graph.initializers] == [TensorProto.FLOAT16]
+    # constants that overflow or vanish in float16 keep their op in float32
+    m = model([helper.make_node("Div", ["x", "big"], ["a"]), helper.make_node("Mul", ["a", "tiny"], ["y"])],
+              {"big": np.float32(1e5), "tiny": np.float32(1e-9)})
+    r = graphopt.optimize(m, "fp16")
+    assert set(r.pass_reports["fp16"]["kept_float32"].values()) == {"a constant it reads does not fit float16"}
+    out = run_ort(graphopt.backend.to_proto(r.model), {"x": np.full((1, 8), 1e5, np.float32)})[0]
+    assert np.allclose(out, 1e-9, rtol=1e-3)
+    # an op whose output type is an attribute stays float32
+    m = model([helper.make_node("Constant", [], ["c"], value_float=2.0), helper.make_node("Mul", ["x", "c"], ["y"])], {})
+    r = graphopt.optimize(m, "fp16")
+    assert r.validation.ok
+    # shape arithmetic on sizes cast from integers stays float32
+    m = model([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+               helper.make_node("Mul", ["sf", "k"], ["sm"]), helper.make_node("Cast", ["sm"], ["si"], to=TensorProto.INT64),
+               helper.make_node("Reshape", ["x", "si"], ["y"])], {"k": np.float32(1.0)})
+    r = graphopt.optimize(m, "fp16", validate=False)
+    reason = "it computes on sizes cast from integers (shape arithmetic)"
+    assert r.pass_reports["fp16"]["kept_float32"] == {"sf": reason, "sm": reason}  # the Cast and the Mul
+    # keep_io=false leaves an input a subgraph reads in float32
+    branch = lambda op, out: helper.make_graph([helper.make_node(op, ["x"], [out])], out, [],  # noqa: E731
+                                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 8])])
+    m = model([helper.make_node("Relu", ["x"], ["r"]),
+               helper.make_node("ReduceSum", ["r"], ["t"], keepdims=0),
+               helper.make_node("Greater", ["t", "zero"], ["c"]),
+               helper.make_node("If", ["c"], ["y"], then_branch=branch("Neg", "a"), else_branch=branch("Abs", "b"))],
+              {"zero": np.float32(0)})
+    r = graphopt.optimize(m, "fp16{keep_io=false}")
+    assert r.model.graph.inputs[0].dtype == TensorProto.FLOAT and r.validation.ok
