@@ -63,6 +63,8 @@ def build(out_path: str, layers: int, width: int, vocab: int, heads: int = 0, ma
           seed: int = 0) -> int:
     """Write the model and its `.data` file; returns the parameter count."""
     heads = heads or max(1, width // 64)
+    while width % heads:  # heads must split the width evenly
+        heads -= 1
     head_dim = width // heads
     w = _Weights(out_path + ".data", seed)
     nodes: list[onnx.NodeProto] = []

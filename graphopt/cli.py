@@ -156,7 +156,7 @@ def _optimize_command(argv: list[str]) -> int:
     for name in args.explain:
         _print_explain(name, result.near_misses)
     if args.report:
-        _write_report(args, result)
+        _write_report(args, result, shapes)
     if not args.quiet:
         q = result.pass_reports.get("quantize-int8")
         if q and q.get("layers"):
@@ -176,16 +176,19 @@ def _optimize_command(argv: list[str]) -> int:
     return 0
 
 
-def _write_report(args, result) -> None:
+def _write_report(args, result, shapes: dict) -> None:
     """--report FILE.json (everything) or FILE.md (Markdown, per-layer error charts beside it)."""
     from graphopt import frontend
+    from graphopt.api import pin_input_shapes
     from graphopt.inspection import diff, inspect
     from graphopt.trt_check import trt_check
 
+    source = frontend.load(args.model)
+    pin_input_shapes(source, shapes)  # compare like with like: both pinned as the run was
     report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
               "trt_check": [f.to_dict() for f in trt_check(result.model)],
-              "inspect_diff": diff(inspect(frontend.load(args.model)), inspect(result.model))}
-    if not args.report.endswith(".md"):
+              "inspect_diff": diff(inspect(source), inspect(result.model))}
+    if not args.report.lower().endswith(".md"):
         _write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
         return
     from graphopt.report_md import markdown
@@ -277,6 +280,8 @@ def _check_report_path(path: str, args) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise GraphoptError(f"--report folder {folder!r} does not exist")
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise GraphoptError(f"--report {path!r} names a folder, not a file")
     if os.path.realpath(path) in (os.path.realpath(args.model), os.path.realpath(args.output)):
         raise GraphoptError(f"--report {path!r} would overwrite the input or the output model")
 
@@ -287,6 +292,9 @@ def _write_text_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -170,6 +170,7 @@ def refine_shapes(model: Model) -> None:
     from graphopt.passes import default_registry
     from graphopt.passmanager import PassContext, PassManager
 
+    model.graph.toposort()  # a cycle is an error here, not in every fold pass
     infer_shapes(model)
     if all(_known(v.shape) for v in model.graph.values if v.const is None):
         return
@@ -236,8 +237,11 @@ def inspect(model: Model) -> dict:
     }
 
 
+FLOAT_TYPES = {1, 10, 11, 16, 17, 18, 19, 20, 23}  # float, float16, double, bfloat16, the float8s, float4
+
+
 def _is_float(dtype) -> bool:
-    return dtype is not None and np.dtype(np_dtype(dtype)).kind == "f"
+    return dtype in FLOAT_TYPES
 
 
 def _shape_text(v: Value):
@@ -270,8 +274,8 @@ def peak_activation_bytes(g: Graph, order: list[Node]) -> int:
             if v is not None:
                 live[v.id] = _nbytes(v)
         peak = max(peak, sum(live.values()))
-        for v in node.inputs:
-            if v is not None and last_use.get(v.id) == i:
+        for v in node.inputs + node.outputs:  # an output nothing reads dies at once
+            if v is not None and last_use.get(v.id, i) == i:
                 live.pop(v.id, None)
     return int(peak)
 

@@ -45,14 +45,14 @@ def markdown(report: dict[str, Any], chart_prefix: str) -> tuple[str, dict[str, 
             continue
         file = f"{os.path.basename(chart_prefix)}.{name}.svg"
         charts[file] = bar_chart(errors, f"{name}: relative error of each layer's output against float32")
-        lines += ["", f"## {name}: per-layer error", "", f"![per-layer error of {name}]({file})", "",
+        lines += ["", f"## {name}: per-layer error", "", f"![per-layer error of {name}](<{file}>)", "",
                   "| layer | relative error |", "|---|---:|"]
         lines += [f"| {_cell(layer)} | {e:.3g} |" for layer, e in errors.items()]
     return "\n".join(lines) + "\n", charts
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|")
+    return html.escape(str(text), quote=False).replace("|", "\\|")
 
 
 def bar_chart(values: dict[str, float], title: str) -> str:

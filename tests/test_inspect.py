@@ -121,7 +121,7 @@ def test_markdown_report_with_per_layer_error_chart(tmp_path, capsys):
     text = rep.read_text()
     assert text.startswith("# graphopt report: m.onnx")
     assert "| 0 | raise-opset |" in text and "## What changed" in text and "| BatchNormalization nodes | 2 | 0 |" in text
-    assert "![per-layer error of quantize-int8](run.quantize-int8.svg)" in text
+    assert "![per-layer error of quantize-int8](<run.quantize-int8.svg>)" in text
     svg = (tmp_path / "run.quantize-int8.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<rect") == 6  # 5 convs and the Gemm
     capsys.readouterr()
@@ -169,3 +169,33 @@ def test_encoder_flops_match_a_hand_count(golden_path):
     report = inspect(pinned)
     mine = sum(report["by_op_type"].get(op, {}).get("flops", 0) for op in ("MatMul", "Gemm"))
     assert abs(mine - hand) <= 0.01 * hand
+
+
+def test_review_regressions(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    # an output nothing reads (b) is freed at once: the peak is t + y, not t + y + b
+    g = helper.make_graph([helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2),
+                           helper.make_node("Tile", ["a", "reps"], ["t"]), helper.make_node("Relu", ["t"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4000])],
+                          [numpy_helper.from_array(np.array([1, 8], np.int64), "reps")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    assert inspect(graphopt.load(m))["peak_activation_bytes"] == 16000 + 16000
+    # bfloat16 weights are params
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [1, 4])],
+                          [helper.make_tensor("w", TensorProto.BFLOAT16, [4, 4], np.zeros(16, np.uint16).tobytes(), raw=True)])
+    bf = helper.make_model(g, opset_imports=[helper.make_opsetid("", 22)], ir_version=10)
+    assert inspect(graphopt.load(bf))["params"] == 16
+    # a cycle: one line, exit 1
+    g = helper.make_graph([helper.make_node("Add", ["x", "b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+                           helper.make_node("Identity", ["a"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "cycle.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert main(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has a cycle" in err
