@@ -44,11 +44,13 @@ def build(name: str, layers: int, width: int, vocab: int) -> tuple[str, int]:
 
 
 def tool_commands(src: str, dst: str) -> dict[str, list[str]]:
-    go = shutil.which("graphopt")
-    base = [go, src, "-p", "fuse,fold,promote", "-o", dst, "--force", "-q"]
+    def exe(name: str) -> str:  # a missing tool shows up as a failed row, not a crash
+        return shutil.which(name) or name
+
+    base = [exe("graphopt"), src, "-p", "fuse,fold,promote", "-o", dst, "--force", "-q"]
     return {"graphopt": base, "graphopt --no-validate": base + ["--no-validate"],
-            "onnxsim": [shutil.which("onnxsim"), src, dst, "--save-as-external-data"],
-            "onnxslim": [shutil.which("onnxslim"), src, dst, "--save-as-external-data"]}
+            "onnxsim": [exe("onnxsim"), src, dst, "--save-as-external-data"],
+            "onnxslim": [exe("onnxslim"), src, dst, "--save-as-external-data"]}
 
 
 def scaling(width: int = 256, vocab: int = 1024) -> list[dict]:
