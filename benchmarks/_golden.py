@@ -1,6 +1,7 @@
-"""The golden corpus (golden_models/build.py), loaded for the benchmark scripts."""
+"""What the benchmark scripts share: the golden corpus (golden_models/build.py) and --json output."""
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -13,3 +14,10 @@ def golden():
     sys.modules[spec.name] = mod  # dataclasses look their module up while it executes
     spec.loader.exec_module(mod)
     return mod
+
+
+def write_json(path, data) -> None:
+    """The numbers a benchmark printed, for --json."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)

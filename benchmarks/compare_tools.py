@@ -17,7 +17,6 @@ there, as the other tools treat them as constants.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ import time
 import numpy as np
 import onnx
 
-from _golden import golden  # noqa: E402 (the scripts run from benchmarks/)
+from _golden import golden, write_json  # noqa: E402 (the scripts run from benchmarks/)
 
 ORT_BASIC = ("import onnxruntime as o, sys; s = o.SessionOptions(); "
              "s.graph_optimization_level = o.GraphOptimizationLevel.ORT_ENABLE_BASIC; "
@@ -187,9 +186,7 @@ def main() -> int:
             rss = "" if tool == "input" else f"{r['rss']:.0f}"
             print(f"| {m.name} ({size_mb:.0f} MB) | {tool} | {r['nodes']} | {r['bn']} | {r['shape_ops']} | "
                   f"{r['diff']:.2g} | {wall} | {rss} | {r['latency_ms']:.2f} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json, results)
     return 0
 
 

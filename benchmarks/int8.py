@@ -50,7 +50,6 @@ import argparse
 import contextlib
 import glob
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -62,6 +61,7 @@ import traceback
 
 import numpy as np
 import onnx
+from _golden import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINED = os.path.join(ROOT, "golden_models", "trained")
@@ -393,9 +393,7 @@ def main() -> int:
         for name in names:
             results[name] = bench_model(name, args, tmp)
             print_table(name, results[name])
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"settings": {k: v for k, v in vars(args).items() if k != "json"}, "models": results}, f, indent=1)
+    write_json(args.json, {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "models": results})
     return 0
 
 

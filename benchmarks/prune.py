@@ -15,7 +15,6 @@ kernels (TensorRT's 2:4 on Ampere and later). Channel pruning removes the channe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -63,6 +62,8 @@ def predictions(sess, feeds, batch):
 
 
 def main() -> int:
+    from _golden import write_json
+
     import graphopt
     from graphopt.cost import model_cost
     from graphopt.sparsity import layer_sparsity
@@ -119,9 +120,7 @@ def main() -> int:
             print(f"| {label} | {r['params']:,} | {r['mflops']:,.1f} | {r['size_mb']:.1f} | {r['sparsity']:.1f} | "
                   f"{r['two_four']} | {r['latency_ms']:.2f} | {r['latency_ms'] / b['latency_ms']:.2f} | "
                   f"{r['cosine']:.4f} | {r['agreement']:.2f} | {acc} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json, results)
     return 0
 
 

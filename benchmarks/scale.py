@@ -14,7 +14,6 @@ built into golden_models/built/ (git-ignored) once.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -26,6 +25,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "golden_models"))
 sys.path.insert(0, HERE)
 
+from _golden import write_json  # noqa: E402
 from compare_tools import measure  # noqa: E402
 
 
@@ -106,9 +106,7 @@ def main() -> int:
         results["scaling"].append(row)
         print(f"| {row['layers']} | {row['nodes']} | {row['pass_seconds']:.3f} | {row['us_per_node']:.0f} | "
               f"{row['total_seconds']:.2f} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json, results)
     return 0
 
 

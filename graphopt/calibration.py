@@ -502,7 +502,6 @@ class CalibrationResult:
     method: str
     samples: int
     seconds: float
-    from_cache: bool = False
     nonfinite: dict[str, int] = field(default_factory=dict)
 
 

@@ -18,7 +18,6 @@ from graphopt.errors import GraphoptError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = {"passes", "trt-check", "qdq-lint", "sparsity", "inspect", "check", "fmt"}
 EXIT_FINDINGS = 4  # trt-check found errors
 
 
@@ -67,21 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        if argv and argv[0] == "passes":
-            return _passes_command(argv[1:])
-        if argv and argv[0] == "trt-check":
-            return _trt_check_command(argv[1:])
-        if argv and argv[0] == "qdq-lint":
-            return _qdq_lint_command(argv[1:])
-        if argv and argv[0] == "sparsity":
-            return _sparsity_command(argv[1:])
-        if argv and argv[0] == "inspect":
-            return _inspect_command(argv[1:])
-        if argv and argv[0] == "check":
-            return _check_command(argv[1:])
-        if argv and argv[0] == "fmt":
-            return _fmt_command(argv[1:])
-        return _optimize_command(argv)
+        command = SUBCOMMANDS.get(argv[0]) if argv else None
+        return command(argv[1:]) if command else _optimize_command(argv)
     except GraphoptError as e:
         if debug:
             raise
@@ -442,6 +428,11 @@ def _passes_command(argv: list[str]) -> int:
     out.append(f"  {'none':24s} run no pass (a lossless round trip)")
     print("\n".join(out))
     return 0
+
+
+SUBCOMMANDS = {"passes": _passes_command, "trt-check": _trt_check_command, "qdq-lint": _qdq_lint_command,
+               "sparsity": _sparsity_command, "inspect": _inspect_command, "check": _check_command,
+               "fmt": _fmt_command}
 
 
 def entry() -> None:

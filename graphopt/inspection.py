@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
+import onnx
 
 from graphopt.ir import Graph, Model, Node, Value
 from graphopt.ir.tensor import np_dtype
@@ -237,7 +238,9 @@ def inspect(model: Model) -> dict:
     }
 
 
-FLOAT_TYPES = {1, 10, 11, 16, 17, 18, 19, 20, 23}  # float, float16, double, bfloat16, the float8s, float4
+_T = onnx.TensorProto
+FLOAT_TYPES = {_T.FLOAT, _T.FLOAT16, _T.DOUBLE, _T.BFLOAT16, _T.FLOAT8E4M3FN, _T.FLOAT8E4M3FNUZ, _T.FLOAT8E5M2,
+               _T.FLOAT8E5M2FNUZ, _T.FLOAT4E2M1}
 
 
 def _is_float(dtype) -> bool:

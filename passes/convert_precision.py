@@ -24,9 +24,10 @@ from typing import ClassVar
 import numpy as np
 
 from graphopt import calibration, lossy, opset
+from graphopt.sparsity import LAYER_OPS  # the layers whose per-layer error the report charts
 from graphopt.errors import GraphoptError, PipelineError
 from graphopt.ir import Graph, Node, Tensor, Value
-from graphopt.ir.tensor import elem_type, np_dtype
+from graphopt.ir.tensor import BFLOAT16, elem_type, np_dtype
 from graphopt.passes._exclude import words
 from graphopt.passmanager import Pass, PassContext, PassResult
 from graphopt.shapes import infer_shapes
@@ -35,7 +36,7 @@ log = logging.getLogger("graphopt")
 
 FLOAT = elem_type(np.float32)
 FP16_MAX = 65504.0
-HALF_TYPES = {elem_type(np.float16), elem_type(np.float32) + 15}  # FLOAT16, BFLOAT16
+HALF_TYPES = {elem_type(np.float16), BFLOAT16}
 TYPE_ATTRS = ("value_float", "value_floats", "dtype")  # Constant / EyeLike / Random*: the type is an attribute
 KEEP_OPS = ("ReduceMean,ReduceSum,ReduceSumSquare,ReduceL2,ReduceLogSumExp,ReduceProd,Exp,Log,Pow,Sqrt,Reciprocal,"
             "Softmax,LogSoftmax,LayerNormalization,InstanceNormalization,GroupNormalization,Erf,CumSum,Range,TopK,"
@@ -43,7 +44,6 @@ KEEP_OPS = ("ReduceMean,ReduceSum,ReduceSumSquare,ReduceL2,ReduceLogSumExp,Reduc
             "Einsum,Loop,If,Scan")
 # Inputs an op takes as float32 whatever its data type (ONNX type constraints)
 FLOAT32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1), ("RoiAlign", 1)}
-LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # whose per-layer error the report charts
 
 
 @dataclass
@@ -279,4 +279,4 @@ class Fp16(_ConvertPrecision):
 class Bf16(_ConvertPrecision):
     name = "bf16"
     summary = "bfloat16 weights and compute (float32 range); sensitive ops stay float32, Casts at the borders"
-    target = np.dtype(np_dtype(elem_type(np.float32) + 15))  # TensorProto.BFLOAT16 = 16
+    target = np.dtype(np_dtype(BFLOAT16))

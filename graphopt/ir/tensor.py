@@ -49,6 +49,9 @@ def np_dtype(elem_type: int) -> np.dtype:
     return helper.tensor_dtype_to_np_dtype(elem_type)
 
 
+BFLOAT16 = onnx.TensorProto.BFLOAT16  # numpy has no name for it: passes ask for it here
+
+
 def elem_type(dtype) -> int:
     """The ONNX element type of a numpy dtype (np.float32 -> TensorProto.FLOAT)."""
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
