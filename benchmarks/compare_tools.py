@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 import onnx
-
 from _golden import golden, write_json  # noqa: E402 (the scripts run from benchmarks/)
 
 ORT_BASIC = ("import onnxruntime as o, sys; s = o.SessionOptions(); "

@@ -119,7 +119,7 @@ def q_nodes(path: str) -> int:
 def run_graphopt(src: str, dst: str, calib: str, method: str, passes: str, batch: int, samples: int,
                  percentile: float | None) -> dict:
     import graphopt
-    from graphopt.calibration import CalibrationSettings
+    from graphopt.quant.calibration import CalibrationSettings
 
     settings = CalibrationSettings(data=calib, method=method, holdout=0.0, progress=False, batch_size=batch,
                                    samples=samples)
@@ -194,7 +194,12 @@ def timed_calibrator(timer: dict):
 
 def run_ort(src: str, dst: str, data: dict[str, np.ndarray], method: str, batch: int, preprocess: bool,
             percentile: float | None) -> dict:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     work = tempfile.mkdtemp(prefix="ort_", dir=os.path.dirname(dst))

@@ -65,8 +65,8 @@ def main() -> int:
     from _golden import write_json
 
     import graphopt
-    from graphopt.cost import model_cost
-    from graphopt.sparsity import layer_sparsity
+    from graphopt.analysis.cost import model_cost
+    from graphopt.lint.sparsity import layer_sparsity
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*")

@@ -21,8 +21,6 @@ import tempfile
 from _golden import golden  # noqa: E402 (the scripts run from benchmarks/)
 
 
-
-
 def measure(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one process."""
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
@@ -55,7 +53,7 @@ def main() -> int:
         data = path + ".data"
         if os.path.exists(data):
             size += os.path.getsize(data) / 1e6
-        from graphopt import frontend
+        from graphopt.onnx_io import load as frontend
 
         nodes = frontend.load(path).graph.count_nodes()
         runs = {"on": [], "off": []}

@@ -20,7 +20,8 @@ from graphopt.passes.prune_channels import PruneChannels
 from graphopt.passes.prune_weights import PruneWeights
 from graphopt.passes.quantize_int8 import QuantizeInt8
 from graphopt.passes.raise_opset import RaiseOpset
-from graphopt.registry import Alias, Registry
+
+from graphopt.pipeline.registry import Alias, Registry
 
 PASSES = [
     DeadCodeElimination,

@@ -23,14 +23,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from graphopt import calibration, lossy, opset
-from graphopt.sparsity import LAYER_OPS  # the layers whose per-layer error the report charts
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import GraphoptError, PipelineError
 from graphopt.ir import Graph, Node, Tensor, Value
 from graphopt.ir.tensor import BFLOAT16, elem_type, np_dtype
-from graphopt.passes._exclude import words
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.shapes import infer_shapes
+from graphopt.lint.sparsity import (
+    LAYER_OPS,  # the layers whose per-layer error the report charts
+)
+from graphopt.onnx_io import opset
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.quant import budget as lossy
+from graphopt.quant import calibration
+from graphopt.quant.layer_options import words
 
 log = logging.getLogger("graphopt")
 

@@ -12,9 +12,9 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from graphopt.evaluate import NON_DETERMINISTIC
+from graphopt.analysis.constants import NON_DETERMINISTIC
 from graphopt.ir import Graph, Node, Tensor
-from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult
 
 
 @dataclass

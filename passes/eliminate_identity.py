@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult
 
 
 class EliminateIdentity(Pass):

@@ -13,9 +13,9 @@ from typing import Optional
 
 import numpy as np
 
+from graphopt.analysis.shapes import infer_shapes, static_shape
 from graphopt.ir import Graph, Node, Value
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.shapes import infer_shapes, static_shape
+from graphopt.pipeline.base import Pass, PassContext, PassResult
 
 STANDARD = ("", "ai.onnx")
 

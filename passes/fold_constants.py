@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphopt.evaluate import NON_DETERMINISTIC, numpy_eval, ort_eval, predicted_nbytes
+from graphopt.analysis.constants import (
+    NON_DETERMINISTIC,
+    numpy_eval,
+    ort_eval,
+    predicted_nbytes,
+)
+from graphopt.analysis.shapes import static_shape
 from graphopt.ir import Graph, Node
 from graphopt.ir.tensor import np_dtype
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.shapes import static_shape
+from graphopt.pipeline.base import Pass, PassContext, PassResult
 
 STANDARD = ("", "ai.onnx")
 # Quantization is the point of these: folding a DequantizeLinear of an INT8 weight would turn a

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphopt.analysis.shapes import infer_shapes
+from graphopt.analysis.symbolic import (
+    expand_target,
+    reshape_target,
+    shape_elements,
+    static_value,
+)
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.shapes import infer_shapes
-from graphopt.symbolic import expand_target, reshape_target, shape_elements, static_value
+from graphopt.pipeline.base import Pass, PassContext, PassResult
 
 # op type -> indices of its shape-like inputs that must be all ints to become constant
 _STATIC_INPUTS = {"Slice": (1, 2, 3, 4), "Tile": (1,), "ConstantOfShape": (0,), "Resize": (3,),

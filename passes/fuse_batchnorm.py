@@ -14,13 +14,15 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.evaluate import fold_value
+from graphopt.analysis.constants import fold_value
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.ir import Graph
+from graphopt.ir.layouts import out_channels, scale_output_channels
 from graphopt.ir.tensor import np_dtype
-from graphopt.passes._channels import out_channels, scale_output_channels
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, Var
-from graphopt.shapes import infer_shapes
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite.driver import Driver
+from graphopt.rewrite.pattern import Match, Op, Opt, Var
+from graphopt.rewrite.rule import Builder, Rule
 
 BN_PARAMS = (Var("scale"), Var("bias"), Var("mean"), Var("var"))
 

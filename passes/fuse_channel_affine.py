@@ -11,12 +11,14 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.evaluate import fold_value
+from graphopt.analysis.constants import fold_value
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.ir import Graph
-from graphopt.passes._channels import out_channels, per_channel, scale_output_channels
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, Var
-from graphopt.shapes import infer_shapes
+from graphopt.ir.layouts import out_channels, per_channel, scale_output_channels
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite.driver import Driver
+from graphopt.rewrite.pattern import Match, Op, Opt, Var
+from graphopt.rewrite.rule import Builder, Rule
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "BatchNormalization")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.rewrite import Builder, Driver, Match, Op, Rule, Var
-from graphopt.shapes import infer_shapes
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite.driver import Driver
+from graphopt.rewrite.pattern import Match, Op, Var
+from graphopt.rewrite.rule import Builder, Rule
 
 FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
 

@@ -6,10 +6,12 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.evaluate import fold_value
+from graphopt.analysis.constants import fold_value
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, Var
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite.driver import Driver
+from graphopt.rewrite.pattern import Match, Op, Opt, Var
+from graphopt.rewrite.rule import Builder, Rule
 
 
 class PadIntoConv(Rule):

@@ -11,11 +11,13 @@ from typing import Optional
 
 import numpy as np
 
+from graphopt.analysis.shapes import infer_shapes
+from graphopt.analysis.symbolic import dim_elements, reshape_target
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, Var
-from graphopt.shapes import infer_shapes
-from graphopt.symbolic import dim_elements, reshape_target
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite.driver import Driver
+from graphopt.rewrite.pattern import Match, Op, Opt, Var
+from graphopt.rewrite.rule import Builder, Rule
 
 RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.rewrite import Builder, Driver, Match, Op, Rule, Var
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite.driver import Driver
+from graphopt.rewrite.pattern import Match, Op, Var
+from graphopt.rewrite.rule import Builder, Rule
 
 
 class TransposePair(Rule):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphopt.evaluate import fold_value
+from graphopt.analysis.constants import fold_value
+from graphopt.analysis.shapes import infer_shapes
+from graphopt.analysis.symbolic import static_value
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.shapes import infer_shapes
-from graphopt.symbolic import static_value
-from graphopt.trt_inputs import build_time_inputs
+from graphopt.lint.trt_inputs import build_time_inputs
+from graphopt.pipeline.base import Pass, PassContext, PassResult
 
 
 class PromoteShapeInputs(Pass):

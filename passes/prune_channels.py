@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+from graphopt.passes.prune_weights import METHODS, drop_if_unused
 
-from graphopt import lossy
-from graphopt.cost import model_cost
+from graphopt.analysis.cost import model_cost
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Node, Tensor, Value
-from graphopt.passes._exclude import LossyLayerOptions, excluded
-from graphopt.passes.prune_weights import METHODS, drop_if_unused
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.shapes import infer_shapes
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.quant import budget as lossy
+from graphopt.quant.layer_options import LossyLayerOptions, excluded
 
 log = logging.getLogger("graphopt")
 

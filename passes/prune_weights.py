@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphopt import lossy, sparsity
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Tensor
-from graphopt.passes._exclude import LossyLayerOptions, excluded
-from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.lint import sparsity
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.quant import budget as lossy
+from graphopt.quant.layer_options import LossyLayerOptions, excluded
 
 log = logging.getLogger("graphopt")
 

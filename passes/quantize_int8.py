@@ -5,7 +5,7 @@ quantization expects (DESIGN §6), with calibrated activation ranges.
   stored as INT8 initializers + DequantizeLinear (weights=float: float + Q/DQ). Never a bias.
 - Activations: per-tensor symmetric INT8, zero point 0, scale = range / 127 (strictly positive).
 - Placement and default exclusions: see _int8_placement.py.
-- Ranges come from calibration (graphopt.calibration); part of the data is held out to report
+- Ranges come from calibration (graphopt.quant.calibration); part of the data is held out to report
   accuracy against FP32. With `max_drop`, the most sensitive layers fall back to FP32 until
   the loss on held-out data is within budget.
 
@@ -21,14 +21,22 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt import calibration, lossy
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError, UserInputError
 from graphopt.ir import Graph, Model, Tensor
 from graphopt.ir.tensor import elem_type
-from graphopt.passes._exclude import LossyLayerOptions, words
-from graphopt.passes._int8_placement import SKIP_RULES, Layer, PlacementRules, Skipped, concat_ties, plan
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.shapes import infer_shapes
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.quant import budget as lossy
+from graphopt.quant import calibration
+from graphopt.quant.layer_options import LossyLayerOptions, words
+from graphopt.quant.placement import (
+    SKIP_RULES,
+    Layer,
+    PlacementRules,
+    Skipped,
+    concat_ties,
+    plan,
+)
 
 log = logging.getLogger("graphopt")
 

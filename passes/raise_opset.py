@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphopt import opset
 from graphopt.ir import Graph
-from graphopt.passmanager import Pass, PassContext, PassResult
+from graphopt.onnx_io import opset
+from graphopt.pipeline.base import Pass, PassContext, PassResult
 
 
 @dataclass

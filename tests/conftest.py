@@ -5,7 +5,7 @@ import os
 import pytest
 from helpers import golden
 
-from graphopt.passmanager import VERIFY_ENV
+from graphopt.pipeline.base import VERIFY_ENV
 
 # Every pipeline a test runs verifies the IR after every pass (DESIGN §2).
 os.environ[VERIFY_ENV] = "1"

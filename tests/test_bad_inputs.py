@@ -153,7 +153,7 @@ def test_bad_input_is_refused_cleanly(tmp_path, case):
         ("calib_wrong_dtype", {"x": np.zeros((3, 4), np.float64)}))}
     args = [files.get(a.strip("{}"), a) for a in extra] or ["-p", "fold"]
     out = tmp_path / "out.onnx"
-    run = subprocess.run([sys.executable, "-m", "graphopt.cli", path, *args, "-o", str(out)],
+    run = subprocess.run([sys.executable, "-m", "graphopt", path, *args, "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0, run.stderr
     lines = run.stderr.strip().splitlines()

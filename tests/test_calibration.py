@@ -10,8 +10,13 @@ import pytest
 from int8_models import small_cnn
 
 import graphopt
-from graphopt import calibration
-from graphopt.calibration import AbsHistogram, CalibrationError, CalibrationSettings, load_samples
+from graphopt.quant import calibration
+from graphopt.quant.calibration import (
+    AbsHistogram,
+    CalibrationError,
+    CalibrationSettings,
+    load_samples,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +133,7 @@ def test_all_zero_tensor_has_zero_range():
 
 # ------------------------------------------------------------------------------ running
 def test_batches_shrink_to_fit_the_memory_cap(cnn, monkeypatch):
-    from graphopt.runtime import Session
+    from graphopt.runtime.session import Session
 
     calls = []
     real_run = Session.run

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from helpers import golden, model_from_text
 
-from graphopt import api
+from graphopt import driver as api
 from graphopt.cli import main
 from graphopt.dsl.format import format_file
 from graphopt.dsl.lower import load_pipeline, shipped_pipelines
@@ -22,7 +22,7 @@ VALID = sorted(os.listdir(os.path.join(CORPUS, "valid")))
 
 
 def labels(steps):
-    from graphopt.passmanager import FixedPoint
+    from graphopt.pipeline.manager import FixedPoint
 
     return [(s.name, s.max_iterations, labels(s.steps)) if isinstance(s, FixedPoint) else (s.label(), s.scope)
             for s in steps]
@@ -214,8 +214,8 @@ def test_a_wrong_user_rule_is_caught_by_validation_and_rolled_back(tmp_path):
 
 
 def test_scoped_steps_only_touch_the_nodes_they_name(tmp_path):
-    from test_fuse_passes import model, bn_node, bn_inits, arr
     from onnx import helper, numpy_helper
+    from test_fuse_passes import arr, bn_inits, bn_node, model
 
     nodes = [helper.make_node("Conv", ["x", "w"], ["c1"], name="body/conv"), bn_node("c1", "y1", "b1", name="body/bn"),
              helper.make_node("Conv", ["x", "w"], ["c2"], name="head/conv"), bn_node("c2", "y2", "b2", name="head/bn")]

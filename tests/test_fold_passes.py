@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from helpers import model_from_text
 
-from graphopt import api
-from graphopt.backend import to_proto
+from graphopt import driver as api
+from graphopt.onnx_io.emit import to_proto
 
 
 def optimized(text: str, pipeline: str, **kw):

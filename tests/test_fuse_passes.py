@@ -183,7 +183,7 @@ def test_matmul_add_becomes_gemm_where_shapes_allow(x_shape, c_shape, fires):
 def test_fused_weights_are_numerically_close_to_the_original():
     m = conv_bn()
     ops, _, result = optimized(m, "fuse")
-    from graphopt.backend import to_proto
+    from graphopt.onnx_io.emit import to_proto
 
     x = RNG.standard_normal((2, 4, 5, 5)).astype(np.float32)
     a, b = run_ort(m, {"x": x})[0], run_ort(to_proto(result.model), {"x": x})[0]

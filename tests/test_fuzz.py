@@ -11,12 +11,12 @@ import os
 import onnx
 import pytest
 from fuzz_models import fuzz_models
+from graphopt.passes import PASSES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphopt import api
-from graphopt.passes import PASSES
-from graphopt.validate import ValidationReport
+from graphopt import driver as api
+from graphopt.runtime.validate import ValidationReport
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REGRESSIONS = os.path.join(HERE, "fuzz_regressions")

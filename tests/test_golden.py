@@ -7,8 +7,9 @@ import onnx
 import pytest
 from helpers import golden, golden_params, run_ort
 
-from graphopt import api, frontend
-from graphopt.backend import check_model
+from graphopt import driver as api
+from graphopt.onnx_io import load as frontend
+from graphopt.onnx_io.emit import check_model
 
 
 @pytest.mark.parametrize("gm", golden_params())

@@ -12,9 +12,9 @@ from helpers import golden
 from onnx import numpy_helper, shape_inference
 
 import graphopt
-from graphopt.api import pin_input_shapes
 from graphopt.cli import main
-from graphopt.inspection import Poly, inspect
+from graphopt.driver import pin_input_shapes
+from graphopt.report.inspect import Poly, inspect
 
 
 def hand_count(path: str) -> tuple[int, int]:

@@ -14,10 +14,10 @@ from int8_models import mlp, small_cnn
 from onnx import numpy_helper
 
 import graphopt
-from graphopt.calibration import CalibrationSettings
 from graphopt.errors import GraphoptError, PipelineError, ValidationError
-from graphopt.qdq_lint import qdq_lint
-from graphopt.validate import LossyThresholds
+from graphopt.lint.qdq_lint import qdq_lint
+from graphopt.quant.calibration import CalibrationSettings
+from graphopt.runtime.validate import LossyThresholds
 
 
 def cnn_feeds(n=48, seed=1):

@@ -12,12 +12,12 @@ from int8_models import small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt.accuracy import compare
-from graphopt.calibration import CalibrationError, CalibrationSettings
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
-from graphopt.passmanager import PassFailed
-from graphopt.qdq_lint import qdq_lint
+from graphopt.lint.qdq_lint import qdq_lint
+from graphopt.pipeline.manager import PassFailed
+from graphopt.quant.calibration import CalibrationError, CalibrationSettings
+from graphopt.runtime.metrics import compare
 
 RNG = np.random.default_rng(11)
 
@@ -184,7 +184,7 @@ def test_grouped_conv_transpose_gets_one_weight_scale(tmp_path):
 
 
 def test_a_failing_lossy_pass_fails_the_run(tmp_path, monkeypatch):
-    from graphopt import calibration
+    from graphopt.quant import calibration
 
     def broken(*args, **kwargs):
         raise GraphoptError("onnxruntime failed to run model: boom")

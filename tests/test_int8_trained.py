@@ -12,8 +12,8 @@ import pytest
 from helpers import GOLDEN, run_ort
 
 import graphopt
-from graphopt.calibration import CalibrationSettings
-from graphopt.qdq_lint import qdq_lint
+from graphopt.lint.qdq_lint import qdq_lint
+from graphopt.quant.calibration import CalibrationSettings
 
 TRAINED = os.path.join(GOLDEN, "trained")
 

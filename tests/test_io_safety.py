@@ -8,9 +8,17 @@ import pytest
 from helpers import run_ort
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt import api, backend, frontend
-from graphopt.errors import InvalidModelError, ModelLoadError, UnsafeModelError, WriteError
+from graphopt import driver as api
+from graphopt.errors import (
+    InvalidModelError,
+    ModelLoadError,
+    UnsafeModelError,
+    WriteError,
+)
 from graphopt.ir import Tensor
+from graphopt.onnx_io import emit as backend
+from graphopt.onnx_io import load as frontend
+from graphopt.onnx_io.write import OutputTransaction
 
 
 def mlp(n_in=16, n_out=8) -> onnx.ModelProto:
@@ -174,7 +182,7 @@ def test_a_failed_check_writes_nothing(tmp_path):
     model.graph.add_node("NoSuchOp", [x], ["z"])
     model.graph.outputs.append(model.graph.value("z"))
     out = tmp_path / "o.onnx"
-    with backend.OutputTransaction(str(out)) as tx:
+    with OutputTransaction(str(out)) as tx:
         with pytest.raises(InvalidModelError, match="fails the ONNX checker"):
             backend.emit(model, tx.staging_dir(), tx.basename)
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]

@@ -5,10 +5,10 @@ import onnx
 import pytest
 from helpers import model_from_text
 
-from graphopt import frontend
-from graphopt.backend import to_proto
 from graphopt.errors import IRError
 from graphopt.ir import Capture, Graph, Tensor
+from graphopt.onnx_io import load as frontend
+from graphopt.onnx_io.emit import to_proto
 
 
 def small_graph():

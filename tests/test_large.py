@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from graphopt import api
+from graphopt import driver as api
 
 pytestmark = pytest.mark.large
 

@@ -6,14 +6,16 @@ import os
 import numpy as np
 import onnx
 import pytest
+from graphopt.passes import ALIASES, PASSES
 from helpers import model_from_text
 
-from graphopt import api, frontend
+from graphopt import driver as api
 from graphopt.errors import PipelineError, ValidationError
 from graphopt.ir import Tensor
-from graphopt.passes import ALIASES, PASSES
-from graphopt.passmanager import FixedPoint, Pass, PassContext, PassFailed, PassManager, PassResult
-from graphopt.registry import Alias, Registry
+from graphopt.onnx_io import load as frontend
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.manager import FixedPoint, PassFailed, PassManager
+from graphopt.pipeline.registry import Alias, Registry
 
 MODEL = """
 <ir_version: 8, opset_import: ["" : 17]>

@@ -61,7 +61,7 @@ def test_values_beyond_half_range_keep_their_ops_float32():
     kept = result.pass_reports.get("fp16", {}).get("kept_float32", {})
     assert set(kept) == {"scale_up", "scale_down"} or not result.records[0].modified
     feeds = {"x": np.ones((1, 8), np.float32)}
-    out = run_ort(graphopt.backend.to_proto(result.model), feeds)[0]
+    out = run_ort(graphopt.onnx_io.emit.to_proto(result.model), feeds)[0]
     assert np.all(np.isfinite(out)) and np.allclose(out, 1.0, rtol=1e-3)
 
 
@@ -94,7 +94,7 @@ def test_bf16_keeps_ops_without_a_bfloat16_schema(tmp_path, caplog):
 def test_second_run_changes_nothing():
     m = model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {})
     once = graphopt.optimize(m, "fp16", validate=False)
-    twice = graphopt.optimize(graphopt.backend.to_proto(once.model), "fp16", validate=False)
+    twice = graphopt.optimize(graphopt.onnx_io.emit.to_proto(once.model), "fp16", validate=False)
     assert not twice.records[0].modified
 
 
@@ -110,7 +110,7 @@ def test_review_regressions():
               {"big": np.float32(1e5), "tiny": np.float32(1e-9)})
     r = graphopt.optimize(m, "fp16")
     assert set(r.pass_reports["fp16"]["kept_float32"].values()) == {"a constant it reads does not fit float16"}
-    out = run_ort(graphopt.backend.to_proto(r.model), {"x": np.full((1, 8), 1e5, np.float32)})[0]
+    out = run_ort(graphopt.onnx_io.emit.to_proto(r.model), {"x": np.full((1, 8), 1e5, np.float32)})[0]
     assert np.allclose(out, 1e-9, rtol=1e-3)
     # an op whose output type is an attribute stays float32
     m = model([helper.make_node("Constant", [], ["c"], value_float=2.0), helper.make_node("Mul", ["x", "c"], ["y"])], {})

@@ -1,7 +1,7 @@
 """`promote` (TensorRT constant-shape promotion) and `trt-check`."""
 
-import subprocess
 import shutil
+import subprocess
 
 import numpy as np
 import onnx
@@ -9,8 +9,9 @@ import pytest
 from helpers import golden, model_from_text, run_ort
 from test_fold_passes import optimized
 
-from graphopt import api, frontend
-from graphopt.trt_check import trt_check
+from graphopt import driver as api
+from graphopt.lint.trt_check import trt_check
+from graphopt.onnx_io import load as frontend
 
 
 def golden_model(name):
@@ -104,8 +105,9 @@ def test_trt_check_command_exit_codes(tmp_path):
 
 
 def test_report_includes_trt_check(tmp_path):
-    from graphopt.cli import main
     import json
+
+    from graphopt.cli import main
 
     src = golden_model("encoder_dynamo")
     rep = tmp_path / "r.json"

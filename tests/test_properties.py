@@ -2,15 +2,16 @@
 
 import numpy as np
 import onnx
+from graphopt.passes import PASSES
 from helpers import run_ort
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from graphopt import api, frontend
-from graphopt.backend import to_proto
-from graphopt.passes import PASSES
-from graphopt.validate import ValidationReport
+from graphopt import driver as api
+from graphopt.onnx_io import load as frontend
+from graphopt.onnx_io.emit import to_proto
+from graphopt.runtime.validate import ValidationReport
 
 UNARY = ["Relu", "Neg", "Abs", "Sigmoid", "Identity", "Tanh"]
 BINARY = ["Add", "Mul", "Sub", "Max"]

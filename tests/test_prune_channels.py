@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt.calibration import CalibrationSettings
 from graphopt.errors import PipelineError
+from graphopt.quant.calibration import CalibrationSettings
 
 RNG = np.random.default_rng(5)
 

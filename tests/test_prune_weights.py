@@ -12,10 +12,10 @@ from helpers import GOLDEN, run_ort
 from int8_models import mlp, small_cnn
 
 import graphopt
-from graphopt.calibration import CalibrationSettings
 from graphopt.cli import main
 from graphopt.errors import PipelineError
-from graphopt.sparsity import holds_two_four, layer_sparsity, two_four_mask
+from graphopt.lint.sparsity import holds_two_four, layer_sparsity, two_four_mask
+from graphopt.quant.calibration import CalibrationSettings
 
 DIGITS = os.path.join(GOLDEN, "trained", "digits_cnn")
 
@@ -152,6 +152,6 @@ def test_fp16_weights_are_pruned_and_quantized_ones_are_reported():
     assert all(L.two_four for L in layer_sparsity(result.model))
     q = graphopt.optimize(small_cnn(), "int8", calibration=[{"x": np.ones((1, 3, 16, 16), np.float32)}] * 4,
                           validate=False)
-    again = graphopt.optimize(graphopt.backend.to_proto(q.model), "prune-weights", validate=False)
+    again = graphopt.optimize(graphopt.onnx_io.emit.to_proto(q.model), "prune-weights", validate=False)
     reasons = {s["reason"] for s in again.pass_reports["prune-weights"]["skipped"]}
     assert reasons == {"its weight is quantized already (prune before int8)"}

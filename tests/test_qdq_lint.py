@@ -12,7 +12,7 @@ from int8_models import small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
-from graphopt.qdq_lint import qdq_lint
+from graphopt.lint.qdq_lint import qdq_lint
 
 
 def conv_model(*, zp_type=TensorProto.INT8, zp_value=0, scale=0.1, w_axis=0, w_scales=None, bias_dq=False,
@@ -57,7 +57,7 @@ def conv_model(*, zp_type=TensorProto.INT8, zp_value=0, scale=0.1, w_axis=0, w_s
 
 def lint(model):
     m = graphopt.load(model)
-    from graphopt.shapes import infer_shapes
+    from graphopt.analysis.shapes import infer_shapes
 
     infer_shapes(m)
     return [(f.severity, f.node, f.message) for f in qdq_lint(m)]
@@ -100,12 +100,12 @@ def test_per_channel_scales_on_an_activation_are_an_error():
 def test_cli_exit_codes(tmp_path):
     bad = tmp_path / "bad.onnx"
     onnx.save(conv_model(zp_value=3), bad)
-    run = subprocess.run([sys.executable, "-m", "graphopt.cli", "qdq-lint", str(bad)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "graphopt", "qdq-lint", str(bad)], capture_output=True, text=True)
     assert run.returncode == 4
     assert "error: QuantizeLinear 'q': non-zero zero point" in run.stdout
     assert run.stdout.strip().endswith("graphopt qdq-lint: 2 errors, 0 warnings")
     good = tmp_path / "good.onnx"
     graphopt.optimize(small_cnn(), "int8", output=str(good), calibration=[{"x": np.ones((1, 3, 16, 16), np.float32)}] * 4)
-    run = subprocess.run([sys.executable, "-m", "graphopt.cli", "qdq-lint", str(good)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "graphopt", "qdq-lint", str(good)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout
     assert run.stdout.strip() == "graphopt qdq-lint: 0 errors, 0 warnings"

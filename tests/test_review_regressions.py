@@ -7,8 +7,9 @@ import pytest
 from helpers import run_ort
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt import api
-from graphopt.backend import to_proto
+from graphopt import driver as api
+from graphopt.onnx_io.emit import to_proto
+from graphopt.runtime.validate import Tolerance
 
 FOLDS = {
     "flatten_axis_equals_rank": ("13", """
@@ -103,7 +104,7 @@ def test_lowered_batchnorm_uses_the_input_type():
     params = [numpy_helper.from_array(rng.uniform(0.5, 1.5, 3).astype(np.float32), n) for n in ("s", "b", "m", "v")]
     g = helper.make_graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])], "g", [x], [y], params)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
-    result = api.optimize(m, "fuse-batchnorm{lower=true}", strict=True, tolerance=api.Tolerance(rtol=1e-3, atol=1e-3))
+    result = api.optimize(m, "fuse-batchnorm{lower=true}", strict=True, tolerance=Tolerance(rtol=1e-3, atol=1e-3))
     assert [n.op_type for n in result.model.graph.nodes] == ["Mul", "Add"]
 
 

@@ -57,7 +57,7 @@ def test_a_model_past_2_gib_end_to_end_with_validation(tmp_path):
     layers, width, vocab = decoder.PRESETS["2.4GB"]
     decoder.build(path, layers, width, vocab)
     out = str(tmp_path / "out.onnx")
-    run = subprocess.run([sys.executable, "-m", "graphopt.cli", path, "-p", "fuse,fold,promote", "-o", out],
+    run = subprocess.run([sys.executable, "-m", "graphopt", path, "-p", "fuse,fold,promote", "-o", out],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "validation: outputs" in run.stderr

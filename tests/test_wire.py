@@ -7,8 +7,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt import backend, frontend, wire
-from graphopt.backend import to_proto
+from graphopt.errors import ModelLoadError
+from graphopt.onnx_io import emit as backend
+from graphopt.onnx_io import load as frontend
+from graphopt.onnx_io import wire
+from graphopt.onnx_io.emit import to_proto
 
 
 def model_with_weights() -> onnx.ModelProto:
@@ -76,5 +79,5 @@ def test_payload_of_the_wrong_size_is_refused(tmp_path):
     proto.graph.initializer[0].dims[0] = 65  # claims more data than it has
     src = tmp_path / "m.onnx"
     src.write_bytes(proto.SerializeToString())
-    with pytest.raises(frontend.ModelLoadError, match="has 8192 bytes of data but its shape and type need 8320"):
+    with pytest.raises(ModelLoadError, match="has 8192 bytes of data but its shape and type need 8320"):
         frontend.load(str(src))

@@ -12,8 +12,9 @@ from typing import Optional
 from graphopt.dsl import ast
 from graphopt.dsl.parser import DslError, error_at, parse_file, parse_inline
 from graphopt.errors import PipelineError
-from graphopt.passmanager import FixedPoint, NodeScope, Pass
-from graphopt.registry import Alias, Registry, make_options
+from graphopt.pipeline.base import NodeScope, Pass
+from graphopt.pipeline.manager import FixedPoint
+from graphopt.pipeline.registry import Alias, Registry, make_options
 
 DEFAULT_FIXPOINT_CAP = 8
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
@@ -211,7 +212,7 @@ class _Lowering:
                                     or typ is int and isinstance(value, float)):
             raise self.fail(opt.pos, f"{block}.{opt.name} expects {typ.__name__}, got {value!r}")
         if block == "calibrate":
-            from graphopt.calibration import SETTING_RANGES
+            from graphopt.quant.calibration import SETTING_RANGES
 
             for name, ok, what in SETTING_RANGES:
                 if name == opt.name and not ok(value):

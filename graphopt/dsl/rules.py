@@ -20,11 +20,13 @@ from typing import Optional
 import numpy as np
 import onnx
 
+from graphopt.analysis.constants import fold_value
 from graphopt.dsl import ast
-from graphopt.evaluate import fold_value
 from graphopt.ir import Graph, Value
-from graphopt.passmanager import Pass, PassContext, PassResult
-from graphopt.rewrite import Absent, Builder, Driver, Match, Op, Rule, Var
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite.driver import Driver
+from graphopt.rewrite.pattern import Absent, Match, Op, Var
+from graphopt.rewrite.rule import Builder, Rule
 
 COMMUTATIVE = {"Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Xor", "Equal"}
 FUNCTIONS = {"value", "is_const", "rank", "dtype", "shape", "single_use", "attr", "broadcastable", "approx",
@@ -319,7 +321,7 @@ class UserRulesPass(Pass):
         self.rules = rules
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from graphopt.shapes import infer_shapes
+        from graphopt.analysis.shapes import infer_shapes
 
         for rule in self.rules:
             rule.opset = ctx.opset  # `opset()` in a rule is the model's

@@ -22,7 +22,6 @@ from onnx import AttributeProto
 from graphopt.errors import IRError
 from graphopt.ir.tensor import Tensor
 
-
 _GRAPH, _GRAPHS = AttributeProto.GRAPH, AttributeProto.GRAPHS
 
 

@@ -1,0 +1,78 @@
+"""Shape and type inference for the IR, by onnx's shape inference on a light copy of the model
+(large weights as stubs: their bytes are never needed)."""
+
+from __future__ import annotations
+
+import onnx
+
+from graphopt.ir import Model
+
+
+def infer_shapes(model: Model) -> int:
+    """Fill in dtype and shape of every value onnx can infer; returns how many values changed.
+    Existing information is kept where inference knows less (it never erases a dim)."""
+    from graphopt.onnx_io.emit import light_proto
+
+    if model.shapes_inferred_at == (id(model.graph), model.graph.mutations):
+        return 0  # nothing changed since the last inference
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light_proto(model), data_prop=True)
+    except Exception:  # inference is best effort: passes work without it, just less
+        return 0
+    types: dict[str, onnx.TypeProto] = {}
+    _collect(inferred.graph, types)
+    changed = 0
+    for g in model.graph.walk():
+        for v in g.values:
+            if v.is_capture or v.const is not None:
+                continue
+            tp = types.get(v.name)
+            if tp is None or tp.WhichOneof("value") != "tensor_type":
+                continue
+            tt = tp.tensor_type
+            dtype = tt.elem_type or v.dtype
+            shape = v.shape
+            if tt.HasField("shape"):
+                new = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+                shape = _merge(v.shape, new)
+            if (dtype, shape) != (v.dtype, v.shape):
+                v.dtype, v.shape = dtype, shape
+                changed += 1
+    model.shapes_inferred_at = (id(model.graph), model.graph.mutations)
+    return changed
+
+
+def _merge(old, new):
+    """Prefer known ints, then named symbols, over what is less specific."""
+    if old is None or len(old) != len(new):
+        return new
+    out = []
+    for a, b in zip(old, new):
+        if isinstance(a, int):
+            out.append(a)
+        elif isinstance(b, int):
+            out.append(b)
+        elif isinstance(a, str) and not a.startswith("unk__"):
+            out.append(a)
+        else:
+            out.append(b if b is not None else a)
+    return tuple(out)
+
+
+def _collect(gp: onnx.GraphProto, types: dict) -> None:
+    for vi in list(gp.input) + list(gp.value_info) + list(gp.output):
+        if vi.HasField("type"):
+            types[vi.name] = vi.type
+    for n in gp.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _collect(a.g, types)
+            for sub in a.graphs:
+                _collect(sub, types)
+
+
+def static_shape(value) -> tuple[int, ...] | None:
+    """The value's shape if every dim is a known int."""
+    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
+        return None
+    return tuple(value.shape)

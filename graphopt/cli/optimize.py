@@ -1,0 +1,177 @@
+"""`graphopt MODEL -p PASSES -o OUT`: run a pipeline on a model and write the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from graphopt.cli.common import Parser, setup_logging, write_text_atomically
+from graphopt.errors import GraphoptError
+
+
+def main_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="graphopt", description="Rewrite an ONNX graph with a pipeline of passes, "
+                "check and validate the result, and write it. Also: `graphopt passes` lists passes.")
+    p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("-p", "--passes", help="comma-separated passes or aliases, each optionally with "
+                   "options in braces, e.g. 'cleanup,dce'; 'none' runs no pass (a lossless round trip)")
+    p.add_argument("--pipeline", metavar="FILE.gopt|NAME",
+                   help="a pipeline file, or the name of a shipped one (trt-fp32, ort-cpu, ...)")
+    p.add_argument("--explain", action="append", default=[], metavar="RULE",
+                   help="say where RULE (a user rule or a built-in rule) fired and why it declined elsewhere")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
+                   help="pin an input's shape, e.g. input:1x3x224x224 (repeatable)")
+    p.add_argument("--report", metavar="FILE.json|FILE.md", help="write per-pass stats, timings, validation and "
+                   "what changed (inspect diff); .md writes Markdown with per-layer error charts (SVG) beside it")
+    p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--calib", metavar="DATA.npz|FOLDER",
+                   help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them")
+    p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy", "mse"),
+                   help="how activation ranges are chosen (default entropy)")
+    p.add_argument("--calib-cache", metavar="FILE.json",
+                   help="calibration cache: ranges are read from it when it matches, written to it otherwise")
+    p.add_argument("--rtol", type=float, help="validation tolerance, relative to each output's max |value| (default 1e-5)")
+    p.add_argument("--atol", type=float, help="validation absolute tolerance (default 1e-6)")
+    p.add_argument("--strict", action="store_true", help="a pass that fails or breaks validation is an error, not rolled back")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--external-data", action="store_true",
+                   help="store weights in OUT.data beside the output (automatic past 2 GiB)")
+    p.add_argument("--initializers-as-constants", action="store_true",
+                   help="treat initializers that are also graph inputs (IR v3 models) as constants")
+    p.add_argument("--debug", action="store_true", help="verify the IR after every pass; show tracebacks")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every pass")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    return p
+
+
+def command(argv: list[str]) -> int:
+    from graphopt import driver as api
+    from graphopt.runtime.validate import Tolerance
+
+    args = main_parser().parse_args(argv)
+    setup_logging(args)
+    if args.passes is None and args.pipeline is None:
+        raise GraphoptError("give passes with -p (e.g. -p fuse,fold) or --pipeline FILE.gopt; -p none for a plain round trip")
+    if args.passes is not None and args.pipeline is not None:
+        raise GraphoptError("give -p or --pipeline, not both")
+    if args.report:
+        _check_report_path(args.report, args)
+    passes, cfg = args.passes, None
+    if args.pipeline is not None:
+        from graphopt.dsl.lower import load_pipeline
+
+        cfg = load_pipeline(args.pipeline, api.default_registry())
+        passes = cfg.steps
+
+    def setting(block, key, flag, default):
+        """An explicit command-line flag wins over the pipeline file, which wins over the default."""
+        if flag is not None:
+            return flag
+        return cfg.setting(block, key, default) if cfg else default
+
+    shapes = {**(cfg.input_shapes if cfg else {}), **api.parse_input_shapes(args.input_shape)}
+    validate = not args.no_validate and setting("validate", "enabled", None, True)
+    from graphopt.quant.calibration import CalibrationSettings
+    from graphopt.runtime.validate import LossyThresholds
+
+    defaults = CalibrationSettings()
+    calib = CalibrationSettings(
+        data=setting("calibrate", "data", args.calib, None), method=setting("calibrate", "method", args.calib_method, defaults.method),
+        cache=setting("calibrate", "cache", args.calib_cache, None), progress=not args.quiet,
+        **{k: setting("calibrate", k, None, getattr(defaults, k))
+           for k in ("samples", "percentile", "batch_size", "holdout", "memory_mb")})
+    thresholds = LossyThresholds(**{k: setting("validate", k, None, None) for k in ("min_cosine", "min_snr_db", "min_top1")})
+    result = api.optimize(
+        args.model, passes, output=args.output, input_shapes=shapes,
+        validate=validate, strict=args.strict, force=args.force, debug=args.debug,
+        external_data=True if args.external_data or setting("output", "external_data", None, False) else None,
+        initializers_as_constants=args.initializers_as_constants or setting("output", "initializers_as_constants", None, False),
+        tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, 1e-5), atol=setting("validate", "atol", args.atol, 1e-6)),
+        draws=setting("validate", "draws", None, 3), seed=setting("validate", "seed", None, 0),
+        explain=set(args.explain), calibration=calib, thresholds=thresholds)
+    for name in args.explain:
+        _print_explain(name, result.near_misses)
+    if args.report:
+        _write_report(args, result, shapes)
+    if not args.quiet:
+        q = result.pass_reports.get("quantize-int8")
+        if q and q.get("layers"):
+            n8 = sum(L["precision"] == "int8" for L in q["layers"])
+            acc = q.get("accuracy")
+            held = (f"; held-out vs FP32: cosine {acc['cosine']:.5f}" +
+                    (f", top-1 agreement {acc['top1_agreement']:.2f}%" if acc.get("top1_agreement") is not None else "")
+                    if acc else "")
+            print(f"graphopt: int8: {n8} layers INT8, {len(q['layers']) - n8} fallen back to FP32, "
+                  f"{len(q['skipped'])} left FP32 by placement{held}", file=sys.stderr)
+        _print_pruning(result.pass_reports)
+        val = (result.validation.summary() if result.validation
+               else "skipped (--no-validate)" if not validate else "skipped (onnxruntime cannot run the result)")
+        rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
+        print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
+              f"{result.seconds:.2f}s; validation: {val}{rolled}", file=sys.stderr)
+    return 0
+
+
+def _write_report(args, result, shapes: dict) -> None:
+    """--report FILE.json (everything) or FILE.md (Markdown, per-layer error charts beside it)."""
+    from graphopt.driver import pin_input_shapes
+    from graphopt.lint.trt_check import trt_check
+    from graphopt.onnx_io import load as frontend
+    from graphopt.report.inspect import diff, inspect
+
+    source = frontend.load(args.model)
+    pin_input_shapes(source, shapes)  # compare like with like: both pinned as the run was
+    report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
+              "trt_check": [f.to_dict() for f in trt_check(result.model)],
+              "inspect_diff": diff(inspect(source), inspect(result.model))}
+    if not args.report.lower().endswith(".md"):
+        write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
+        return
+    from graphopt.report.markdown import markdown
+
+    stem = os.path.splitext(args.report)[0]
+    text, charts = markdown(report, stem)
+    for name, svg in charts.items():
+        write_text_atomically(os.path.join(os.path.dirname(os.path.abspath(args.report)), name), svg)
+    write_text_atomically(args.report, text)
+
+
+def _print_pruning(reports: dict) -> None:
+    w = reports.get("prune-weights")
+    if w and w.get("layers"):
+        params = sum(L["params"] for L in w["layers"])
+        zeros = sum(L["params"] * L["sparsity"] / 100 for L in w["layers"])
+        print(f"graphopt: prune-weights ({w['method']}): {100 * zeros / max(params, 1):.1f}% of {params} weights zero "
+              f"in {len(w['layers'])} layers; {len(w['skipped'])} layers skipped", file=sys.stderr)
+    c = reports.get("prune-channels")
+    if c and c.get("layers"):
+        b, a = c["before"], c["after"]
+        print(f"graphopt: prune-channels: {len(c['layers'])} layers thinned, {len(c['skipped'])} kept whole; params "
+              f"{b['params']} -> {a['params']}, FLOPs {b['flops']} -> {a['flops']} "
+              f"(-{100 * (1 - a['flops'] / max(b['flops'], 1)):.1f}%)", file=sys.stderr)
+
+
+def _print_explain(rule: str, near_misses) -> None:
+    mine = [nm for nm in near_misses if nm.rule == rule]
+    if not mine:
+        print(f"explain {rule}: no node matched its pattern", file=sys.stderr)
+        return
+    fired = [nm for nm in mine if nm.reason == "fired"]
+    print(f"explain {rule}: fired {len(fired)} times, declined {len(mine) - len(fired)} matches", file=sys.stderr)
+    for nm in mine:
+        what = "fired" if nm.reason == "fired" else f"declined: {nm.reason}"
+        print(f"  {nm.node}: {what}", file=sys.stderr)
+
+
+def _check_report_path(path: str, args) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GraphoptError(f"--report folder {folder!r} does not exist")
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise GraphoptError(f"--report {path!r} names a folder, not a file")
+    if os.path.realpath(path) in (os.path.realpath(args.model), os.path.realpath(args.output)):
+        raise GraphoptError(f"--report {path!r} would overwrite the input or the output model")

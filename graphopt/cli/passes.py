@@ -1,0 +1,34 @@
+"""`graphopt passes`: every pass and alias with its options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from graphopt.cli.common import Parser
+
+
+def command(argv: list[str]) -> int:
+    from graphopt.driver import default_registry
+
+    p = Parser(prog="graphopt passes", description="List every pass and alias with its options.")
+    p.parse_args(argv)
+    reg = default_registry()
+    out = ["Passes:"]
+    for name in sorted(reg.passes):
+        cls = reg.passes[name]
+        out.append(f"  {name:24s} {cls.summary}")
+        for f in dataclasses.fields(cls.Options):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            help_ = f.metadata.get("help", "")
+            out.append(f"  {'':24s}   {f.name}={default!r} ({getattr(f.type, '__name__', f.type)}) {help_}".rstrip())
+    out.append("")
+    out.append("Aliases:")
+    for name in sorted(reg.aliases):
+        a = reg.aliases[name]
+        how = f"fixed point, at most {a.max_iterations} rounds" if a.fixed_point else "in order"
+        out.append(f"  {name:24s} {a.summary} [{', '.join(a.members)}; {how}]")
+    out.append("")
+    out.append(f"  {'none':24s} run no pass (a lossless round trip)")
+    print("\n".join(out))
+    return 0

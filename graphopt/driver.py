@@ -1,0 +1,314 @@
+"""The driver behind the CLI and the Python API.
+
+load → pin input shapes → run the pipeline → emit (checker + strict shape inference) →
+validate against the input with onnxruntime → on a mismatch, bisect the pass trace to the
+first invocation that broke it, roll that pass back (or fail under strict) → write atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import onnx
+
+from graphopt.dsl.lower import parse_and_lower
+from graphopt.errors import GraphoptError, InvalidModelError, ValidationError
+from graphopt.ir import Model
+from graphopt.onnx_io import emit as backend
+from graphopt.onnx_io import load as frontend
+from graphopt.onnx_io.write import OutputTransaction
+from graphopt.pipeline.base import PassContext
+from graphopt.pipeline.manager import PassManager, PassRecord
+from graphopt.pipeline.registry import Registry
+from graphopt.quant.calibration import CalibrationSettings
+from graphopt.runtime.validate import (
+    LossyThresholds,
+    Tolerance,
+    ValidationReport,
+    Validator,
+)
+
+log = logging.getLogger("graphopt")
+
+MAX_ROLLBACKS = 8
+# Models with more constant bytes than this validate strictly one onnxruntime session at a time.
+OVERLAP_MAX_BYTES = 1 << 30
+
+
+@dataclass
+class Result:
+    model: Model
+    records: list[PassRecord]
+    validation: Optional[ValidationReport] = None
+    rolled_back: list[str] = field(default_factory=list)
+    output: Optional[str] = None
+    nodes_before: int = 0
+    nodes_after: int = 0
+    seconds: float = 0.0
+    near_misses: list = field(default_factory=list)  # for --explain
+    pass_reports: dict[str, Any] = field(default_factory=dict)  # details some passes give (int8: scales, accuracy)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            **({"pass_reports": self.pass_reports} if self.pass_reports else {}),
+            "output": self.output,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "seconds": round(self.seconds, 4),
+            "passes": [r.to_dict() for r in self.records],
+            "rolled_back": self.rolled_back,
+            "validation": self.validation.to_dict() if self.validation else None,
+        }
+
+
+def default_registry() -> Registry:
+    from graphopt.passes import (
+        default_registry as make,  # the pass library, composed here
+    )
+
+    return make()
+
+
+def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
+    if isinstance(passes, str):
+        return parse_and_lower(passes, registry)
+    return list(passes)
+
+
+def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """`NAME:1x3x224x224` strings → {NAME: (1, 3, 224, 224)}."""
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
+            if any(d <= 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise GraphoptError(f"--input-shape {spec!r}: expected NAME:DIMxDIM..., e.g. input:1x3x224x224") from None
+        shapes[name] = shape
+    return shapes
+
+
+def pin_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Give inputs concrete shapes. A symbolic dim pinned this way is that number wherever the
+    model names it (ONNX: one dim_param name, one size)."""
+    inputs = {v.name: v for v in model.graph.inputs}
+    bound: dict[str, int] = {}
+    for name, shape in shapes.items():
+        v = inputs.get(name)
+        if v is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(inputs), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; inputs are {', '.join(inputs)}"
+            raise GraphoptError(f"--input-shape names {name!r}, which is not a model input{hint}")
+        if v.shape is not None:
+            if len(v.shape) != len(shape) or any(isinstance(d, int) and d != p for d, p in zip(v.shape, shape)):
+                raise GraphoptError(f"--input-shape {name}:{'x'.join(map(str, shape))} does not match the "
+                                    f"model's input shape {list(v.shape)}")
+            for d, p in zip(v.shape, shape):
+                if isinstance(d, str) and bound.setdefault(d, p) != p:
+                    raise GraphoptError(f"--input-shape gives dim {d!r} two sizes, {bound[d]} and {p}")
+        v.shape = tuple(shape)
+    if bound:
+        for g in model.graph.walk():
+            for v in g.values:
+                if v.shape is not None and any(isinstance(d, str) and d in bound for d in v.shape):
+                    v.shape = tuple(bound.get(d, d) if isinstance(d, str) else d for d in v.shape)
+
+
+def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str, Sequence] = "none", *,
+             output: Optional[str] = None, input_shapes: Optional[dict] = None, validate: bool = True,
+             strict: bool = False, force: bool = False, debug: bool = False,
+             external_data: Optional[bool] = None, initializers_as_constants: bool = False,
+             tolerance: Tolerance = Tolerance(), draws: int = 3, seed: int = 0,
+             explain: Optional[set[str]] = None, registry: Optional[Registry] = None,
+             calibration: Union[None, str, os.PathLike, Iterable, CalibrationSettings] = None,
+             thresholds: Optional[LossyThresholds] = None) -> Result:
+    """Run a pipeline on a model; write it to `output` if given. See the module docstring.
+
+    `calibration`: data for passes that calibrate (int8): an .npz keyed by input name (first
+    axis = samples), a folder of them, any iterable of feed dicts, or CalibrationSettings.
+    `thresholds`: the accuracy a lossy pipeline must keep against the input."""
+    start = time.perf_counter()
+    registry = registry or default_registry()
+    steps = parse_pipeline(passes, registry)  # pipeline errors before any work
+    calib = calibration if isinstance(calibration, CalibrationSettings) else CalibrationSettings(data=calibration)
+    calib.check()
+    if calib.data is not None and not isinstance(calib.data, (str, os.PathLike)):
+        calib.data = list(calib.data)  # read twice (calibration, then validation): a generator would run dry
+    lossy = _lossy_passes(steps)
+    input_shapes = dict(input_shapes or {})
+    protected: tuple[str, ...] = ()
+    if not isinstance(model, onnx.ModelProto):
+        model = os.fspath(model)
+        protected = (model,)
+    tx = OutputTransaction(output, force=force, protected=protected) if output else None
+
+    def load() -> Model:
+        m = frontend.load(model, initializers_as_constants=initializers_as_constants)
+        pin_input_shapes(m, input_shapes)
+        return m
+
+    ir = load()
+    if tx:
+        tx.protect(ir.source_data_files)
+    nodes_before = ir.graph.count_nodes()
+    # Passes are replayed from this copy to bisect a failure (tensor data is shared, not copied).
+    original = ir.clone() if steps else None
+
+    near_misses: list = []
+    pass_reports: dict = {}
+
+    def run(disabled: set[str]) -> tuple[Model, PassManager, list[PassRecord]]:
+        m = original.clone() if original is not None else ir
+        pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
+        near_misses.clear()
+        ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()),
+                          near_misses=near_misses, calibration=calib, reports=pass_reports)
+        pass_reports.clear()
+        records = pm.run(m, ctx, initial=original)
+        return m, pm, records
+
+    rolled_back: list[str] = []
+    with (tx if tx else _ScratchDir()) as dest, ThreadPoolExecutor(1) as background:
+        validator = None
+        if validate:
+            ir.release_mapped_pages()
+            reference = _reference(model, ir, dest)
+
+            def make_validator() -> Validator:
+                if lossy:  # accuracy on the samples the passes held out of calibration, if any
+                    held = _held_out(calib, ir)
+                    return Validator(reference, ir, pinned=input_shapes, draws=draws, seed=seed,
+                                     lossy=thresholds or LossyThresholds(), samples=held, batch_size=calib.batch_size)
+                return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed)
+
+            # The reference runs on the second core while the passes run, unless the model is so
+            # large that two copies of it (onnxruntime's and ours) should not be alive at once.
+            if steps and backend.constant_bytes(ir) <= OVERLAP_MAX_BYTES:
+                pending = background.submit(make_validator)
+            else:
+                pending = None
+        result_model, pm, records = run(set())
+        if validate:
+            validator = pending.result() if pending else make_validator()
+
+        def build(m: Model):
+            """Emit and check `m`, then validate it: (emitted, report, problem or None)."""
+            try:
+                emitted = backend.emit(m, dest.staging_dir(), dest.basename, external_data=external_data)
+            except InvalidModelError as e:
+                return None, None, str(e)
+            if validator is None:
+                return emitted, None, None
+            m.release_mapped_pages()
+            try:
+                report = validator.check(emitted.ort_view())
+            except GraphoptError as e:
+                if not (lossy and "NOT_IMPLEMENTED" in str(e)):
+                    raise
+                # e.g. bfloat16 on CPU: the model is for a target onnxruntime here cannot emulate
+                log.warning("validation skipped: onnxruntime's CPU kernels cannot run the result (%s); check it on "
+                            "the target runtime", str(e).split(": ", 2)[-1][:160])
+                return emitted, None, None
+            if lossy:
+                _lint_quantized(m, report)
+                if not report.ok:  # a lossy result is judged, never bisected or rolled back
+                    raise ValidationError(f"{', '.join(lossy)}: {report.summary()}")
+            return emitted, report, None if report.ok else f"validation failed: {report.summary()}"
+
+        emitted, report, problem = build(result_model)
+        while problem:
+            culprit = _bisect(original, pm, build, input_shapes) if original is not None else None
+            if culprit is None:
+                raise (ValidationError if report else InvalidModelError)(f"{problem} (before any pass ran)")
+            msg = f"{problem}; first broken by pass {culprit}"
+            if strict or len(rolled_back) >= MAX_ROLLBACKS or culprit in lossy:  # lossy: asked for, not optional
+                raise (ValidationError if report else InvalidModelError)(msg)
+            log.warning("%s; rolling it back", msg)
+            rolled_back.append(culprit)
+            result_model, pm, records = run(set(rolled_back))
+            emitted, report, problem = build(result_model)
+        if tx:
+            tx.commit(emitted)
+    return Result(result_model, records, report, rolled_back, tx.target if tx else None, nodes_before,
+                  result_model.graph.count_nodes(), time.perf_counter() - start, list(near_misses), dict(pass_reports))
+
+
+def _lossy_passes(steps) -> list[str]:
+    """Names of the lossy passes in a pipeline, in order, once each."""
+    from graphopt.pipeline.manager import FixedPoint
+
+    names: list[str] = []
+    for s in steps:
+        for n in (_lossy_passes(s.steps) if isinstance(s, FixedPoint) else [s.name] if not s.lossless else []):
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def _held_out(calib: CalibrationSettings, model: Model):
+    """The samples the lossy passes held out of calibration (same split), or None without data."""
+    from graphopt.quant.calibration import split_samples
+
+    return split_samples(calib, model)[1]
+
+
+def _lint_quantized(model: Model, report) -> None:
+    """qdq-lint the result of a quantizing pipeline; its errors fail validation."""
+    from graphopt.lint.qdq_lint import has_qdq, qdq_lint
+
+    if not has_qdq(model):
+        return
+    report.lint = qdq_lint(model)
+    report.problems += [f"qdq-lint: {f}" for f in report.lint if f.severity == "error"]
+
+
+def _reference(source, original: Model, dest):
+    """What onnxruntime runs as the reference: the input file's weights referenced in place."""
+    if isinstance(source, str):
+        return backend.ort_view(original)
+    return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).ort_view()
+
+
+def _bisect(original: Model, pm: PassManager, build, input_shapes) -> Optional[str]:
+    """The name of the first pass invocation after which the model stops checking or validating."""
+    lo, hi = 0, len(pm.trace)  # the prefix of length lo is good; the prefix of length hi is not
+    if hi == 0 or build(original.clone())[2] is not None:
+        return None  # it fails without any pass
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        m = original.clone()
+        pm.replay(m, PassContext(m, input_shapes), mid)
+        try:
+            ok = build(m)[2] is None
+        except GraphoptError:
+            ok = False
+        lo, hi = (mid, hi) if ok else (lo, mid)
+    return pm.trace[hi - 1][0].name
+
+
+class _ScratchDir:
+    """Stands in for an OutputTransaction when nothing is written (API use without output)."""
+
+    basename = "model.onnx"
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="graphopt-")
+        return self
+
+    def __exit__(self, *exc):
+        self._tmp.cleanup()
+
+    def staging_dir(self) -> str:
+        return tempfile.mkdtemp(dir=self._tmp.name)

@@ -1,0 +1,1 @@
+"""Checkers that read a model and report findings: trt-check, qdq-lint, sparsity."""

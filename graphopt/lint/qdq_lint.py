@@ -1,0 +1,140 @@
+"""qdq-lint: Q/DQ placements TensorRT's explicit quantization rejects or runs slowly (DESIGN §6).
+
+Errors: a zero point that is not INT8 or not zero, a non-positive or non-finite scale, a
+per-channel scale without an explicit axis or of the wrong length, per-channel scales on an
+activation, Q/DQ on a bias, Q/DQ on both inputs of a residual Add. Warnings: a Q with no DQ
+after it, a DQ of a computed tensor with no Q before it, a pair whose scales differ.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from graphopt.ir import Graph, Model, Node
+from graphopt.ir.tensor import elem_type
+from graphopt.lint.findings import Finding
+
+INT8 = elem_type(np.int8)
+BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
+WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}  # the output-channel axis of a weight (Gemm: by transB)
+
+
+def qdq_lint(model: Model) -> list[Finding]:
+    findings: list[Finding] = []
+    for g in model.graph.walk():
+        _lint_graph(g, findings)
+    return findings
+
+
+def has_qdq(model: Model) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for g in model.graph.walk() for n in g.nodes)
+
+
+def _lint_graph(g: Graph, out: list[Finding]) -> None:
+    for node in g.toposort():
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            _lint_qdq(g, node, out)
+        if node.op_type in BIAS_INPUT:
+            ins = node.inputs
+            i = BIAS_INPUT[node.op_type]
+            if i < len(ins) and ins[i] is not None and _producer_op(g, ins[i]) == "DequantizeLinear":
+                out.append(Finding("error", node.name, node.op_type, "its bias comes through DequantizeLinear; "
+                                   "TensorRT fails to parse a quantized bias (keep the bias in float)"))
+        if node.op_type in ("Add", "Sum") and len(node.inputs) == 2:
+            if all(_is_activation_dq(g, v) for v in node.inputs):
+                out.append(Finding("error", node.name, node.op_type, "Q/DQ on both inputs of a residual Add; TensorRT "
+                                   "fuses the Add into the conv only when the conv's side is not quantized"))
+
+
+def _producer_op(g: Graph, v) -> Optional[str]:
+    p = g.producer(v) if v is not None else None
+    return p.op_type if p is not None else None
+
+
+def _is_activation_dq(g: Graph, v) -> bool:
+    p = g.producer(v) if v is not None else None
+    return p is not None and p.op_type == "DequantizeLinear" and _producer_op(g, p.inputs[0]) == "QuantizeLinear"
+
+
+def _lint_qdq(g: Graph, node: Node, out: list[Finding]) -> None:
+    def report(severity: str, message: str) -> None:
+        out.append(Finding(severity, node.name, node.op_type, message))
+
+    ins = node.inputs
+    x = ins[0]
+    scale = g.const_value(ins[1]) if len(ins) > 1 else None
+    zp_v = ins[2] if len(ins) > 2 else None
+    zp = g.const_value(zp_v)
+    if scale is None:
+        report("error", "its scale is not a constant")
+    else:
+        if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            report("error", "its scale is not strictly positive and finite")
+        if scale.size > 1:
+            axis = node.attrs.get("axis")
+            if axis is None:
+                report("error", "per-channel scale without an explicit axis (ONNX's default axis is 1)")
+            elif x is not None and x.shape is not None:
+                ax = axis.value + len(x.shape) if axis.value < 0 else axis.value
+                if not 0 <= ax < len(x.shape):
+                    report("error", f"axis {axis.value} is out of range for a rank-{len(x.shape)} tensor")
+                elif isinstance(x.shape[ax], int) and x.shape[ax] != scale.size:
+                    report("error", f"{scale.size} scales along axis {axis.value}, which has {x.shape[ax]} entries")
+                else:
+                    _lint_weight_axis(g, node, ax, report)
+            if g.const_value(_source_of(g, node)) is None:
+                report("error", "per-channel scales on an activation; TensorRT takes them only for constant weights")
+    if zp_v is None:
+        if node.op_type == "QuantizeLinear":
+            report("error", "no zero point: QuantizeLinear then outputs UINT8; TensorRT needs an INT8 zero point of 0")
+        elif x is not None and x.dtype is not None and x.dtype != INT8:
+            report("error", "it dequantizes a tensor that is not INT8")
+    elif zp is None:
+        report("error", "its zero point is not a constant")
+    else:
+        if zp_v.dtype != INT8:
+            report("error", "its zero point is not INT8 (TensorRT quantization is signed and symmetric)")
+        if np.any(zp != 0):
+            report("error", "non-zero zero point (TensorRT quantization is symmetric)")
+    if node.op_type == "QuantizeLinear":
+        uses = g.uses(node.outputs[0])
+        if not uses or any(u.op_type != "DequantizeLinear" for u, _ in uses):
+            report("warning", "QuantizeLinear not followed by DequantizeLinear")
+        for u, _ in uses:
+            other = g.const_value(u.inputs[1]) if u.op_type == "DequantizeLinear" and len(u.inputs) > 1 else None
+            if scale is not None and other is not None and (other.shape != scale.shape or np.any(other != scale)):
+                report("warning", f"the DequantizeLinear {u.name!r} after it has a different scale")
+    elif x is not None and g.const_value(x) is None and _producer_op(g, x) != "QuantizeLinear":
+        report("warning", "DequantizeLinear of a computed tensor with no QuantizeLinear before it")
+
+
+def _lint_weight_axis(g: Graph, dq: Node, axis: int, report) -> None:
+    """Per-channel weight scales must run along the output channels of the layer they feed."""
+    if dq.op_type != "DequantizeLinear":
+        return
+    for user, index in g.uses(dq.outputs[0]):
+        if index != 1 or user.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        if user.op_type == "Gemm":
+            want = 0 if user.attr("transB", 0) else 1
+        elif user.op_type == "MatMul":
+            want = len(dq.outputs[0].shape or ()) - 1
+        else:
+            want = WEIGHT_AXIS[user.op_type]
+        if axis != want:
+            report("error", f"per-channel scales along axis {axis} of the weight of {user.op_type} {user.name!r}; "
+                            f"its output channels are axis {want}")
+
+
+def _source_of(g: Graph, node: Node):
+    """The float tensor a Q/DQ pair quantizes: Q's input, or for a DQ, its Q's input or its own."""
+    x = node.inputs[0]
+    if node.op_type == "DequantizeLinear":
+        p = g.producer(x) if x is not None else None
+        if p is not None and p.op_type == "QuantizeLinear":
+            return p.inputs[0]
+    return x

@@ -1,0 +1,311 @@
+"""Front end: an ONNX file or ModelProto becomes a graphopt IR Model.
+
+Nothing is lost: opset imports, functions, metadata, doc strings, value_info and rare fields
+are kept for the back end. Constant data is not decoded here: inline tensors stay in their
+protos, external tensors are checked and memory-mapped.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto as A
+
+from graphopt.errors import ModelLoadError
+from graphopt.ir import Attr, Function, Graph, MappedFile, Model, NameScope, Tensor
+from graphopt.ir.graph import Node
+from graphopt.onnx_io import wire
+from graphopt.onnx_io.external_data import ExternalDataReader
+
+MIN_OPSET = 7
+# Inline initializers at least this large stay in the memory-mapped file, never in Python memory.
+MAPPED_MIN_BYTES = 1024
+
+# ModelProto / GraphProto fields the IR does not model but must emit unchanged.
+_MODEL_EXTRA_FIELDS = ("training_info", "configuration")
+_GRAPH_EXTRA_FIELDS = ("quantization_annotation",)
+
+Source = Union[str, os.PathLike, onnx.ModelProto]
+
+
+def load(source: Source, *, initializers_as_constants: bool = False,
+         tensors: Optional[dict[str, Tensor]] = None) -> Model:
+    """Parse a model. With `initializers_as_constants`, initializers that an IR v3 model also
+    lists as graph inputs become plain constants (by default they stay overridable inputs).
+    `tensors` (ModelProto only) supplies the data of main-graph initializers by name: the
+    proto then needs only their names, types and shapes (see opset.convert)."""
+    if isinstance(source, onnx.ModelProto):
+        reader = _Reader(os.getcwd(), initializers_as_constants)
+        reader.given_tensors = dict(tensors or {})
+        return reader.model(source, None)
+    path = os.fspath(source)
+    proto, mapped, payloads = read_model_proto(path)
+    reader = _Reader(os.path.dirname(os.path.abspath(path)), initializers_as_constants)
+    reader.mapped_initializers = {p.index: (mapped, p) for p in payloads}
+    model = reader.model(proto, path)
+    model.mapped_files = [mapped, *reader.external.files.values()]
+    return model
+
+
+def read_model_proto(path: str) -> tuple[onnx.ModelProto, MappedFile, list[wire.Payload]]:
+    """Parse the model's structure; large inline weights stay in the mapped file (see wire.py).
+    One clear error for anything unreadable."""
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    if os.path.getsize(path) == 0:
+        raise ModelLoadError(f"{path}: file is empty")
+    mapped = MappedFile(os.path.realpath(path))
+    proto = onnx.ModelProto()
+    try:
+        stripped, payloads = wire.strip_initializer_data(mapped.buffer(), MAPPED_MIN_BYTES)
+        proto.ParseFromString(stripped)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        if "MaxDepth" in str(e) or "recursion" in str(e).lower():
+            raise ModelLoadError(f"{path}: its subgraphs are nested deeper than the protobuf parser allows "
+                                 f"(about 100 levels of messages)") from None
+        raise ModelLoadError(f"{path}: not an ONNX model (protobuf parse failed: {e})") from None
+    if not proto.HasField("graph") or proto.ir_version <= 0:
+        raise ModelLoadError(f"{path}: not an ONNX model (no graph or IR version in the protobuf)")
+    return proto, mapped, payloads
+
+
+class _Reader:
+    def __init__(self, base_dir: str, initializers_as_constants: bool):
+        self.external = ExternalDataReader(base_dir)
+        self.initializers_as_constants = initializers_as_constants
+        # top-level initializer index -> (mapped model file, where its raw_data lies)
+        self.mapped_initializers: dict[int, tuple[MappedFile, wire.Payload]] = {}
+        self.given_tensors: dict[str, Tensor] = {}
+
+    def model(self, proto: onnx.ModelProto, path: Optional[str]) -> Model:
+        label = path or "model"
+        opsets: dict[str, int] = {}
+        for o in proto.opset_import:
+            opsets[o.domain] = o.version
+        if not opsets:
+            raise ModelLoadError(f"{label}: has no opset import")
+        default = opsets.get("", opsets.get("ai.onnx"))
+        latest = onnx.defs.onnx_opset_version()
+        if default is not None and not MIN_OPSET <= default <= latest:
+            raise ModelLoadError(
+                f"{label}: unsupported opset {default} (graphopt supports {MIN_OPSET} to {latest})")
+        graph = self.graph(proto.graph, Graph(proto.graph.name), top=True)
+        functions = [self.function(f) for f in proto.functions]
+        model = Model(
+            graph=graph, opset_imports=opsets, ir_version=proto.ir_version,
+            producer_name=proto.producer_name, producer_version=proto.producer_version,
+            domain=proto.domain, model_version=proto.model_version, doc_string=proto.doc_string,
+            metadata={p.key: p.value for p in proto.metadata_props}, functions=functions,
+            source_path=os.path.abspath(path) if path else None,
+            source_data_files=sorted(self.external.files),
+        )
+        for field in _MODEL_EXTRA_FIELDS:
+            if field in proto.DESCRIPTOR.fields_by_name and len(getattr(proto, field)):
+                model.extra[field] = [_copy(x) for x in getattr(proto, field)]
+        return model
+
+    # ---------------------------------------------------------------- graphs
+    def graph(self, gp: onnx.GraphProto, g: Graph, *, top: bool = False) -> Graph:
+        where = f"graph {gp.name!r}"
+        g.doc_string = gp.doc_string
+        if "metadata_props" in gp.DESCRIPTOR.fields_by_name:
+            g.metadata = {p.key: p.value for p in gp.metadata_props}
+        for field in _GRAPH_EXTRA_FIELDS:
+            if len(getattr(gp, field)):
+                g.extra[field] = [_copy(x) for x in getattr(gp, field)]
+        if len(gp.sparse_initializer):
+            raise ModelLoadError(f"{where}: sparse initializers are not supported")
+
+        inits = {t.name: t for t in gp.initializer}
+        if len(inits) != len(gp.initializer):
+            raise ModelLoadError(f"{where}: duplicate initializer name")
+        input_names = set()
+        for vi in gp.input:
+            if vi.name in input_names:
+                raise ModelLoadError(f"{where}: duplicate graph input {vi.name!r}")
+            input_names.add(vi.name)
+            if vi.name in inits and top and self.initializers_as_constants:
+                continue
+            self._declare(g, vi.name, where)
+            v = g.add_input(vi.name)
+            _set_type(v, vi)
+        for i, t in enumerate(gp.initializer):
+            v = g.value(t.name)
+            if v is None:
+                self._declare(g, t.name, where)
+                v = g.add_value(t.name)
+            if top and t.name in self.given_tensors:
+                v.const = self.given_tensors[t.name]
+            elif top and i in self.mapped_initializers:
+                v.const = self.mapped_tensor(t, i)
+            else:
+                v.const = self.tensor(t)
+            v.dtype, v.shape = v.const.dtype, v.const.shape
+        for n in gp.node:
+            for o in n.output:
+                if o:
+                    self._declare(g, o, where, producer=n)
+                    g.add_value(o)
+        for vi in gp.value_info:
+            v = g.value(vi.name)
+            if v is not None and v.const is None:
+                _set_type(v, vi)
+        for n in gp.node:
+            self.node(n, g, where)
+        for vi in gp.output:
+            v = g.lookup_or_capture(vi.name)
+            if v is None:
+                raise ModelLoadError(f"{where}: output {vi.name!r} is not produced by any node")
+            _set_type(v, vi)
+            g.outputs.append(v)
+        return g
+
+    def _declare(self, g: Graph, name: str, where: str, producer=None) -> None:
+        if g.value(name) is not None or name in g.scope.used:
+            who = f" (output of {producer.op_type} node {producer.name!r})" if producer is not None else ""
+            raise ModelLoadError(f"{where}: value name {name!r} is defined twice{who}")
+
+    def node(self, n: onnx.NodeProto, g: Graph, where: str) -> Node:
+        inputs = []
+        for name in n.input:
+            if not name:
+                inputs.append(None)
+                continue
+            v = g.lookup_or_capture(name)
+            if v is None:
+                raise ModelLoadError(
+                    f"{where}: {n.op_type} node {n.name!r} reads {name!r}, which no node, input or "
+                    f"initializer defines")
+            inputs.append(v)
+        outputs = [g.value(o) if o else None for o in n.output]
+        node = g.add_node(n.op_type, inputs, outputs, domain=n.domain, name=n.name)
+        node.doc_string = n.doc_string
+        if "overload" in n.DESCRIPTOR.fields_by_name:
+            node.overload = n.overload
+        if "metadata_props" in n.DESCRIPTOR.fields_by_name:
+            node.metadata = {p.key: p.value for p in n.metadata_props}
+        for a in n.attribute:
+            node.attrs[a.name] = self.attr(a, g, node)
+        return node
+
+    def attr(self, a: onnx.AttributeProto, g: Graph, node: Node) -> Attr:
+        t = a.type or _infer_attr_type(a)
+        if a.ref_attr_name:
+            value = None
+        elif t == A.FLOAT:
+            value = a.f
+        elif t == A.INT:
+            value = a.i
+        elif t == A.STRING:
+            value = a.s
+        elif t == A.TENSOR:
+            value = self.tensor(a.t)
+        elif t == A.GRAPH:
+            value = self.subgraph(a.g, g, node, a.name, 0)
+        elif t == A.FLOATS:
+            value = list(a.floats)
+        elif t == A.INTS:
+            value = list(a.ints)
+        elif t == A.STRINGS:
+            value = list(a.strings)
+        elif t == A.TENSORS:
+            value = [self.tensor(x) for x in a.tensors]
+        elif t == A.GRAPHS:
+            value = [self.subgraph(x, g, node, a.name, i) for i, x in enumerate(a.graphs)]
+        else:  # sparse tensors and type protos: kept verbatim
+            value = _copy(a)
+        return Attr(t, value, a.ref_attr_name, a.doc_string)
+
+    def subgraph(self, gp: onnx.GraphProto, parent: Graph, node: Node, attr: str, index: int) -> Graph:
+        sub = Graph(gp.name, parent=parent)
+        parent.attach_subgraph(node, attr, index, sub)
+        return self.graph(gp, sub)
+
+    def function(self, fp: onnx.FunctionProto) -> Function:
+        body = Graph(fp.name, scope=NameScope())
+        where = f"function {fp.domain}.{fp.name}"
+        for name in fp.input:
+            body.add_input(name)
+        for n in fp.node:
+            for o in n.output:
+                if o:
+                    self._declare(body, o, where, producer=n)
+                    body.add_value(o)
+        if "value_info" in fp.DESCRIPTOR.fields_by_name:
+            for vi in fp.value_info:
+                v = body.value(vi.name)
+                if v is not None:
+                    _set_type(v, vi)
+        for n in fp.node:
+            self.node(n, body, where)
+        for name in fp.output:
+            v = body.value(name)
+            if v is None:
+                raise ModelLoadError(f"{where}: output {name!r} is not produced by any node")
+            body.outputs.append(v)
+        f = Function(name=fp.name, domain=fp.domain, body=body, attributes=list(fp.attribute),
+                     opset_imports={o.domain: o.version for o in fp.opset_import},
+                     doc_string=fp.doc_string)
+        if "overload" in fp.DESCRIPTOR.fields_by_name:
+            f.overload = fp.overload
+        if "metadata_props" in fp.DESCRIPTOR.fields_by_name:
+            f.metadata = {p.key: p.value for p in fp.metadata_props}
+        for a in fp.attribute_proto:
+            f.attribute_defaults[a.name] = self.attr(a, body, None)
+        return f
+
+    def mapped_tensor(self, t: onnx.TensorProto, index: int) -> Tensor:
+        mapped, payload = self.mapped_initializers[index]
+        tensor = Tensor.from_external(t, mapped, payload.offset)
+        if tensor.nbytes != payload.length:
+            raise ModelLoadError(f"initializer {t.name!r} has {payload.length} bytes of data but its "
+                                 f"shape and type need {tensor.nbytes}")
+        return tensor
+
+    def tensor(self, t: onnx.TensorProto) -> Tensor:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            return self.external.tensor(t)
+        return Tensor.from_proto(t)
+
+
+def _set_type(v, vi: onnx.ValueInfoProto) -> None:
+    v.doc_string = vi.doc_string or v.doc_string
+    if "metadata_props" in vi.DESCRIPTOR.fields_by_name and len(vi.metadata_props):
+        v.metadata = {p.key: p.value for p in vi.metadata_props}
+    if not vi.HasField("type"):
+        return
+    tp = vi.type
+    if tp.WhichOneof("value") == "tensor_type":
+        tt = tp.tensor_type
+        v.dtype = tt.elem_type or None
+        if tt.HasField("shape"):
+            v.shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                            for d in tt.shape.dim)
+        else:
+            v.shape = None
+        v.type_proto = None
+    else:
+        v.type_proto = _copy(tp)
+
+
+def _infer_attr_type(a: onnx.AttributeProto) -> int:
+    """Attribute type for old models that leave `type` unset."""
+    for field, t in (("f", A.FLOAT), ("i", A.INT), ("s", A.STRING), ("t", A.TENSOR), ("g", A.GRAPH)):
+        if a.HasField(field):
+            return t
+    for field, t in (("floats", A.FLOATS), ("ints", A.INTS), ("strings", A.STRINGS),
+                     ("tensors", A.TENSORS), ("graphs", A.GRAPHS)):
+        if len(getattr(a, field)):
+            return t
+    return A.UNDEFINED
+
+
+def _copy(msg):
+    c = type(msg)()
+    c.CopyFrom(msg)
+    return c

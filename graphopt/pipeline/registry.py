@@ -1,0 +1,138 @@
+"""The pass registry: an explicit list of pass classes and aliases, checked once.
+
+Nothing registers itself on import; `graphopt.passes.default_registry()` builds the list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+from graphopt.errors import PipelineError
+from graphopt.pipeline.base import KEBAB, Pass
+from graphopt.pipeline.manager import FixedPoint
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A `-p` name for a group of passes, run once in order or to a fixed point."""
+
+    name: str
+    summary: str
+    members: tuple[str, ...]
+    fixed_point: bool = False
+    max_iterations: int = 8
+
+
+class Registry:
+    def __init__(self, passes: Sequence[type[Pass]], aliases: Sequence[Alias] = ()):
+        self.passes: dict[str, type[Pass]] = {}
+        self.aliases: dict[str, Alias] = {}
+        for p in passes:
+            self._claim(p.name, "pass")
+            if not dataclasses.is_dataclass(p.Options):
+                raise ValueError(f"pass {p.name}: Options must be a dataclass")
+            self.passes[p.name] = p
+        for a in aliases:
+            self._claim(a.name, "alias")
+            self.aliases[a.name] = a
+        for a in self.aliases.values():
+            for m in a.members:
+                if m not in self.passes and m not in self.aliases:
+                    raise ValueError(f"alias {a.name} names unknown pass {m}")
+
+    def _claim(self, name: str, kind: str) -> None:
+        if not KEBAB.match(name or ""):
+            raise ValueError(f"{kind} name {name!r} is not kebab-case")
+        if name in self.passes or name in self.aliases or name == "none":
+            raise ValueError(f"duplicate pass or alias name {name!r}")
+
+    def names(self) -> list[str]:
+        return sorted([*self.passes, *self.aliases])
+
+    def suggest(self, name: str, candidates: Optional[Sequence[str]] = None) -> str:
+        close = difflib.get_close_matches(name, list(candidates or self.names()), n=1, cutoff=0.6)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    def lookup(self, name: str) -> Union[type[Pass], Alias]:
+        if name in self.passes:
+            return self.passes[name]
+        if name in self.aliases:
+            return self.aliases[name]
+        raise PipelineError(f"unknown pass {name!r}{self.suggest(name)}; `graphopt passes` lists them")
+
+    def option_names(self, alias: Alias) -> set[str]:
+        """Every option some member of `alias` (recursively) takes."""
+        names: set[str] = set()
+        for m in alias.members:
+            target = self.lookup(m)
+            if isinstance(target, Alias):
+                names |= self.option_names(target)
+            else:
+                names |= {f.name for f in dataclasses.fields(target.Options)}
+        return names
+
+    def expand_alias(self, alias: Alias, options: Optional[dict] = None) -> Union[FixedPoint, list]:
+        """The steps an alias stands for. Options given to an alias go to every member pass
+        that has an option of that name; an option no member knows is an error. A fixed-point
+        alias inside one that runs in order stays a fixed-point group."""
+        options = options or {}
+        unknown = set(options) - self.option_names(alias)
+        if unknown:
+            raise PipelineError(f"alias {alias.name!r} has no option {sorted(unknown)[0]!r}")
+        steps = []
+        for m in alias.members:
+            target = self.lookup(m)
+            if isinstance(target, Alias):
+                mine = {k: v for k, v in options.items() if k in self.option_names(target)}
+                sub = self.expand_alias(target, mine)
+                if isinstance(sub, FixedPoint) and not alias.fixed_point:
+                    steps.append(sub)
+                else:
+                    steps.extend(sub.steps if isinstance(sub, FixedPoint) else sub)
+                continue
+            fields = {f.name for f in dataclasses.fields(target.Options)}
+            steps.append(target(make_options(target, {k: v for k, v in options.items() if k in fields})))
+        if alias.fixed_point:
+            return FixedPoint(alias.name, steps, alias.max_iterations)
+        return steps
+
+
+def make_options(pass_cls: type[Pass], raw: dict) -> object:
+    """Build a pass's Options dataclass from raw (string or number) values, checking types."""
+    fields = {f.name: f for f in dataclasses.fields(pass_cls.Options)}
+    kwargs = {}
+    for key, value in raw.items():
+        f = fields.get(key)
+        if f is None:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else (
+                f"; it has {', '.join(sorted(fields))}" if fields else "; it takes no options")
+            raise PipelineError(f"pass {pass_cls.name!r} has no option {key!r}{hint}")
+        kwargs[key] = _convert(pass_cls.name, key, f.type, value)
+    return pass_cls.Options(**kwargs)
+
+
+def _convert(pname: str, key: str, typ, value):
+    tname = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    text = str(value)
+    try:
+        if tname == "bool":
+            if isinstance(value, bool):
+                return value
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if tname == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(text, 0)
+        if tname == "float":
+            return float(value)
+        return text
+    except ValueError:
+        raise PipelineError(f"option {key!r} of pass {pname!r} expects {tname}, got {text!r}") from None

@@ -1,0 +1,110 @@
+"""The rewrite driver: the only code that applies rules to a graph. It dispatches nodes to the
+rules rooted at their op type, refuses matches whose inner values escape, replaces the root's
+outputs and removes what became dead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from graphopt.ir import Graph, Node
+from graphopt.rewrite.pattern import Match, match
+from graphopt.rewrite.rule import Builder, Rule
+
+
+@dataclass
+class NearMiss:
+    rule: str
+    node: str
+    reason: str
+
+
+class Driver:
+    """Applies rules to a graph and its subgraphs until none fires (at most `max_rounds`)."""
+
+    @classmethod
+    def for_pass(cls, rules: Sequence[Rule], ctx) -> "Driver":
+        """A driver that records near misses of the rules the user asked to explain."""
+        return cls(rules, explain=ctx.explain, near_misses=ctx.near_misses)
+
+    def __init__(self, rules: Sequence[Rule], *, max_rounds: int = 16, explain: Optional[set[str]] = None,
+                 near_misses: Optional[list] = None):
+        self.by_op: dict[str, list[Rule]] = {}
+        # higher benefit first; equal benefits keep their order
+        for r in sorted(rules, key=lambda r: -getattr(r, "benefit", 1)):
+            for op in r.pattern.op_types():
+                self.by_op.setdefault(op, []).append(r)
+        self.max_rounds = max_rounds
+        self.explain = explain or set()
+        self.near_misses: list[NearMiss] = near_misses if near_misses is not None else []
+
+    def applicable(self, graph: Graph) -> bool:
+        """Whether any node of the graph (or its subgraphs) has an op type a rule is rooted at:
+        lets a pass skip its set-up, such as shape inference, when no rule could fire."""
+        return any(n.op_type in self.by_op for g in graph.walk() for n in g.nodes)
+
+    def run(self, graph: Graph, filter_node: Optional[Callable[[Node], bool]] = None) -> dict[str, int]:
+        fired: dict[str, int] = {}
+        for g in list(graph.walk()):
+            for _ in range(self.max_rounds):
+                if not self._round(g, fired, filter_node):
+                    break
+        return fired
+
+    def _round(self, g: Graph, fired: dict[str, int], filter_node) -> bool:
+        changed = False
+        for node in g.toposort():
+            if node not in g or (filter_node and not filter_node(node)):
+                continue
+            for rule in self.by_op.get(node.op_type, ()):
+                m = match(rule.pattern, node, g)
+                if m is None or (filter_node and not all(filter_node(n) for n in m.matched)):
+                    continue  # a scoped step rewrites only nodes inside its scope
+                reason = _escapes(m) or rule.check(m)
+                if reason:
+                    if rule.name in self.explain:
+                        self.near_misses.append(NearMiss(rule.name, node.name or node.op_type, reason))
+                    continue
+                if rule.name in self.explain:
+                    self.near_misses.append(NearMiss(rule.name, node.name or node.op_type, "fired"))
+                self._apply(rule, m, g)
+                fired[rule.name] = fired.get(rule.name, 0) + 1
+                changed = True
+                break
+        return changed
+
+    @staticmethod
+    def _apply(rule: Rule, m: Match, g: Graph) -> None:
+        b = Builder(g, rule, m.root)
+        try:
+            replacements = rule.rewrite(m, b)
+        except Exception:
+            for n in reversed(b.created):  # leave no half-built replacement behind
+                for v in n.outputs:
+                    if v is not None:
+                        for user, idx in v.uses:
+                            g.set_input(user, idx, None)
+                g.remove_node(n)
+            raise
+        for old, new in zip(m.root.outputs, replacements):
+            if old is not None and new is not None:
+                g.replace_all_uses(old, new)
+        for n in m.matched:  # root first: inner nodes become dead after it goes
+            if n in g and not any(v is not None and g.has_uses(v) for v in n.outputs):
+                g.remove_node(n)
+
+
+def _escapes(m: Match) -> Optional[str]:
+    """A reason to refuse if a value inside the match is read outside it."""
+    inside = {n.id for n in m.matched}
+    for n in m.matched[1:]:
+        for v in n.outputs:
+            if v is None:
+                continue
+            if v.is_graph_output:
+                return f"{v.name!r} inside the match is a graph output"
+            for user, _ in v.uses:
+                if user.id not in inside:
+                    return f"{v.name!r} inside the match is also read by {user.op_type} {user.name!r}"
+    return None

@@ -1,0 +1,1 @@
+"""onnxruntime: sessions, validation inputs, comparing outputs (lossless and lossy metrics)."""

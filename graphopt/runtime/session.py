@@ -1,0 +1,133 @@
+"""onnxruntime sessions for graphopt: validation, calibration and accuracy checks all load
+models the same way (weights referenced where they already lie, see onnx_io.emit.ort_view).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+
+from graphopt.errors import GraphoptError
+from graphopt.onnx_io.emit import OrtModel
+
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+              "Bernoulli", "Multinomial", "Dropout"}  # Dropout draws its mask in training mode
+
+
+
+
+def seeded_random_ops(proto: onnx.ModelProto) -> bool:
+    """Give every unseeded Random* op a seed derived from its output name, so the input and
+    the output model draw the same numbers. Returns whether anything changed."""
+    changed = False
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    seedable = RANDOM_OPS if opset >= 12 else RANDOM_OPS - {"Dropout"}
+
+    def visit(graph: onnx.GraphProto) -> None:
+        nonlocal changed
+        for n in graph.node:
+            if n.op_type in seedable and n.domain in ("", "ai.onnx") and not any(a.name == "seed" for a in n.attribute):
+                seed = zlib.crc32(n.output[0].encode()) % 100000
+                # Dropout's seed is an int; the Random* ops take a float
+                n.attribute.append(onnx.helper.make_attribute("seed", seed if n.op_type == "Dropout" else float(seed)))
+                changed = True
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    visit(a.g)
+                for g in a.graphs:
+                    visit(g)
+
+    visit(proto.graph)
+    return changed
+
+
+class Session:
+    """One onnxruntime CPU session. `optimized=False` (validation) turns every graph
+    optimization off; calibration and accuracy checks may use the basic level."""
+
+    def __init__(self, model: "OrtModel | str", *, optimized: bool = False, has_random_ops: bool = False,
+                 intra_threads: int = 0):
+        import onnxruntime as ort
+
+        if isinstance(model, str):
+            model = OrtModel(path=model)
+        self.label = model.label
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimized
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = False  # a few batches per session: return memory promptly
+        opts.enable_mem_pattern = False
+        # prepacking copies every MatMul/Conv weight into a second, packed buffer: twice the memory
+        # for a session that runs a few batches
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+        if intra_threads:
+            opts.intra_op_num_threads = intra_threads
+        source: str | bytes = model.path if model.data is None else model.data
+        folder = model.folder or (os.path.dirname(os.path.abspath(model.path)) if model.path else None)
+        if has_random_ops:
+            proto = (onnx.load_model(model.path, load_external_data=False) if model.data is None
+                     else onnx.ModelProto.FromString(model.data))
+            seeded_random_ops(proto)
+            source = proto.SerializeToString()
+        if isinstance(source, bytes) and folder:
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        try:
+            self._sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises several unrelated types
+            raise GraphoptError(f"onnxruntime cannot load {self.label}: {first_line(e)}") from None
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+        # a float input the model takes in another precision (fp16{keep_io=false}) gets the feed cast
+        self._float_inputs = {i.name: _FLOAT_TYPES[i.type] for i in self._sess.get_inputs() if i.type in _FLOAT_TYPES}
+
+    def run(self, feed: dict[str, np.ndarray], names: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
+        names = list(names or self.output_names)
+        feed = {k: (v.astype(self._float_inputs[k]) if k in self._float_inputs and v.dtype.kind == "f"
+                    and v.dtype != self._float_inputs[k] else v) for k, v in feed.items()}
+        try:
+            outs = self._sess.run(names, feed)
+        except Exception as e:
+            raise GraphoptError(f"onnxruntime failed to run {self.label}: {first_line(e)}") from None
+        return dict(zip(names, outs))
+
+    def close(self) -> None:
+        self._sess = None
+        release_freed_memory()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_model(model: "OrtModel | str", feeds: list[dict[str, np.ndarray]], *, has_random_ops: bool = False,
+              optimized: bool = False) -> list[dict[str, np.ndarray]]:
+    """Run one model on every feed in one session (optimizations off unless `optimized`)."""
+    with Session(model, has_random_ops=has_random_ops, optimized=optimized) as sess:
+        return [sess.run(feed) for feed in feeds]
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a finished session back to the OS (glibc keeps it otherwise), so the
+    next session does not stack on top of the last one."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

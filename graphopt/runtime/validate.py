@@ -1,0 +1,265 @@
+"""Validation (DESIGN §4): onnxruntime, graph optimizations off, runs the input and the output
+on the same seeded random inputs; every output is compared.
+
+Sessions run one at a time (the reference's outputs are kept, its session is dropped), so
+validating a large model needs one model's memory, not two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import onnx
+
+from graphopt.errors import GraphoptError
+from graphopt.ir import Model
+from graphopt.onnx_io.emit import OrtModel  # noqa: F401 (re-exported)
+from graphopt.runtime.metrics import AccuracyReport
+from graphopt.runtime.metrics import compare as accuracy_compare
+from graphopt.runtime.session import RANDOM_OPS, run_model
+
+DEFAULT_BATCH = 1
+DEFAULT_DIM = 32
+
+
+@dataclass
+class Tolerance:
+    """|new - ref| <= atol + rtol * max|ref| per output (a scale-aware relative bound)."""
+
+    rtol: float = 1e-5
+    atol: float = 1e-6
+
+
+@dataclass
+class OutputDiff:
+    name: str
+    max_abs: float
+    max_rel: float
+    bitwise_equal: bool
+    ok: bool
+    problem: str = ""
+
+
+@dataclass
+class ValidationReport:
+    ok: bool
+    draws: int
+    outputs: list[OutputDiff] = field(default_factory=list)
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((o.max_rel for o in self.outputs), default=0.0)
+
+    @property
+    def bitwise_equal(self) -> bool:
+        return all(o.bitwise_equal for o in self.outputs)
+
+    def summary(self) -> str:
+        bad = [o for o in self.outputs if not o.ok]
+        if bad:
+            o = bad[0]
+            return (f"output {o.name!r} differs: {o.problem or f'max abs error {o.max_abs:.3g}, max rel error {o.max_rel:.3g}'}")
+        if self.bitwise_equal:
+            return f"outputs bitwise equal ({self.draws} draws)"
+        return f"outputs equal within tolerance (max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}, {self.draws} draws)"
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "draws": self.draws, "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "bitwise_equal": self.bitwise_equal, "outputs": [asdict(o) for o in self.outputs]}
+
+
+# ------------------------------------------------------------------------------ inputs
+def input_specs(model: Model, pinned: Mapping[str, Sequence[int]] | None = None) -> list[tuple[str, int, tuple]]:
+    """(name, elem type, concrete shape) of each input the user must feed. A symbolic dim gets
+    the same size everywhere it appears: axis 0 defaults to a batch of 1, others to 32."""
+    pinned = pinned or {}
+    symbols: dict[str, int] = {}
+    for v in model.graph.inputs:
+        if v.name in pinned and v.shape is not None:
+            for d, p in zip(v.shape, pinned[v.name]):
+                if isinstance(d, str):
+                    symbols.setdefault(d, int(p))
+    specs = []
+    for v in model.graph.inputs:
+        if v.const is not None:
+            continue  # an overridable initializer keeps its default
+        if v.dtype is None or v.type_proto is not None:
+            raise GraphoptError(f"cannot make validation data for input {v.name!r}: it is not a typed tensor")
+        if v.name in pinned:
+            shape = tuple(int(d) for d in pinned[v.name])
+        else:
+            shape = tuple(_concrete(d, axis, symbols) for axis, d in enumerate(v.shape or ()))
+        specs.append((v.name, v.dtype, shape))
+    return specs
+
+
+def _concrete(d, axis: int, symbols: dict[str, int]) -> int:
+    if isinstance(d, int):
+        return d
+    default = DEFAULT_BATCH if axis == 0 else DEFAULT_DIM
+    if d is None:
+        return default
+    return symbols.setdefault(d, default)
+
+
+MAX_FEED_BYTES = 1 << 30  # one draw of validation inputs; more is a model declaring absurd dims
+
+
+def random_feeds(specs, draws: int, seed: int) -> list[dict[str, np.ndarray]]:
+    total = 0
+    for name, elem_type, shape in specs:
+        size = int(np.prod(shape, dtype=np.float64)) * onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+        total += size
+        if total > MAX_FEED_BYTES:
+            raise GraphoptError(f"input {name!r} declares shape {list(shape)} ({size:.3g} bytes): too large to make "
+                                f"validation inputs for; pin a smaller shape with --input-shape {name}:... or "
+                                f"use --no-validate")
+    feeds = []
+    for draw in range(draws):
+        rng = np.random.default_rng([seed, draw])
+        feed = {}
+        for name, elem_type, shape in specs:
+            dt = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+            if dt == np.bool_:
+                arr = rng.random(shape) < 0.5
+            elif np.issubdtype(dt, np.integer):
+                # small non-negative ints: valid as indices, token ids or masks
+                arr = rng.integers(0, 4, size=shape).astype(dt)
+            elif np.issubdtype(dt, np.floating) or dt.kind == "V":
+                arr = rng.standard_normal(shape).astype(np.float32).astype(dt)
+            else:
+                raise GraphoptError(f"cannot make validation data of type {dt} for input {name!r}")
+            feed[name] = np.asarray(arr)  # scalars too: onnxruntime takes arrays only
+        feeds.append(feed)
+    return feeds
+
+
+# ------------------------------------------------------------------------------ comparing
+def compare(ref: list[dict[str, np.ndarray]], new: list[dict[str, np.ndarray]],
+            tol: Tolerance = Tolerance()) -> ValidationReport:
+    report = ValidationReport(ok=True, draws=len(ref))
+    for name in ref[0]:
+        diff = OutputDiff(name, 0.0, 0.0, True, True)
+        for r_all, n_all in zip(ref, new):
+            if name not in n_all:
+                diff.ok, diff.bitwise_equal, diff.problem = False, False, "missing from the optimized model"
+                break
+            _compare_one(diff, np.asarray(r_all[name]), np.asarray(n_all[name]), tol)
+            if not diff.ok and diff.problem:
+                break
+        report.outputs.append(diff)
+        report.ok &= diff.ok
+    return report
+
+
+def _compare_one(diff: OutputDiff, r: np.ndarray, n: np.ndarray, tol: Tolerance) -> None:
+    if r.shape != n.shape or r.dtype != n.dtype:
+        diff.ok, diff.bitwise_equal = False, False
+        diff.problem = f"shape/type {n.dtype}{list(n.shape)} instead of {r.dtype}{list(r.shape)}"
+        return
+    if r.dtype.kind not in "fc":
+        if not np.array_equal(r, n):
+            diff.ok = diff.bitwise_equal = False
+            diff.max_abs = max(diff.max_abs, float(np.sum(r != n)))
+            diff.problem = f"{int(np.sum(r != n))} of {r.size} values differ"
+        return
+    if r.tobytes() == n.tobytes():
+        return
+    diff.bitwise_equal = False
+    rf, nf = r.astype(np.float64), n.astype(np.float64)
+    nan_r, nan_n = np.isnan(rf), np.isnan(nf)
+    if not np.array_equal(nan_r, nan_n):
+        diff.ok, diff.problem = False, "NaN in different places"
+        return
+    finite = ~nan_r
+    err = np.abs(rf[finite] - nf[finite]) if finite.any() else np.zeros(1)
+    with np.errstate(invalid="ignore"):
+        err = np.nan_to_num(err, nan=np.inf)  # inf - inf at the same place is equal
+        same_inf = np.isinf(rf[finite]) & (rf[finite] == nf[finite])
+        err[same_inf] = 0.0
+    scale = float(np.max(np.abs(rf[finite][np.isfinite(rf[finite])]), initial=0.0))
+    max_abs = float(err.max(initial=0.0))
+    diff.max_abs = max(diff.max_abs, max_abs)
+    diff.max_rel = max(diff.max_rel, max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf))
+    if max_abs > tol.atol + tol.rtol * scale:
+        diff.ok = False
+
+
+@dataclass
+class LossyThresholds:
+    """Accuracy a lossy pipeline (int8, prune, fp16) must keep against the input; None = any."""
+
+    min_cosine: Optional[float] = None
+    min_snr_db: Optional[float] = None
+    min_top1: Optional[float] = None  # top-1 agreement, percent
+
+
+@dataclass
+class LossyReport:
+    """Validation of a lossy pipeline: accuracy against the input model, the thresholds it
+    must meet, and (for quantized output) qdq-lint findings."""
+
+    accuracy: AccuracyReport
+    thresholds: LossyThresholds
+    problems: list[str] = field(default_factory=list)
+    lint: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        return self.problems[0] if self.problems else f"lossy: {self.accuracy.summary()}"
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "lossy": True, "accuracy": self.accuracy.to_dict(),
+                "thresholds": asdict(self.thresholds), "problems": self.problems,
+                "qdq_lint": [f.to_dict() for f in self.lint]}
+
+
+def check_thresholds(acc: AccuracyReport, t: LossyThresholds) -> list[str]:
+    problems = []
+    if t.min_cosine is not None and acc.cosine < t.min_cosine:
+        problems.append(f"cosine similarity {acc.cosine:.5f} is below min_cosine {t.min_cosine}")
+    if t.min_snr_db is not None and acc.snr_db < t.min_snr_db:
+        problems.append(f"SNR {acc.snr_db:.2f} dB is below min_snr_db {t.min_snr_db}")
+    if t.min_top1 is not None and acc.top1_agreement is not None and acc.top1_agreement < t.min_top1:
+        problems.append(f"top-1 agreement {acc.top1_agreement:.2f}% is below min_top1 {t.min_top1}")
+    return problems
+
+
+class Validator:
+    """Holds the reference outputs of the input model; checks candidate models against them.
+    Lossless pipelines are compared within a tolerance on seeded random draws; lossy ones by
+    accuracy metrics, on held-out calibration samples when there are any."""
+
+    def __init__(self, reference: "OrtModel | str", model: Model, *, pinned=None, draws: int = 3,
+                 seed: int = 0, tol: Tolerance = Tolerance(), lossy: Optional[LossyThresholds] = None,
+                 samples=None, batch_size: int = 32):
+        self.tol = tol
+        self.lossy = lossy
+        self.has_random_ops = any(n.op_type in RANDOM_OPS for g in model.all_graphs() for n in g.nodes)
+        self.labels: list = []
+        if samples is not None:
+            self.feeds, self.counts = [], []
+            for feed, n, labels in samples.batches(batch_size):
+                self.labels.append(labels)
+                self.feeds.append(feed)
+                self.counts.append(n)
+        else:
+            self.feeds = random_feeds(input_specs(model, pinned), draws, seed)
+            self.counts = [1] * len(self.feeds)
+        self.reference = run_model(reference, self.feeds, has_random_ops=self.has_random_ops)
+
+    def check(self, candidate: "OrtModel | str"):
+        out = run_model(candidate, self.feeds, has_random_ops=self.has_random_ops)
+        if self.lossy is not None:
+            acc = accuracy_compare(self.reference, out, self.counts, self.labels or None)
+            return LossyReport(acc, self.lossy, check_thresholds(acc, self.lossy))
+        return compare(self.reference, out, self.tol)
