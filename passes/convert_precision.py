@@ -26,7 +26,7 @@ import numpy as np
 from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import GraphoptError, PipelineError
 from graphopt.ir import Graph, Node, Tensor, Value
-from graphopt.ir.tensor import BFLOAT16, elem_type, np_dtype
+from graphopt.ir.dtypes import HALF_TYPES, DataType, from_numpy, np_dtype
 from graphopt.lint.sparsity import (
     LAYER_OPS,  # the layers whose per-layer error the report charts
 )
@@ -38,9 +38,8 @@ from graphopt.quant.layer_options import words
 
 log = logging.getLogger("graphopt")
 
-FLOAT = elem_type(np.float32)
+FLOAT = DataType.FLOAT
 FP16_MAX = 65504.0
-HALF_TYPES = {elem_type(np.float16), BFLOAT16}
 TYPE_ATTRS = ("value_float", "value_floats", "dtype")  # Constant / EyeLike / Random*: the type is an attribute
 KEEP_OPS = ("ReduceMean,ReduceSum,ReduceSumSquare,ReduceL2,ReduceLogSumExp,ReduceProd,Exp,Log,Pow,Sqrt,Reciprocal,"
             "Softmax,LogSoftmax,LayerNormalization,InstanceNormalization,GroupNormalization,Erf,CumSum,Range,TopK,"
@@ -70,7 +69,7 @@ class _ConvertPrecision(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         o = self.options
-        half = elem_type(self.target)
+        half = from_numpy(self.target)
         if any(v.dtype in HALF_TYPES for g in graph.walk() for v in g.values):
             return PassResult(False, {"note": "the model already has half-precision tensors"})
         infer_shapes(ctx.model)
@@ -83,7 +82,7 @@ class _ConvertPrecision(Pass):
         kept: dict[str, str] = {}
         for node in order:
             floats = [v for v in node.inputs + node.outputs if v is not None and v.dtype == FLOAT]
-            if not floats or node.domain not in ("", "ai.onnx"):
+            if not floats or not node.is_standard:
                 continue
             reason = None
             if node.op_type in keep_ops:
@@ -283,4 +282,4 @@ class Fp16(_ConvertPrecision):
 class Bf16(_ConvertPrecision):
     name = "bf16"
     summary = "bfloat16 weights and compute (float32 range); sensitive ops stay float32, Casts at the borders"
-    target = np.dtype(np_dtype(BFLOAT16))
+    target = np.dtype(np_dtype(DataType.BFLOAT16))

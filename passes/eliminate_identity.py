@@ -14,7 +14,7 @@ class EliminateIdentity(Pass):
         removed = 0
         for g in list(graph.walk()):
             for node in g.nodes:
-                if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.inputs[0] is not None \
+                if node.op_type == "Identity" and node.is_standard and node.inputs[0] is not None \
                         and ctx.in_scope(node):
                     removed += g.bypass(node, node.inputs[0])
         return PassResult(removed > 0, {"removed": removed})

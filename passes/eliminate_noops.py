@@ -17,8 +17,6 @@ from graphopt.analysis.shapes import infer_shapes, static_shape
 from graphopt.ir import Graph, Node, Value
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 
-STANDARD = ("", "ai.onnx")
-
 
 class EliminateNoops(Pass):
     name = "eliminate-noops"
@@ -29,7 +27,7 @@ class EliminateNoops(Pass):
         removed: dict[str, int] = {}
         for g in list(graph.walk()):
             for node in g.toposort():
-                if node not in g or node.domain not in STANDARD or not ctx.in_scope(node):
+                if node not in g or not node.is_standard or not ctx.in_scope(node):
                     continue
                 src = forwarded_input(g, node, ctx.opset)
                 if src is not None and g.bypass(node, src):

@@ -21,14 +21,12 @@ from graphopt.analysis.constants import (
 )
 from graphopt.analysis.shapes import static_shape
 from graphopt.ir import Graph, Node
-from graphopt.ir.tensor import np_dtype
+from graphopt.ir.dtypes import NO_NUMPY_ARITHMETIC, np_dtype
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 
-STANDARD = ("", "ai.onnx")
 # Quantization is the point of these: folding a DequantizeLinear of an INT8 weight would turn a
 # quantized model back into a float one.
 NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-NO_CONSTANT_TYPES = {17, 18, 19, 20, 21, 22, 23}  # float8 variants, uint4, int4, float4
 
 
 @dataclass
@@ -64,7 +62,7 @@ class FoldConstants(Pass):
             return known.get(v.id)
 
         for node in g.toposort():
-            if node.op_type == "Constant" and node.domain in STANDARD or not ctx.in_scope(node):
+            if node.op_type == "Constant" and node.is_standard or not ctx.in_scope(node):
                 continue
             if not self._foldable(node):
                 continue
@@ -107,10 +105,10 @@ class FoldConstants(Pass):
     def _foldable(node: Node) -> bool:
         if node.op_type == "Identity" and node.outputs[0] is not None and node.outputs[0].is_graph_output:
             return False  # it carries a graph output's name for a constant: nothing left to fold
-        if node.attr("to") in NO_CONSTANT_TYPES or any(
-                v is not None and v.dtype in NO_CONSTANT_TYPES for v in node.inputs + node.outputs):
+        if node.attr("to") in NO_NUMPY_ARITHMETIC or any(
+                v is not None and v.dtype in NO_NUMPY_ARITHMETIC for v in node.inputs + node.outputs):
             return False  # float8 / 4-bit arithmetic is left to the runtime that defines it
-        return (node.domain in STANDARD and node.op_type not in NON_DETERMINISTIC and node.op_type not in NEVER_FOLD
+        return (node.is_standard and node.op_type not in NON_DETERMINISTIC and node.op_type not in NEVER_FOLD
                 and not any(True for _ in node.subgraphs()) and node.n_outputs > 0)
 
     @staticmethod
@@ -163,7 +161,7 @@ class FoldConstants(Pass):
                 continue
             if v.dtype is not None and arr.dtype != np_dtype(v.dtype):
                 continue  # a kernel disagreed with the declared type: leave the node alone
-            if v.dtype in NO_CONSTANT_TYPES or arr.dtype.kind == "V":
+            if v.dtype in NO_NUMPY_ARITHMETIC or arr.dtype.kind == "V":
                 continue  # float8 / 4-bit constants do not round-trip through numpy exactly
             const = g.add_constant(arr, v.name + "_folded" if not v.is_graph_output else v.name + "_value")
             g.replace_all_uses(v, const)
@@ -180,7 +178,7 @@ class FoldConstants(Pass):
     @staticmethod
     def _constant_nodes_to_initializers(g: Graph, stats: dict) -> None:
         for node in g.nodes:
-            if node.op_type != "Constant" or node.domain not in STANDARD:
+            if node.op_type != "Constant" or not node.is_standard:
                 continue
             (out,) = node.outputs
             if not g.has_uses(out):  # left dead by folding its readers

@@ -44,7 +44,7 @@ class FoldShapeChains(Pass):
         folded = 0
         for g in list(graph.walk()):
             for node in g.toposort():
-                if node.domain not in ("", "ai.onnx") or not ctx.in_scope(node):
+                if not node.is_standard or not ctx.in_scope(node):
                     continue
                 if node.op_type == "Reshape" and ctx.opset >= 5:
                     folded += self._reshape(g, node, ctx.opset)

@@ -17,8 +17,8 @@ import numpy as np
 from graphopt.analysis.constants import fold_value
 from graphopt.analysis.shapes import infer_shapes
 from graphopt.ir import Graph
+from graphopt.ir.dtypes import np_dtype
 from graphopt.ir.layouts import out_channels, scale_output_channels
-from graphopt.ir.tensor import np_dtype
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.rewrite.driver import Driver
 from graphopt.rewrite.pattern import Match, Op, Opt, Var

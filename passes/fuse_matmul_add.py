@@ -7,12 +7,11 @@ from typing import Optional
 
 from graphopt.analysis.shapes import infer_shapes
 from graphopt.ir import Graph
+from graphopt.ir.dtypes import DataType
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.rewrite.driver import Driver
 from graphopt.rewrite.pattern import Match, Op, Var
 from graphopt.rewrite.rule import Builder, Rule
-
-FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
 
 
 class MatMulAdd(Rule):
@@ -26,7 +25,7 @@ class MatMulAdd(Rule):
         a, b, c = m.values["a"], m.values["b"], m.values["c"]
         if a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
             return "MatMul inputs are not known to be 2-D"
-        if a.dtype not in FLOAT_TYPES or c.dtype != a.dtype:
+        if a.dtype not in (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16) or c.dtype != a.dtype:
             return "not a float MatMul, or the Add mixes types"
         if c.shape is None or len(c.shape) > 2:
             return "the Add's other input has unknown or higher rank"

@@ -97,7 +97,7 @@ class PruneChannels(Pass):
         ctx.reports[self.name] = report
         chains = []
         for node in graph.toposort():
-            if node.op_type not in ("Conv", "Gemm") or node.domain not in ("", "ai.onnx"):
+            if node.op_type not in ("Conv", "Gemm") or not node.is_standard:
                 continue
             chain, reason = analyze(graph, node)
             if chain is None and reason is None:

@@ -24,7 +24,7 @@ import numpy as np
 from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError, UserInputError
 from graphopt.ir import Graph, Model, Tensor
-from graphopt.ir.tensor import elem_type
+from graphopt.ir.dtypes import DataType
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.quant import budget as lossy
 from graphopt.quant import calibration
@@ -47,7 +47,7 @@ WEIGHT_MODES = ("int8", "float")
 # A model with any of these is quantized already: quantizing it again would stack scales.
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                  "ConvInteger", "MatMulInteger"}
-FLOAT, INT8 = elem_type(np.float32), elem_type(np.int8)
+FLOAT, INT8 = DataType.FLOAT, DataType.INT8
 
 
 @dataclass

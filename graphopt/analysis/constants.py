@@ -305,7 +305,7 @@ def fold_value(graph: Graph, value: Optional[Value], opset: int, depth: int = 0)
     if data is not None:
         return data
     node = graph.producer(value)
-    if node is None or node.domain not in ("", "ai.onnx") or node.n_outputs != 1:
+    if node is None or not node.is_standard or node.n_outputs != 1:
         return None
     ins = node.inputs
     if node.op_type == "CastLike" and len(ins) == 2 and ins[1] is not None and ins[1].dtype:

@@ -9,6 +9,7 @@ import numpy as np
 
 from graphopt.analysis.shapes import infer_shapes
 from graphopt.ir import Model
+from graphopt.ir.dtypes import is_float
 
 
 @dataclass
@@ -34,7 +35,7 @@ def model_cost(model: Model) -> Cost:
     for g in model.graph.walk():
         for v in g.initializers:
             # float, float16, bfloat16 weights something reads (not yet swept-up leftovers)
-            if v.const is not None and v.const.dtype in (1, 10, 16) and (g.has_uses(v) or v.is_graph_output):
+            if v.const is not None and is_float(v.const.dtype) and (g.has_uses(v) or v.is_graph_output):
                 params += v.const.size
         for node in g.nodes:
             ins, outs = node.inputs, node.outputs

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from graphopt.ir import Graph, Value
+from graphopt.ir.dtypes import SHAPE_TYPES, np_dtype
 
 MAX_DEPTH = 32
 
@@ -56,7 +57,7 @@ def _eval(g: Graph, v: Optional[Value], depth: int):
             return None
         return [int(x) for x in data.ravel()], data.ndim == 0
     node = g.producer(v)
-    if node is None or node.domain not in ("", "ai.onnx"):
+    if node is None or not node.is_standard:
         return None
     op, ins = node.op_type, node.inputs
 
@@ -70,7 +71,7 @@ def _eval(g: Graph, v: Optional[Value], depth: int):
         start, end = node.attr("start", 0), node.attr("end", None)
         return dims[start:end], False
     if op in ("Identity", "Cast"):
-        if op == "Cast" and node.attr("to") not in (6, 7):  # INT32, INT64
+        if op == "Cast" and node.attr("to") not in SHAPE_TYPES:
             return None
         return sub(0)
     a = sub(0)
@@ -153,10 +154,10 @@ def static_value(g: Graph, v: Value):
     import numpy as np
 
     r = shape_value(g, v)
-    if r is None or not all(isinstance(e, int) for e in r[0]) or v.dtype not in (6, 7):
+    if r is None or not all(isinstance(e, int) for e in r[0]) or v.dtype not in SHAPE_TYPES:
         return None
     elems, scalar = r
-    return np.array(elems[0] if scalar else elems, np.int64 if v.dtype == 7 else np.int32)
+    return np.array(elems[0] if scalar else elems, np_dtype(v.dtype))
 
 
 def reshape_target(elems: list, data: Value, allowzero: int) -> Optional[tuple[list[int], int]]:

@@ -23,6 +23,7 @@ import onnx
 from graphopt.analysis.constants import fold_value
 from graphopt.dsl import ast
 from graphopt.ir import Graph, Value
+from graphopt.ir.graph import STANDARD_DOMAINS
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.rewrite.driver import Driver
 from graphopt.rewrite.pattern import Absent, Match, Op, Var
@@ -97,7 +98,7 @@ def _check_op(s: ast.OpStmt) -> None:
     if not onnx.defs.has(s.op):
         import difflib
 
-        names = [sch.name for sch in onnx.defs.get_all_schemas() if sch.domain in ("", "ai.onnx")]
+        names = [sch.name for sch in onnx.defs.get_all_schemas() if sch.domain in STANDARD_DOMAINS]
         close = difflib.get_close_matches(s.op, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise RuleError(s.pos, f"unknown ONNX op {s.op!r}{hint}")

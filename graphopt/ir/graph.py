@@ -23,6 +23,8 @@ from graphopt.errors import IRError
 from graphopt.ir.tensor import Tensor
 
 _GRAPH, _GRAPHS = AttributeProto.GRAPH, AttributeProto.GRAPHS
+# The names of the default ONNX operator domain.
+STANDARD_DOMAINS = ("", "ai.onnx")
 
 
 class Capture(NamedTuple):
@@ -161,6 +163,11 @@ class Node:
         """Outer values read by this node's subgraphs."""
         return [self.graph._values[u] for u, k in self.graph._in_keys(self.id) if isinstance(k, Capture)]
 
+    @property
+    def is_standard(self) -> bool:
+        """Whether the op is from the default ONNX domain (not a custom or ai.onnx.ml op)."""
+        return self.domain in STANDARD_DOMAINS
+
     def attr(self, name: str, default: Any = None) -> Any:
         a = self.attrs.get(name)
         return default if a is None else a.value
@@ -264,7 +271,7 @@ class Graph:
         if value.const is not None:
             return None if value.is_graph_input else value.const.numpy()
         node = self.producer(value)
-        if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+        if node is not None and node.op_type == "Constant" and node.is_standard:
             return constant_node_value(node)
         return None
 

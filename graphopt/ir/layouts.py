@@ -1,10 +1,51 @@
-"""Helpers shared by the fusion passes: per-channel constants and weight scaling."""
+"""Weight layouts: which axis of a layer's weight runs over its output channels and which over
+its input channels, per-channel constants, and scaling a weight's output channels.
+
+    Conv           [Cout, Cin/group, k...]   out 0, in 1
+    ConvTranspose  [Cin, Cout/group, k...]   out 1, in 0
+    Gemm           B [K, N], or [N, K] when transB=1
+    MatMul         B [..., K, N]             out -1, in -2
+
+Every pass and checker that needs these asks here (quantization scales run along the output
+axis, 2:4 sparsity along the input axis, channel pruning slices both).
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def output_channel_axis(op_type: str, weight_rank: int, trans_b: int = 0) -> int:
+    """The axis of a layer's weight (input 1) that has one entry per output channel."""
+    if op_type == "Conv":
+        return 0
+    if op_type == "ConvTranspose":
+        return 1
+    if op_type == "Gemm":
+        return 0 if trans_b else 1
+    return weight_rank - 1  # MatMul
+
+
+def input_channel_axis(op_type: str, weight_rank: int, trans_b: int = 0) -> int:
+    """The axis of a layer's weight that runs over its input channels (what a layer sums over)."""
+    if op_type == "Conv":
+        return 1
+    if op_type == "ConvTranspose":
+        return 0
+    if op_type == "Gemm":
+        return 1 if trans_b else 0
+    return weight_rank - 2  # MatMul
+
+
+def weight_axes(node, weight_rank: int) -> tuple[int, int]:
+    """(output-channel axis, input-channel axis) of a layer node's weight."""
+    trans_b = node.attr("transB", 0) if node.op_type == "Gemm" else 0
+    return (output_channel_axis(node.op_type, weight_rank, trans_b),
+            input_channel_axis(node.op_type, weight_rank, trans_b))
 
 
 def per_channel(c: np.ndarray, rank: int, channels: int, axis: int = 1) -> Optional[np.ndarray]:

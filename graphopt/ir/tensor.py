@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from graphopt.ir.dtypes import DataType, np_dtype
+
 
 class MappedFile:
     """One read-only memory map per external data file, shared by all its tensors."""
@@ -43,18 +45,6 @@ class MappedFile:
                     raise ValueError(f"external data file {self.path} is empty")
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return self._map
-
-
-def np_dtype(elem_type: int) -> np.dtype:
-    return helper.tensor_dtype_to_np_dtype(elem_type)
-
-
-BFLOAT16 = onnx.TensorProto.BFLOAT16  # numpy has no name for it: passes ask for it here
-
-
-def elem_type(dtype) -> int:
-    """The ONNX element type of a numpy dtype (np.float32 -> TensorProto.FLOAT)."""
-    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
 class Tensor:
@@ -94,7 +84,7 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        if self.dtype == onnx.TensorProto.STRING:
+        if self.dtype == DataType.STRING:
             return sum(len(s) for s in self.numpy().ravel())
         bits = _SUBBYTE_BITS.get(self.dtype)
         if bits:

@@ -13,12 +13,12 @@ from typing import Optional
 import numpy as np
 
 from graphopt.ir import Graph, Model, Node
-from graphopt.ir.tensor import elem_type
+from graphopt.ir.dtypes import DataType
+from graphopt.ir.layouts import LAYER_OPS, weight_axes
 from graphopt.lint.findings import Finding
 
-INT8 = elem_type(np.int8)
+INT8 = DataType.INT8
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
-WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}  # the output-channel axis of a weight (Gemm: by transB)
 
 
 def qdq_lint(model: Model) -> list[Finding]:
@@ -34,7 +34,7 @@ def has_qdq(model: Model) -> bool:
 
 def _lint_graph(g: Graph, out: list[Finding]) -> None:
     for node in g.toposort():
-        if node.domain not in ("", "ai.onnx"):
+        if not node.is_standard:
             continue
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             _lint_qdq(g, node, out)
@@ -117,14 +117,9 @@ def _lint_weight_axis(g: Graph, dq: Node, axis: int, report) -> None:
     if dq.op_type != "DequantizeLinear":
         return
     for user, index in g.uses(dq.outputs[0]):
-        if index != 1 or user.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        if index != 1 or user.op_type not in LAYER_OPS:
             continue
-        if user.op_type == "Gemm":
-            want = 0 if user.attr("transB", 0) else 1
-        elif user.op_type == "MatMul":
-            want = len(dq.outputs[0].shape or ()) - 1
-        else:
-            want = WEIGHT_AXIS[user.op_type]
+        want = weight_axes(user, len(dq.outputs[0].shape or ()))[0]
         if axis != want:
             report("error", f"per-channel scales along axis {axis} of the weight of {user.op_type} {user.name!r}; "
                             f"its output channels are axis {want}")

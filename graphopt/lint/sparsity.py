@@ -12,8 +12,7 @@ from typing import Optional
 import numpy as np
 
 from graphopt.ir import Graph, Model, Node, Value
-
-LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+from graphopt.ir.layouts import LAYER_OPS, weight_axes
 
 
 def weight_of(g: Graph, node: Node) -> tuple[Optional[Value], Optional[np.ndarray]]:
@@ -35,13 +34,7 @@ def weight_of(g: Graph, node: Node) -> tuple[Optional[Value], Optional[np.ndarra
 
 def input_channel_axis(node: Node, w: np.ndarray) -> int:
     """The axis of a layer's weight that runs over its input channels (what 2:4 groups)."""
-    if node.op_type == "Conv":
-        return 1  # [Cout, Cin/group, k...]
-    if node.op_type == "ConvTranspose":
-        return 0  # [Cin, Cout/group, k...]
-    if node.op_type == "Gemm":
-        return 1 if node.attr("transB", 0) else 0
-    return w.ndim - 2  # MatMul B [..., K, N]
+    return weight_axes(node, w.ndim)[1]
 
 
 def two_four_mask(w: np.ndarray, axis: int) -> np.ndarray:

@@ -44,7 +44,7 @@ def _check_graph(g: Graph, findings: list[Finding]) -> None:
             findings.append(Finding("error", v.name, "tensor", f"type {UNSUPPORTED_TYPES[v.dtype]} is not supported by TensorRT"))
     for node in g.toposort():
         name = node.name or node.outputs[0].name if node.outputs and node.outputs[0] is not None else node.name
-        if node.domain not in ("", "ai.onnx"):
+        if not node.is_standard:
             findings.append(Finding("warning", name, node.op_type, f"custom domain {node.domain!r}: needs a TensorRT plugin"))
             continue
         if node.op_type in SEQUENCE_OPS:

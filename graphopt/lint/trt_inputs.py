@@ -15,6 +15,6 @@ BUILD_TIME_INPUTS: dict[str, tuple[int, ...]] = {
 
 
 def build_time_inputs(node: Node) -> tuple[int, ...]:
-    if node.domain not in ("", "ai.onnx"):
+    if not node.is_standard:
         return ()
     return BUILD_TIME_INPUTS.get(node.op_type, ())

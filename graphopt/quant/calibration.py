@@ -21,7 +21,7 @@ import numpy as np
 
 from graphopt.errors import UserInputError
 from graphopt.ir import Model, Tensor
-from graphopt.ir.tensor import np_dtype
+from graphopt.ir.dtypes import np_dtype
 
 log = logging.getLogger("graphopt")
 

@@ -16,10 +16,11 @@ from typing import Optional
 import numpy as np
 
 from graphopt.ir import Graph, Node, Value
-from graphopt.ir.tensor import elem_type
+from graphopt.ir.dtypes import DataType
+from graphopt.ir.layouts import out_channels, weight_axes
 from graphopt.quant.layer_options import excluded
 
-FLOAT = elem_type(np.float32)
+FLOAT = DataType.FLOAT
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CONV_OPS = ("Conv", "ConvTranspose")
 POOL_OPS = ("AveragePool", "GlobalAveragePool")  # do not commute with quantization: Q/DQ on the input
@@ -67,7 +68,7 @@ def plan(graph: Graph, rules: PlacementRules, in_scope) -> tuple[list[Layer], li
     skipped: list[Skipped] = []
     quantized_convs: dict[int, str] = {}  # output value id -> node name of quantized conv layers
     for node in graph.toposort():
-        if node.domain not in ("", "ai.onnx"):
+        if not node.is_standard:
             continue
         if node.op_type in COMPUTE_OPS:
             layer, reason = _compute_layer(graph, node, rules)
@@ -120,10 +121,10 @@ def _compute_layer(g: Graph, node: Node, rules: PlacementRules) -> tuple[Optiona
             return None, "its weight is not a constant float32 tensor"
         group = node.attr("group", 1)
         kernel = int(np.prod(wdata.shape[2:]))
-        if node.op_type == "Conv":  # weight [Cout, Cin/group, k...]
-            cout, reduce, axis = wdata.shape[0], wdata.shape[1] * kernel, 0
-        else:  # ConvTranspose: weight [Cin, Cout/group, k...]
-            cout, reduce, axis = wdata.shape[1] * group, wdata.shape[0] // group * kernel, 1
+        axis = weight_axes(node, wdata.ndim)[0]
+        cout = out_channels(node.op_type, wdata, group)
+        per_group_in = wdata.shape[1] if node.op_type == "Conv" else wdata.shape[0] // group
+        reduce = per_group_in * kernel
         layer.kind = "conv"
         if min(cout, reduce) < rules.min_channels:
             reason = _skip(rules, "tiny-conv", f"{cout} output channels, {reduce} products per output "
@@ -140,13 +141,12 @@ def _compute_layer(g: Graph, node: Node, rules: PlacementRules) -> tuple[Optiona
         return layer, _input_exclusion(g, x, rules) or _input_exclusion(g, w, rules)
     elif wdata.dtype != np.float32 or wdata.ndim < 2 or (node.op_type == "Gemm" and wdata.ndim != 2):
         return None, "its weight is not a float32 matrix"
-    elif node.op_type == "Gemm":
-        trans_b = node.attr("transB", 0)
-        n_out, axis = (wdata.shape[0], 0) if trans_b else (wdata.shape[1], 1)
-        layer.kind = "gemm"
-    else:  # MatMul: per-channel along the output axis of a 2-D weight, per-tensor otherwise
-        n_out, axis = wdata.shape[-1], (1 if wdata.ndim == 2 else None)
-        layer.kind = "matmul"
+    else:  # Gemm, MatMul: per-channel along the output axis of a 2-D weight, per-tensor otherwise
+        axis = weight_axes(node, wdata.ndim)[0]
+        n_out = wdata.shape[axis]
+        layer.kind = node.op_type.lower()
+        if wdata.ndim != 2:
+            axis = None
     if layer.kind in ("gemm", "matmul") and (n_out == 1 or (x.shape is not None and len(x.shape) == 1)):
         reason = _skip(rules, "gemv", "it is a matrix-vector product")
     layer.weight = (1, w.name, axis if rules.per_channel else None)

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
-import onnx
 
 from graphopt.analysis.shapes import infer_shapes
 from graphopt.ir import Graph, Model, Node, Value
-from graphopt.ir.tensor import np_dtype
+from graphopt.ir.dtypes import is_float, np_dtype
 
 # FLOPs per output element of ops that are not products
 COST_PER_ELEMENT = {"BatchNormalization": 2, "InstanceNormalization": 5, "LayerNormalization": 5,
@@ -204,7 +203,7 @@ def inspect(model: Model) -> dict:
     for node in order:
         params = 0
         for v in node.inputs:
-            if v is not None and v.const is not None and v.id not in charged and _is_float(v.dtype):
+            if v is not None and v.const is not None and v.id not in charged and is_float(v.dtype):
                 charged.add(v.id)
                 params += v.const.size
         macs, flops = node_cost(g, node)
@@ -237,15 +236,6 @@ def inspect(model: Model) -> dict:
         "inputs": {v.name: _shape_text(v) for v in g.inputs if v.const is None},
         "outputs": {v.name: _shape_text(v) for v in g.outputs},
     }
-
-
-_T = onnx.TensorProto
-FLOAT_TYPES = {_T.FLOAT, _T.FLOAT16, _T.DOUBLE, _T.BFLOAT16, _T.FLOAT8E4M3FN, _T.FLOAT8E4M3FNUZ, _T.FLOAT8E5M2,
-               _T.FLOAT8E5M2FNUZ, _T.FLOAT4E2M1}
-
-
-def _is_float(dtype) -> bool:
-    return dtype in FLOAT_TYPES
 
 
 def _shape_text(v: Value):

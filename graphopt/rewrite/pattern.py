@@ -9,8 +9,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from graphopt.ir import Graph, Node, Value
-
-STANDARD = ("", "ai.onnx")
+from graphopt.ir.graph import STANDARD_DOMAINS
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,9 @@ class Op:
     inputs: tuple = ()
     name: Optional[str] = None
     output: int = 0
-    domain: tuple[str, ...] = STANDARD
+    domain: tuple[str, ...] = STANDARD_DOMAINS
 
-    def __init__(self, op_type, *inputs, name=None, output=0, domain=STANDARD):
+    def __init__(self, op_type, *inputs, name=None, output=0, domain=STANDARD_DOMAINS):
         object.__setattr__(self, "op_type", op_type)
         object.__setattr__(self, "inputs", tuple(inputs))
         object.__setattr__(self, "name", name)

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError
+from graphopt.ir.graph import STANDARD_DOMAINS
 from graphopt.onnx_io.emit import OrtModel
 
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -27,13 +28,13 @@ def seeded_random_ops(proto: onnx.ModelProto) -> bool:
     """Give every unseeded Random* op a seed derived from its output name, so the input and
     the output model draw the same numbers. Returns whether anything changed."""
     changed = False
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), 1)
     seedable = RANDOM_OPS if opset >= 12 else RANDOM_OPS - {"Dropout"}
 
     def visit(graph: onnx.GraphProto) -> None:
         nonlocal changed
         for n in graph.node:
-            if n.op_type in seedable and n.domain in ("", "ai.onnx") and not any(a.name == "seed" for a in n.attribute):
+            if n.op_type in seedable and n.domain in STANDARD_DOMAINS and not any(a.name == "seed" for a in n.attribute):
                 seed = zlib.crc32(n.output[0].encode()) % 100000
                 # Dropout's seed is an int; the Random* ops take a float
                 n.attribute.append(onnx.helper.make_attribute("seed", seed if n.op_type == "Dropout" else float(seed)))
