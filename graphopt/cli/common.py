@@ -41,3 +41,20 @@ def setup_logging(args) -> None:
     logger.handlers = [handler]
     logger.setLevel(level)
     logger.propagate = False
+
+
+def inspect_model(model) -> dict:
+    """`inspect` of a model, with shapes that shape inference leaves unknown taken from a copy
+    whose shape chains the fold passes have folded."""
+    from graphopt.pipeline.base import PassContext
+    from graphopt.pipeline.manager import PassManager
+    from graphopt.report.inspect import inspect, needs_refinement
+
+    folded = None
+    if needs_refinement(model):
+        from graphopt.driver import default_registry
+
+        folded = model.clone()
+        registry = default_registry()
+        PassManager([registry.expand_alias(registry.aliases["fold"])]).run(folded, PassContext(folded))
+    return inspect(model, shapes_from=folded)

@@ -10,8 +10,9 @@ from graphopt.cli.common import Parser
 
 def command(argv: list[str]) -> int:
     from graphopt import driver as api
+    from graphopt.cli.common import inspect_model
     from graphopt.onnx_io import load as frontend
-    from graphopt.report.inspect import diff, inspect
+    from graphopt.report.inspect import diff
 
     p = Parser(prog="graphopt inspect", description="Params, MACs and FLOPs per node and per op type (formulas "
                 "in the symbolic dims unless --input-shape pins them), weight bytes by dtype, peak activation "
@@ -27,7 +28,7 @@ def command(argv: list[str]) -> int:
     def load(path):
         m = frontend.load(path)
         api.pin_input_shapes(m, shapes)
-        return inspect(m)
+        return inspect_model(m)
 
     a = load(args.model)
     result = diff(a, load(args.diff)) if args.diff else a

@@ -118,16 +118,17 @@ def command(argv: list[str]) -> int:
 
 def _write_report(args, result, shapes: dict) -> None:
     """--report FILE.json (everything) or FILE.md (Markdown, per-layer error charts beside it)."""
+    from graphopt.cli.common import inspect_model
     from graphopt.driver import pin_input_shapes
     from graphopt.lint.trt_check import trt_check
     from graphopt.onnx_io import load as frontend
-    from graphopt.report.inspect import diff, inspect
+    from graphopt.report.inspect import diff
 
     source = frontend.load(args.model)
     pin_input_shapes(source, shapes)  # compare like with like: both pinned as the run was
     report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
               "trt_check": [f.to_dict() for f in trt_check(result.model)],
-              "inspect_diff": diff(inspect(source), inspect(result.model))}
+              "inspect_diff": diff(inspect_model(source), inspect_model(result.model))}
     if not args.report.lower().endswith(".md"):
         write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
         return

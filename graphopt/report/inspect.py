@@ -163,28 +163,27 @@ def node_cost(g: Graph, node: Node) -> tuple[Poly, Poly]:
     return zero, per * _elements(out)
 
 
-def refine_shapes(model: Model) -> None:
-    """Shapes onnx's inference leaves unknown behind run-time shape computations (Shape ->
-    Gather -> Concat -> Reshape): take them from a copy whose shape chains are folded, value by
-    value (folding keeps the names of the values it does not remove)."""
-    from graphopt.passes import default_registry
-    from graphopt.pipeline.base import PassContext
-    from graphopt.pipeline.manager import PassManager
-
+def refine_shapes(model: Model, shapes_from: Optional[Model] = None) -> None:
+    """Infer shapes; where onnx's inference leaves them unknown behind run-time shape
+    computations (Shape -> Gather -> Concat -> Reshape), take them from `shapes_from`, a copy of
+    the model whose shape chains are folded (folding keeps the names of the values it keeps).
+    The caller folds that copy: this package sits below the pass library (docs/ARCHITECTURE.md)."""
     model.graph.toposort()  # a cycle is an error here, not in every fold pass
     infer_shapes(model)
-    if all(_known(v.shape) for v in model.graph.values if v.const is None):
+    if shapes_from is None:
         return
-    folded = model.clone()
-    registry = default_registry()
-    steps = [registry.expand_alias(registry.aliases["fold"])]
-    PassManager(steps).run(folded, PassContext(folded))
-    infer_shapes(folded)
+    infer_shapes(shapes_from)
     for v in model.graph.values:
-        better = folded.graph.value(v.name)
+        better = shapes_from.graph.value(v.name)
         if v.const is None and better is not None and better.shape is not None and not _known(v.shape) \
                 and _known(better.shape):
             v.shape = better.shape
+
+
+def needs_refinement(model: Model) -> bool:
+    """Whether some computed value's shape is still unknown after inference."""
+    infer_shapes(model)
+    return not all(_known(v.shape) for v in model.graph.values if v.const is None)
 
 
 def _known(shape) -> bool:
@@ -193,9 +192,10 @@ def _known(shape) -> bool:
                                      for d in shape)
 
 
-def inspect(model: Model) -> dict:
-    """Everything `graphopt inspect --json` prints (see the module docstring)."""
-    refine_shapes(model)
+def inspect(model: Model, shapes_from: Optional[Model] = None) -> dict:
+    """Everything `graphopt inspect --json` prints (see the module docstring). `shapes_from`:
+    a folded copy of the model to take shapes from where inference leaves them unknown."""
+    refine_shapes(model, shapes_from)
     g = model.graph
     order = g.toposort()
     charged: set[int] = set()
