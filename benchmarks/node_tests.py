@@ -7,7 +7,8 @@ Cases: every folder under onnx/backend/test/data/{node,pytorch-converted,pytorch
 of the installed onnx package (model.onnx + test_data_set_*/input_*.pb, output_*.pb). onnx
 releases that no longer ship data/node build those cases in memory
 (onnx.backend.test.loader.load_node_model_tests); this script then writes them once, the way
-onnx's `backend-test-tools generate-data` used to, under --data-dir.
+onnx's `backend-test-tools generate-data` used to, under --node-cache (default
+$TMPDIR/onnx-node-tests-<onnx version>), and reuses them on later runs.
 
 Each case, in a worker process with a per-case timeout (a crash or hang costs one case):
   1. onnxruntime (CPU, graph optimizations off) runs the model as given on the reference inputs
@@ -16,6 +17,10 @@ Each case, in a worker process with a per-case timeout (a crash or hang costs on
      the case is "not eligible" (the reason is recorded).
   2. graphopt.optimize(model, PASSES, output=..., force=True) with validation on.
   3. What graphopt wrote runs in onnxruntime on the reference inputs: "reproduced" or "wrong".
+
+Run it with nice on a shared machine; the full set (about 2,000 cases) takes a few minutes on
+2 cores. --no-validate runs graphopt without its own validation, which shows what the passes do
+on the cases whose validation cannot run.
 
 Outcomes: wrong (graphopt wrote a model that computes something else: the worst), graphopt-failed
 (it raised, crashed, hung or wrote nothing), output-unrunnable (onnxruntime cannot run what it
@@ -43,6 +48,7 @@ from multiprocessing.connection import wait
 
 KINDS = ("node", "pytorch-converted", "pytorch-operator", "simple")
 DEFAULT_RTOL, DEFAULT_ATOL = 1e-3, 1e-7
+STARTUP_GRACE = 120.0  # seconds a worker may take to start up, on top of a case's timeout
 STATUS_ORDER = ("wrong", "output-unrunnable", "graphopt-failed", "reproduced", "not-eligible")
 
 
@@ -229,6 +235,8 @@ def compare(ref, out, rtol: float, atol: float, where: str = "output") -> str | 
         return f"{where}: shape {list(out.shape)}, reference {list(ref.shape)}"
     if ref.dtype == object or ref.dtype.kind in "US":
         return None if np.array_equal(out.astype(object), ref.astype(object)) else f"{where}: strings differ"
+    if out.dtype != ref.dtype and ref.dtype.name in _BYTE_TYPES and out.dtype.name == _BYTE_TYPES[ref.dtype.name][1]:
+        out = out.view(ref.dtype)  # onnxruntime hands float8 outputs back as their uint8 bits
     if out.dtype != ref.dtype:
         return f"{where}: dtype {out.dtype}, reference {ref.dtype}"
     r = rtol
@@ -325,7 +333,7 @@ def _run(sess, model, inputs) -> list:
     return _run_session(sess, outs, _feeds(model, inputs, sess))
 
 
-def run_case(case: dict, passes: str, tmp: str, phase) -> dict:
+def run_case(case: dict, passes: str, tmp: str, phase, validate: bool = True) -> dict:
     import onnx
 
     import graphopt
@@ -375,7 +383,7 @@ def run_case(case: dict, passes: str, tmp: str, phase) -> dict:
         os.remove(p)
     t1 = time.perf_counter()
     try:
-        result = graphopt.optimize(model_path, passes, output=out_path, force=True)
+        result = graphopt.optimize(model_path, passes, output=out_path, force=True, validate=validate)
     except Exception as e:
         rec.update(status="graphopt-failed", error_type=type(e).__name__, message=_first_line(e),
                    graphopt_error=isinstance(e, GraphoptError), where=_where(e.__traceback__),
@@ -417,7 +425,7 @@ def run_case(case: dict, passes: str, tmp: str, phase) -> dict:
     return rec
 
 
-def worker_main(conn, passes: str, log_path: str) -> None:
+def worker_main(conn, passes: str, log_path: str, validate: bool = True, scratch: str | None = None) -> None:
     # Native libraries print to the C-level stderr: send it to a log, not the summary.
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -436,7 +444,7 @@ def worker_main(conn, passes: str, log_path: str) -> None:
     import numpy as np
 
     np.seterr(all="ignore")
-    tmp = tempfile.mkdtemp(prefix="graphopt-node-tests-")
+    tmp = tempfile.mkdtemp(prefix="worker-", dir=scratch)
     try:
         while True:
             case = conn.recv()
@@ -444,7 +452,7 @@ def worker_main(conn, passes: str, log_path: str) -> None:
                 break
             print(f"=== {case['name']}", file=sys.stderr, flush=True)
             try:
-                rec = run_case(case, passes, tmp, lambda p: conn.send(("phase", p)))
+                rec = run_case(case, passes, tmp, lambda p: conn.send(("phase", p)), validate)
             except Exception as e:  # a bug here, not in graphopt
                 rec = {**case, "status": "harness-error", "message": f"{type(e).__name__}: {_first_line(e)}",
                        "where": _where(e.__traceback__)}
@@ -458,9 +466,9 @@ def worker_main(conn, passes: str, log_path: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 class Worker:
-    def __init__(self, ctx, passes: str, log_path: str):
+    def __init__(self, ctx, passes: str, log_path: str, validate: bool = True, scratch: str | None = None):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, passes, log_path), daemon=True)
+        self.proc = ctx.Process(target=worker_main, args=(child, passes, log_path, validate, scratch), daemon=True)
         self.proc.start()
         child.close()
         self.case = None
@@ -470,6 +478,10 @@ class Worker:
     def give(self, case: dict) -> None:
         self.case, self.phase, self.started = case, "start", time.monotonic()
         self.conn.send(case)
+
+    def deadline(self, timeout: float) -> float:
+        # a fresh worker first imports onnxruntime and graphopt: that is not the case's time
+        return self.started + timeout + (STARTUP_GRACE if self.phase == "start" else 0)
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -489,10 +501,19 @@ def _lost(case: dict, phase: str, what: str) -> dict:
             "message": f"onnxruntime {what} on graphopt's output"}
 
 
-def run_all(cases: list[dict], passes: str, jobs: int, timeout: float, log_path: str, progress: bool) -> list[dict]:
+def run_all(cases: list[dict], passes: str, jobs: int, timeout: float, log_path: str, progress: bool,
+            validate: bool = True) -> list[dict]:
+    scratch = tempfile.mkdtemp(prefix="graphopt-node-tests-")  # the workers' output files; removed at the end
+    try:
+        return _run_all(cases, passes, jobs, timeout, log_path, progress, validate, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_all(cases, passes, jobs, timeout, log_path, progress, validate, scratch) -> list[dict]:
     ctx = multiprocessing.get_context("spawn")
     pending = collections.deque(cases)
-    workers = [Worker(ctx, passes, log_path) for _ in range(max(1, min(jobs, len(cases))))]
+    workers = [Worker(ctx, passes, log_path, validate, scratch) for _ in range(max(1, min(jobs, len(cases))))]
     results: list[dict] = []
     counts = collections.Counter()
     t0 = time.monotonic()
@@ -510,7 +531,7 @@ def run_all(cases: list[dict], passes: str, jobs: int, timeout: float, log_path:
     while any(w.case is not None for w in workers):
         busy = [w for w in workers if w.case is not None]
         now = time.monotonic()
-        deadline = min(w.started + timeout for w in busy)
+        deadline = min(w.deadline(timeout) for w in busy)
         ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=max(0.0, deadline - now))
         for i, w in enumerate(workers):
             if w.case is None:
@@ -522,6 +543,8 @@ def run_all(cases: list[dict], passes: str, jobs: int, timeout: float, log_path:
                     while w.conn.poll():
                         kind, payload = w.conn.recv()
                         if kind == "phase":
+                            if w.phase == "start":  # the case's clock starts once the worker has started up
+                                w.started = time.monotonic()
                             w.phase = payload
                         else:
                             rec = payload
@@ -532,7 +555,7 @@ def run_all(cases: list[dict], passes: str, jobs: int, timeout: float, log_path:
                     w.proc.join(1)
                     rec = _lost(w.case, w.phase, f"crash: worker died with exit code {w.proc.exitcode}")
                     replace = True
-            if rec is None and time.monotonic() - w.started > timeout:
+            if rec is None and time.monotonic() > w.deadline(timeout):
                 rec = _lost(w.case, w.phase, f"timeout: no result after {timeout:g} s")
                 replace = True
             if rec is None:
@@ -541,7 +564,7 @@ def run_all(cases: list[dict], passes: str, jobs: int, timeout: float, log_path:
             finished(rec)
             if replace:
                 w.kill()
-                w = workers[i] = Worker(ctx, passes, log_path)
+                w = workers[i] = Worker(ctx, passes, log_path, validate, scratch)
             w.case = None
             if pending:
                 w.give(pending.popleft())
@@ -565,6 +588,8 @@ def normalize(msg: str) -> str:
     """The message with numbers, quoted names and identifiers stripped, for grouping."""
     s = msg
     s = re.sub(r"\(max abs diff [^)]*\)", "", s)
+    s = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", s)
+    s = re.sub(r"Non-zero status code returned while running (\w+) node\. Name:'[^']*' Status Message: ", r"\1 node: ", s)
     s = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", "'…'", s)
     s = re.sub(r"(?<![\w.])/[^\s:,;)]+", "<path>", s)
     s = re.sub(r"\b\w*(_\w+)+\b", "<name>", s)                       # snake_case / tensor names
@@ -583,6 +608,14 @@ def _group_key(rec: dict) -> str:
     return f"{t}: {normalize(rec.get('message', ''))}" if t else normalize(rec.get("message", ""))
 
 
+def _family(rec: dict) -> str:
+    """Coarse cause: the exception type and the last frames of graphopt's stack, without line numbers."""
+    stack = [re.sub(r":\d+$", "", f.split("/")[-1]) for f in (rec.get("stack") or "").split(" > ") if f]
+    stack = [f for f in stack if not f.endswith(":<listcomp>")]
+    where = " > ".join(stack[-3:]) if stack else rec.get("message", "")[:60]
+    return f"{rec.get('error_type') or rec['status']} @ {where}"
+
+
 def summarize(results: list[dict], passes: str, seconds: float, out=sys.stdout, examples: int = 5) -> None:
     by = collections.defaultdict(list)
     for r in results:
@@ -598,7 +631,7 @@ def summarize(results: list[dict], passes: str, seconds: float, out=sys.stdout, 
       + (f", harness errors {len(by['harness-error'])}" if by["harness-error"] else ""))
     rb = [r for r in by["reproduced"] if r.get("rolled_back")]
     if rb:
-        p(f"   reproduced after graphopt rolled back a pass (its own validation caught it): {len(rb)}")
+        p(f"   reproduced after graphopt rolled back a pass (its checker or validation caught it): {len(rb)}")
 
     def groups(recs: list[dict], title: str, full: bool = False) -> None:
         if not recs:
@@ -622,6 +655,16 @@ def summarize(results: list[dict], passes: str, seconds: float, out=sys.stdout, 
             msg = sample.get("message") or sample.get("reason")
             p(f"       [{shown[0]}] {msg[:300]}")
 
+    fails = by["graphopt-failed"] + by["output-unrunnable"]
+    if fails:
+        p(f"\n-- where graphopt failed: exception type and graphopt's call stack (innermost last) ({len(fails)})")
+        fam = collections.defaultdict(list)
+        for r in fails:
+            fam[_family(r)].append(r)
+        for key, rs in sorted(fam.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            names = sorted(r["name"] for r in rs)
+            p(f"{len(rs):5d}  {key}")
+            p("       e.g. " + ", ".join(names[:examples]) + (f" (+{len(names) - examples})" if len(names) > examples else ""))
     groups(by["wrong"], "WRONG: graphopt wrote a model whose outputs differ from the reference", full=True)
     groups(by["output-unrunnable"], "graphopt wrote a model onnxruntime cannot load or run")
     groups(by["graphopt-failed"], "graphopt failed, by cause")
@@ -645,6 +688,8 @@ def main() -> int:
     ap.add_argument("--sample", type=int, help="a random subset of N cases")
     ap.add_argument("--seed", type=int, default=0, help="seed for --sample (default: %(default)s)")
     ap.add_argument("--json", help="write every case's record to this file")
+    ap.add_argument("--no-validate", action="store_true",
+                    help="run graphopt with validate=False (shows what the passes do where its validation cannot run)")
     ap.add_argument("--data-dir", default=None, help="onnx's backend test data folder (default: the installed onnx's)")
     ap.add_argument("--node-cache", default=None,
                     help="where node cases are written when onnx ships none (default: $TMPDIR/onnx-node-tests-<version>)")
@@ -672,14 +717,15 @@ def main() -> int:
           file=sys.stderr, flush=True)
     t0 = time.monotonic()
     results = run_all([{"kind": k, "name": n, "folder": f} for k, n, f in cases], args.passes, args.jobs,
-                      args.timeout, log_path, not args.quiet)
+                      args.timeout, log_path, not args.quiet, validate=not args.no_validate)
     seconds = time.monotonic() - t0
     results.sort(key=lambda r: (STATUS_ORDER.index(r["status"]) if r["status"] in STATUS_ORDER else -1, r["name"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"passes": args.passes, "onnx": onnx.__version__, "seconds": round(seconds, 1),
+            json.dump({"passes": args.passes, "validate": not args.no_validate, "onnx": onnx.__version__, "seconds": round(seconds, 1),
                        "cases": results}, f, indent=1, default=str)
-    summarize(results, args.passes, seconds, examples=args.examples)
+    summarize(results, args.passes + ("" if not args.no_validate else " (validation off)"), seconds,
+              examples=args.examples)
     return 0
 
 

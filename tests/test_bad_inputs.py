@@ -130,7 +130,7 @@ CASES = {
         lambda d: write(d, model([helper.make_node("Relu", ["x"], ["y"])],
                                  inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [10**6, 10**6, 1000])],
                                  outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])), [],
-        "too large to make validation inputs"),
+        "too large to make inputs for"),
     "calibration data with a wrong name": (
         lambda d: write(d, relu()), ["-p", "int8", "--calib", "{calib_wrong_name}"], "'image' is not a model input"),
     "calibration data with a wrong shape": (

@@ -4,17 +4,19 @@ activation memory, diff, and the CLI's JSON."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
 import pytest
-from helpers import golden
+from helpers import GOLDEN, golden
 from onnx import numpy_helper, shape_inference
 
 import graphopt
+from graphopt.analysis.cost import Poly
 from graphopt.cli import main
 from graphopt.driver import pin_input_shapes
-from graphopt.report.inspect import Poly, inspect
+from graphopt.report.inspect import inspect
 
 
 def hand_count(path: str) -> tuple[int, int]:
@@ -199,3 +201,33 @@ def test_review_regressions(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has a cycle" in err
+
+
+def test_int8_weights_count_as_params_and_dequantized_weights_are_not_activations():
+    """After int8 the model has as many params as the float model it came from (INT8 weights
+    count, scales and zero points do not), and its peak activations are the float model's."""
+    from int8_models import small_cnn
+
+    from graphopt.onnx_io.emit import to_proto
+
+    model = small_cnn()
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)} for i in range(8)]
+    fp32 = graphopt.optimize(model, "fuse,fold", validate=False).model
+    q = graphopt.optimize(to_proto(fp32), "int8", calibration=feeds, validate=False).model
+    assert any(n.op_type == "DequantizeLinear" for n in q.graph.nodes)
+    a, b = inspect(fp32), inspect(q)
+    assert b["params"] == a["params"] > 1000
+    assert b["peak_activation_bytes"] == a["peak_activation_bytes"]
+
+
+def test_pruning_summary_and_inspect_agree_on_flops(tmp_path):
+    """One cost model: prune-channels' before/after FLOPs are inspect's (formulas in N alike)."""
+    model = graphopt.load(os.path.join(GOLDEN, "trained", "digits_cnn.onnx"))
+    r = graphopt.optimize(os.path.join(GOLDEN, "trained", "digits_cnn.onnx"),
+                          "prune-channels{method=channel,ratio=0.3}", validate=False)
+    report = r.pass_reports["prune-channels"]
+    assert isinstance(report["after"]["flops"], str) and report["after"]["flops"].endswith("*N")
+    assert report["after"]["flops"] == inspect(r.model)["flops"] != inspect(model)["flops"]
+    assert report["after"]["params"] == inspect(r.model)["params"]
+    assert {k: report["before"][k] for k in ("params", "macs", "flops")} == {
+        k: inspect(model)[k] for k in ("params", "macs", "flops")}

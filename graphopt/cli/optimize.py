@@ -153,7 +153,7 @@ def _print_pruning(reports: dict) -> None:
         b, a = c["before"], c["after"]
         print(f"graphopt: prune-channels: {len(c['layers'])} layers thinned, {len(c['skipped'])} kept whole; params "
               f"{b['params']} -> {a['params']}, FLOPs {b['flops']} -> {a['flops']} "
-              f"(-{100 * (1 - a['flops'] / max(b['flops'], 1)):.1f}%)", file=sys.stderr)
+              f"(-{100 * (1 - a['flops_one'] / max(b['flops_one'], 1)):.1f}%)", file=sys.stderr)
 
 
 def _print_explain(rule: str, near_misses) -> None:

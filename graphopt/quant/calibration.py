@@ -21,7 +21,7 @@ import numpy as np
 
 from graphopt.errors import UserInputError
 from graphopt.ir import Model, Tensor
-from graphopt.ir.dtypes import np_dtype
+from graphopt.runtime.inputs import InputSpec, Synthesizer, model_inputs
 
 log = logging.getLogger("graphopt")
 
@@ -75,24 +75,15 @@ SETTING_RANGES = (
 
 
 # ------------------------------------------------------------------------------ data
-@dataclass
-class InputSpec:
-    name: str
-    dtype: np.dtype
-    shape: tuple  # the model's declared dims: int, symbol or None
-
-
 def model_input_specs(model: Model) -> list[InputSpec]:
-    specs = []
-    for v in model.graph.inputs:
-        if v.const is not None:
-            continue
-        if v.dtype is None or v.type_proto is not None:
-            raise CalibrationError(f"input {v.name!r} is not a typed tensor; cannot feed calibration data")
-        if v.shape is None:
-            raise CalibrationError(f"input {v.name!r} has no known rank; give its shape with --input-shape "
-                                   f"{v.name}:DIMxDIM...")
-        specs.append(InputSpec(v.name, np.dtype(np_dtype(v.dtype)), tuple(v.shape)))
+    """The model's inputs (runtime/inputs.py), each a typed tensor of known rank: what samples need."""
+    specs = model_inputs(model)
+    for s in specs:
+        if not s.is_tensor:
+            raise CalibrationError(f"input {s.name!r} is not a typed tensor; cannot feed calibration data")
+        if s.shape is None:
+            raise CalibrationError(f"input {s.name!r} has no known rank; give its shape with --input-shape "
+                                   f"{s.name}:DIMxDIM...")
     return specs
 
 
@@ -351,27 +342,13 @@ def _cap(calib: SampleSet, held: Optional[SampleSet]) -> tuple[SampleSet, Option
 
 
 def random_samples(model: Model, settings: CalibrationSettings) -> SampleSet:
-    """Seeded standard-normal inputs (small ints for integer inputs), for when there is no data."""
+    """Seeded synthesized inputs (runtime/inputs.py: values that fit how the graph uses each
+    input), `settings.random_samples` of them, each sample a whole feed."""
     specs = model_input_specs(model)
-    rng = np.random.default_rng(settings.seed)
-    n = settings.random_samples
-    stacked = any(not s.shape for s in specs)  # a scalar input: every sample is a whole feed
-    arrays = {}
-    for s in specs:
-        rest = [d if isinstance(d, int) else 32 for d in s.shape[1:]]
-        if stacked:
-            shape = [n, *[d if isinstance(d, int) else 1 for d in s.shape[:1]], *rest]
-        else:
-            first = s.shape[0] if isinstance(s.shape[0], int) else 1
-            shape = [n * first, *rest]
-        if s.dtype.kind == "f":
-            arrays[s.name] = rng.standard_normal(shape).astype(s.dtype)
-        elif s.dtype == np.bool_:
-            arrays[s.name] = rng.random(shape) < 0.5
-        else:
-            arrays[s.name] = rng.integers(0, 4, size=shape).astype(s.dtype)
-    count = next(iter(arrays.values())).shape[0] if arrays else 0
-    return SampleSet(specs, [lambda: arrays], [count], "random", f"random-{settings.seed}-{n}", stacked)
+    feeds = Synthesizer(model).feeds(settings.random_samples, settings.seed)
+    arrays = {s.name: np.stack([f[s.name] for f in feeds]) for s in specs}
+    return SampleSet(specs, [lambda: arrays], [len(feeds)], "random",
+                     f"random-{settings.seed}-{settings.random_samples}", stacked=True)
 
 
 # ------------------------------------------------------------------------------ histograms

@@ -90,8 +90,8 @@ class Session:
 
     def run(self, feed: dict[str, np.ndarray], names: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
         names = list(names or self.output_names)
-        feed = {k: (v.astype(self._float_inputs[k]) if k in self._float_inputs and v.dtype.kind == "f"
-                    and v.dtype != self._float_inputs[k] else v) for k, v in feed.items()}
+        feed = {k: (v.astype(self._float_inputs[k]) if k in self._float_inputs and isinstance(v, np.ndarray)
+                    and v.dtype.kind == "f" and v.dtype != self._float_inputs[k] else v) for k, v in feed.items()}
         try:
             outs = self._sess.run(names, feed)
         except Exception as e:

@@ -1,5 +1,6 @@
-"""Validation (DESIGN §4): onnxruntime, graph optimizations off, runs the input and the output
-on the same seeded random inputs; every output is compared.
+"""Validation (docs/ARCHITECTURE.md): onnxruntime, graph optimizations off, runs the input and the
+output on the same inputs (the user's data, or seeded inputs synthesized from how the graph uses
+each input, see runtime/inputs.py); every output is compared.
 
 Sessions run one at a time (the reference's outputs are kept, its session is dropped), so
 validating a large model needs one model's memory, not two.
@@ -8,20 +9,24 @@ validating a large model needs one model's memory, not two.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 import numpy as np
-import onnx
 
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
 from graphopt.onnx_io.emit import OrtModel  # noqa: F401 (re-exported)
+from graphopt.runtime.inputs import DIM_LADDER, Synthesizer
 from graphopt.runtime.metrics import AccuracyReport
 from graphopt.runtime.metrics import compare as accuracy_compare
 from graphopt.runtime.session import RANDOM_OPS, run_model
 
-DEFAULT_BATCH = 1
-DEFAULT_DIM = 32
+
+class InputsNotRunnable(GraphoptError):
+    """The input model does not run (or does not load) in onnxruntime on any generated inputs:
+    the result cannot be validated without the user's data."""
+
+    exit_code = 3
 
 
 @dataclass
@@ -72,72 +77,6 @@ class ValidationReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "draws": self.draws, "max_abs": self.max_abs, "max_rel": self.max_rel,
                 "bitwise_equal": self.bitwise_equal, "outputs": [asdict(o) for o in self.outputs]}
-
-
-# ------------------------------------------------------------------------------ inputs
-def input_specs(model: Model, pinned: Mapping[str, Sequence[int]] | None = None) -> list[tuple[str, int, tuple]]:
-    """(name, elem type, concrete shape) of each input the user must feed. A symbolic dim gets
-    the same size everywhere it appears: axis 0 defaults to a batch of 1, others to 32."""
-    pinned = pinned or {}
-    symbols: dict[str, int] = {}
-    for v in model.graph.inputs:
-        if v.name in pinned and v.shape is not None:
-            for d, p in zip(v.shape, pinned[v.name]):
-                if isinstance(d, str):
-                    symbols.setdefault(d, int(p))
-    specs = []
-    for v in model.graph.inputs:
-        if v.const is not None:
-            continue  # an overridable initializer keeps its default
-        if v.dtype is None or v.type_proto is not None:
-            raise GraphoptError(f"cannot make validation data for input {v.name!r}: it is not a typed tensor")
-        if v.name in pinned:
-            shape = tuple(int(d) for d in pinned[v.name])
-        else:
-            shape = tuple(_concrete(d, axis, symbols) for axis, d in enumerate(v.shape or ()))
-        specs.append((v.name, v.dtype, shape))
-    return specs
-
-
-def _concrete(d, axis: int, symbols: dict[str, int]) -> int:
-    if isinstance(d, int):
-        return d
-    default = DEFAULT_BATCH if axis == 0 else DEFAULT_DIM
-    if d is None:
-        return default
-    return symbols.setdefault(d, default)
-
-
-MAX_FEED_BYTES = 1 << 30  # one draw of validation inputs; more is a model declaring absurd dims
-
-
-def random_feeds(specs, draws: int, seed: int) -> list[dict[str, np.ndarray]]:
-    total = 0
-    for name, elem_type, shape in specs:
-        size = int(np.prod(shape, dtype=np.float64)) * onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
-        total += size
-        if total > MAX_FEED_BYTES:
-            raise GraphoptError(f"input {name!r} declares shape {list(shape)} ({size:.3g} bytes): too large to make "
-                                f"validation inputs for; pin a smaller shape with --input-shape {name}:... or "
-                                f"use --no-validate")
-    feeds = []
-    for draw in range(draws):
-        rng = np.random.default_rng([seed, draw])
-        feed = {}
-        for name, elem_type, shape in specs:
-            dt = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
-            if dt == np.bool_:
-                arr = rng.random(shape) < 0.5
-            elif np.issubdtype(dt, np.integer):
-                # small non-negative ints: valid as indices, token ids or masks
-                arr = rng.integers(0, 4, size=shape).astype(dt)
-            elif np.issubdtype(dt, np.floating) or dt.kind == "V":
-                arr = rng.standard_normal(shape).astype(np.float32).astype(dt)
-            else:
-                raise GraphoptError(f"cannot make validation data of type {dt} for input {name!r}")
-            feed[name] = np.asarray(arr)  # scalars too: onnxruntime takes arrays only
-        feeds.append(feed)
-    return feeds
 
 
 # ------------------------------------------------------------------------------ comparing
@@ -252,10 +191,25 @@ class Validator:
                 self.labels.append(labels)
                 self.feeds.append(feed)
                 self.counts.append(n)
+            self.reference = run_model(reference, self.feeds, has_random_ops=self.has_random_ops)
         else:
-            self.feeds = random_feeds(input_specs(model, pinned), draws, seed)
+            self.feeds, self.reference = self._synthesize(reference, model, pinned, draws, seed)
             self.counts = [1] * len(self.feeds)
-        self.reference = run_model(reference, self.feeds, has_random_ops=self.has_random_ops)
+
+    def _synthesize(self, reference, model: Model, pinned, draws: int, seed: int):
+        """Generated feeds the input model runs on, and its outputs on them: symbolic dims grow
+        along DIM_LADDER until it runs. InputsNotRunnable if it never does."""
+        problem = None
+        for dim in DIM_LADDER:
+            synth = Synthesizer(model, pinned, dim)
+            feeds = synth.feeds(draws, seed)
+            try:
+                return feeds, run_model(reference, feeds, has_random_ops=self.has_random_ops)
+            except GraphoptError as e:
+                problem = problem or str(e)
+                if "cannot load" in str(e) or not synth.grows:
+                    break  # a larger dim changes nothing
+        raise InputsNotRunnable(problem)
 
     def check(self, candidate: "OrtModel | str"):
         out = run_model(candidate, self.feeds, has_random_ops=self.has_random_ops)

@@ -1,0 +1,290 @@
+"""Inputs for running a model when the user gives none: validation draws and random calibration
+samples come from here (one spec of a model's inputs, one generator).
+
+Random numbers are not enough for real models: an integer input may be a token id indexing an
+embedding table, a mask, a divisor, an axis or a shape. The generator reads how the graph uses
+each input and draws values that make sense there:
+
+- indices (Gather, GatherElements, GatherND, ScatterND, ScatterElements, OneHot): inside the
+  indexed axis (token_type_ids of a 2-row table are 0 or 1);
+- masks (a name with "mask", or read as a boolean condition): 0 and 1;
+- divisors and Mod operands, steps, repeats, depths, sizes: non-zero and small;
+- axes: distinct valid axes of the tensor they apply to;
+- shapes (Reshape, Expand, ConstantOfShape) and pads: values that are valid for any data;
+- strings, sequences, maps and optionals: small valid values.
+
+Symbolic dims get one size per name (axis 0: a batch of 1, others `dim`). Some models need larger
+dims (a reflect Pad wider than 32, a kernel or an STFT frame): `DIM_LADDER` lists the sizes to
+try in turn when the model does not run on the first ones (see runtime/validate.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from graphopt.errors import GraphoptError
+from graphopt.ir import Graph, Model, Value
+from graphopt.ir.dtypes import DataType, is_integer, itemsize, np_dtype
+
+DEFAULT_BATCH = 1
+DEFAULT_DIM = 32
+DIM_LADDER = (32, 64, 160, 512)  # sizes tried in turn for symbolic dims other than a batch
+MAX_FEED_BYTES = 1 << 30  # one draw of inputs; more is a model declaring absurd dims
+MAX_FOLLOW = 8  # how far a use is followed through ops that pass values on unchanged
+
+# Ops whose output holds (some of) the values of input 0 unchanged: an input's use is followed
+# through them.
+PASS_ON = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Expand", "Transpose", "Slice",
+           "Concat", "Tile", "Gather", "CastLike"}
+INDEX_INPUTS = {("Gather", 1), ("GatherElements", 1), ("GatherND", 1), ("ScatterND", 1), ("ScatterElements", 1),
+                ("Scatter", 1), ("OneHot", 0), ("RoiAlign", 2), ("MaxUnpool", 1), ("TfIdfVectorizer", 0)}
+AXES_INPUTS = {("Unsqueeze", 1), ("Squeeze", 1), ("Slice", 3), ("Pad", 3), ("CumSum", 1)}
+# (op, input) -> (low, high) of small positive values
+POSITIVE_INPUTS = {("Div", 1): (1, 5), ("Mod", 1): (1, 5), ("Mod", 0): (0, 9), ("Slice", 4): (1, 3),
+                   ("Tile", 1): (1, 3), ("ConstantOfShape", 0): (1, 4), ("OneHot", 1): (2, 6), ("TopK", 1): (1, 2),
+                   ("Range", 2): (1, 3), ("Range", 0): (0, 3), ("Range", 1): (3, 9), ("Resize", 3): (1, 9),
+                   ("Upsample", 1): (1, 3), ("Pad", 1): (0, 3), ("BitShift", 1): (0, 4), ("Pow", 1): (0, 3),
+                   ("NonMaxSuppression", 2): (0, 4), ("CenterCropPad", 1): (1, 9), ("Col2Im", 1): (4, 9),
+                   ("Col2Im", 2): (1, 3), ("STFT", 1): (1, 9), ("STFT", 3): (4, 9), ("DFT", 1): (4, 9),
+                   ("BlackmanWindow", 0): (4, 9), ("HannWindow", 0): (4, 9), ("HammingWindow", 0): (4, 9),
+                   ("MelWeightMatrix", 0): (4, 9), ("MelWeightMatrix", 1): (8, 17), ("MelWeightMatrix", 2): (8, 17)}
+# float inputs that must lie in [0, 1] (probabilities, thresholds)
+UNIT_INPUTS = {("Bernoulli", 0), ("NonMaxSuppression", 3), ("Dropout", 1)}
+MASK_CONSUMERS = {("Where", 0), ("And", 0), ("And", 1), ("Or", 0), ("Or", 1), ("Not", 0), ("Xor", 0), ("Xor", 1),
+                  ("Compress", 1)}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input the caller must feed: name, ONNX element type and declared dims (int, symbol
+    or None per dim; shape None = unknown rank). Non-tensor inputs carry their TypeProto."""
+
+    name: str
+    elem_type: Optional[int]
+    shape: Optional[tuple]
+    type_proto: Any = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np_dtype(self.elem_type)
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.type_proto is None and self.elem_type is not None
+
+
+def model_inputs(model: Model) -> list[InputSpec]:
+    """The inputs a caller feeds, in order (an initializer-backed input keeps its default)."""
+    return [InputSpec(v.name, v.dtype, tuple(v.shape) if v.shape is not None else None, v.type_proto)
+            for v in model.graph.inputs if v.const is None]
+
+
+def symbol_sizes(specs: Sequence[InputSpec], pinned: Optional[Mapping[str, Sequence[int]]] = None,
+                 dim: int = DEFAULT_DIM) -> dict[str, int]:
+    """One size per symbolic dim name: pinned where --input-shape pins it, else axis 0 a batch
+    of 1 and any other `dim`."""
+    pinned = pinned or {}
+    sizes: dict[str, int] = {}
+    for s in specs:
+        if s.name in pinned and s.shape is not None:
+            for d, p in zip(s.shape, pinned[s.name]):
+                if isinstance(d, str):
+                    sizes.setdefault(d, int(p))
+    for s in specs:
+        for axis, d in enumerate(s.shape or ()):
+            if isinstance(d, str):
+                sizes.setdefault(d, DEFAULT_BATCH if axis == 0 else dim)
+    return sizes
+
+
+def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: int = DEFAULT_DIM) -> tuple:
+    if pinned and spec.name in pinned:
+        return tuple(int(d) for d in pinned[spec.name])
+    out = []
+    for axis, d in enumerate(spec.shape or ()):
+        if isinstance(d, int) and d >= 0:  # a declared 0 is an empty dim: onnxruntime insists on it
+            out.append(d)
+        elif isinstance(d, str):
+            out.append(sizes[d])
+        else:  # unknown (or a negative dim an exporter wrote for "unknown")
+            out.append(DEFAULT_BATCH if axis == 0 else dim)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------ how inputs are used
+@dataclass
+class Use:
+    """What an input's values must satisfy where the graph reads them."""
+
+    kind: str = "free"  # free, index, mask, positive, axes, reshape, ones, unit
+    bound: Any = None  # index: (value, axis) whose dim bounds it, or an int; positive: (low, high); axes: rank
+
+
+def input_uses(model: Model) -> dict[str, Use]:
+    """For each graph input, the strictest use found by following it through ops that pass its
+    values on (see the module docstring)."""
+    g = model.graph
+    out = {}
+    for v in g.inputs:
+        if v.const is None:
+            out[v.name] = _use_of(g, v)
+    return out
+
+
+def _use_of(g: Graph, v: Value) -> Use:
+    found: list[Use] = []
+    if "mask" in v.name.lower():
+        found.append(Use("mask"))
+    work, seen = [(v, 0)], set()
+    while work:
+        value, depth = work.pop()
+        if value.id in seen or depth > MAX_FOLLOW:
+            continue
+        seen.add(value.id)
+        for node, k in g.uses(value):
+            if not isinstance(k, int) or not node.is_standard:
+                continue
+            key = (node.op_type, k)
+            data = node.inputs[0] if node.inputs else None
+            if key in INDEX_INPUTS:
+                table = node.inputs[2 if node.op_type == "OneHot" else 0]
+                axis = node.attr("axis", 0) if node.op_type in ("Gather", "GatherElements", "ScatterElements",
+                                                                 "Scatter") else 0
+                found.append(Use("index", g.const_value(table) if node.op_type == "OneHot" else (table, axis)))
+            elif key in AXES_INPUTS or (node.op_type.startswith("Reduce") and k == 1):
+                rank = len(data.shape) if data is not None and data.shape is not None else None
+                if rank is not None and node.op_type == "Unsqueeze" and node.outputs[0] is not None \
+                        and node.outputs[0].shape is not None:
+                    rank = len(node.outputs[0].shape)
+                found.append(Use("axes", rank))
+            elif key == ("Reshape", 1):
+                found.append(Use("reshape"))
+            elif key == ("Expand", 1):
+                found.append(Use("ones"))
+            elif key in POSITIVE_INPUTS:
+                found.append(Use("positive", POSITIVE_INPUTS[key]))
+            elif key in UNIT_INPUTS:
+                found.append(Use("unit"))
+            elif key in MASK_CONSUMERS or (node.op_type == "Cast" and node.attr("to") == DataType.BOOL):
+                found.append(Use("mask"))
+            if node.op_type in PASS_ON and k == 0:
+                work.extend((o, depth + 1) for o in node.outputs if o is not None)
+    order = ("axes", "reshape", "ones", "index", "positive", "unit", "mask")
+    return min(found, key=lambda u: order.index(u.kind)) if found else Use()
+
+
+# ------------------------------------------------------------------------------ drawing values
+class Synthesizer:
+    """Seeded feeds for a model: `feeds(draws, seed)` gives `draws` dicts of input name -> value."""
+
+    def __init__(self, model: Model, pinned: Optional[Mapping[str, Sequence[int]]] = None, dim: int = DEFAULT_DIM):
+        self.specs = model_inputs(model)
+        self.pinned = dict(pinned or {})
+        self.dim = dim
+        self.sizes = symbol_sizes(self.specs, self.pinned, dim)
+        self.uses = input_uses(model)
+        self.shapes = {s.name: concrete_shape(s, self.sizes, self.pinned, dim) for s in self.specs if s.is_tensor}
+        # whether a larger `dim` gives other inputs: some dim is neither declared nor pinned
+        self.grows = any(s.name not in self.pinned and (s.shape is None or any(
+            not (isinstance(d, int) and d >= 0) for d in s.shape[1:])) for s in self.specs)
+        total = 0
+        for s in self.specs:
+            if s.is_tensor:
+                n = int(np.prod(self.shapes[s.name], dtype=np.float64)) * (itemsize(s.elem_type) or 8)
+                total += n
+                if total > MAX_FEED_BYTES:
+                    raise GraphoptError(
+                        f"input {s.name!r} declares shape {list(self.shapes[s.name])} ({n:.3g} bytes): too large to "
+                        f"make inputs for; pin a smaller shape with --input-shape {s.name}:... or use --no-validate")
+
+    def feeds(self, draws: int, seed: int) -> list[dict[str, Any]]:
+        out = []
+        for draw in range(draws):
+            rng = np.random.default_rng([seed, draw])
+            out.append({s.name: self.value(s, rng) for s in self.specs})
+        return out
+
+    def value(self, s: InputSpec, rng: np.random.Generator):
+        if not s.is_tensor:
+            return _typed_value(s.type_proto, rng, self.sizes, self.dim)
+        shape = self.shapes[s.name]
+        return np.asarray(_tensor(s.elem_type, shape, self.uses.get(s.name, Use()), rng, self._dim_of))
+
+    def _dim_of(self, value: Value, axis: int) -> Optional[int]:
+        """The run-time size of `value`'s dim `axis` under the chosen symbol sizes, if known."""
+        data = value.graph.const_value(value) if value is not None else None
+        if data is not None:
+            return int(data.shape[axis]) if -data.ndim <= axis < data.ndim else None
+        if value is None or value.shape is None or not -len(value.shape) <= axis < len(value.shape):
+            return None
+        d = value.shape[axis]
+        if isinstance(d, int) and d >= 0:
+            return d
+        if value.is_graph_input and value.name in self.shapes:
+            return self.shapes[value.name][axis]
+        return self.sizes.get(d) if isinstance(d, str) else None
+
+
+def _tensor(elem_type: int, shape: tuple, use: Use, rng: np.random.Generator, dim_of):
+    dt = np_dtype(elem_type)
+    size = int(np.prod(shape, dtype=np.int64))
+    if elem_type == DataType.STRING:
+        words = np.array(["graphopt", "onnx", "a", "model", "Test", "x y"], dtype=object)
+        return words[rng.integers(0, len(words), size=shape)] if shape else np.array(words[0], dtype=object)
+    if dt == np.bool_:
+        return rng.random(shape) < 0.5
+    integer = is_integer(elem_type)
+    if use.kind == "axes" and integer:
+        rank = use.bound or max(size, 1)
+        picks = rng.permutation(rank)[:size] if size <= rank else np.arange(size) % rank
+        return np.sort(picks).astype(dt).reshape(shape)
+    if use.kind == "reshape" and integer:
+        return np.array([1] * (size - 1) + [-1] if size else [], dt).reshape(shape)
+    if use.kind == "ones":
+        return np.ones(shape, dt)
+    if use.kind == "index" and integer:
+        bound = use.bound
+        if isinstance(bound, tuple):
+            bound = dim_of(*bound)
+        elif isinstance(bound, np.ndarray):
+            bound = int(bound.ravel()[0]) if bound.size else None
+        high = max(int(bound), 1) if bound is not None else 2
+        return rng.integers(0, high, size=shape).astype(dt)
+    if use.kind == "positive":
+        lo, hi = use.bound
+        if integer:
+            return rng.integers(lo, hi, size=shape).astype(dt)
+        return rng.uniform(max(lo, 0.5), hi, size=shape).astype(dt)
+    if use.kind == "unit":
+        return rng.uniform(0, 1, size=shape).astype(dt)
+    if use.kind == "mask":
+        return (rng.random(shape) < 0.8).astype(dt)  # mostly ones: an attention mask keeps most positions
+    if integer:
+        return rng.integers(0, 4, size=shape).astype(dt)  # small non-negative: valid as most ids and counts
+    if dt.kind in "fcV":
+        return rng.standard_normal(shape).astype(np.float32).astype(dt)
+    raise GraphoptError(f"cannot make input values of type {dt}")
+
+
+def _typed_value(tp, rng: np.random.Generator, sizes: Mapping[str, int], dim: int):
+    """A small valid value of a non-tensor ONNX type (sequence, optional, map) or an untyped tensor."""
+    which = tp.WhichOneof("value") if tp is not None else None
+    if which == "tensor_type":
+        tt = tp.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else sizes.get(d.dim_param, 2)
+                      for d in tt.shape.dim) if tt.HasField("shape") else (2,)
+        return np.asarray(_tensor(tt.elem_type or DataType.FLOAT, shape, Use(), rng, lambda *a: None))
+    if which == "sequence_type":
+        return [_typed_value(tp.sequence_type.elem_type, rng, sizes, dim) for _ in range(2)]
+    if which == "optional_type":
+        return _typed_value(tp.optional_type.elem_type, rng, sizes, dim)
+    if which == "map_type":
+        key = tp.map_type.key_type
+        values = _typed_value(tp.map_type.value_type, rng, sizes, dim)
+        flat = np.asarray(values).ravel()
+        keys = [f"k{i}" for i in range(len(flat))] if key == DataType.STRING else list(range(len(flat)))
+        return dict(zip(keys, flat.tolist()))
+    raise GraphoptError(f"cannot make input values of type {which or 'unknown'}")
