@@ -129,7 +129,8 @@ def pin_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
 def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str, Sequence] = "none", *,
              output: Optional[str] = None, input_shapes: Optional[dict] = None, validate: bool = True,
              strict: bool = False, force: bool = False, debug: bool = False,
-             external_data: Optional[bool] = None, initializers_as_constants: bool = False,
+             external_data: Optional[bool] = None, keep_initializer_inputs: bool = False,
+             initializers_as_constants: Optional[bool] = None,
              tolerance: Tolerance = Tolerance(), draws: int = 3, seed: int = 0,
              explain: Optional[set[str]] = None, registry: Optional[Registry] = None,
              calibration: Union[None, str, os.PathLike, Iterable, CalibrationSettings] = None,
@@ -138,7 +139,10 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
 
     `calibration`: data for passes that calibrate (int8): an .npz keyed by input name (first
     axis = samples), a folder of them, any iterable of feed dicts, or CalibrationSettings.
-    `thresholds`: the accuracy a lossy pipeline must keep against the input."""
+    `thresholds`: the accuracy a lossy pipeline must keep against the input.
+    `keep_initializer_inputs`: initializers also listed as graph inputs stay overridable inputs
+    (by default they are constants, as TensorRT and onnxsim treat them);
+    `initializers_as_constants` is accepted for compatibility and changes nothing."""
     start = time.perf_counter()
     registry = registry or default_registry()
     steps = parse_pipeline(passes, registry)  # pipeline errors before any work
@@ -155,7 +159,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     tx = OutputTransaction(output, force=force, protected=protected) if output else None
 
     def load() -> Model:
-        m = frontend.load(model, initializers_as_constants=initializers_as_constants)
+        m = frontend.load(model, keep_initializer_inputs=keep_initializer_inputs)
         pin_input_shapes(m, input_shapes)
         return m
 

@@ -84,16 +84,18 @@ def test_round_trip_keeps_metadata_functions_and_value_info(tmp_path):
     assert onnx.printer.to_text(f) == onnx.printer.to_text(proto.functions[0])
 
 
-def test_ir_v3_initializers_stay_overridable_unless_asked(golden_path):
+def test_ir_v3_initializers_are_constants_unless_kept(golden_path):
+    """Initializers also listed as inputs are weights (TensorRT's parser and onnxsim agree) and
+    leave the interface; --keep-initializer-inputs keeps them overridable."""
     sq = next(m for m in golden.CORPUS if m.name == "squeezenet")
     path = golden_path(sq)
     default = frontend.load(path)
     w = default.graph.value("conv1_w_0")
-    assert w.const is not None and w.is_graph_input
-    consts = frontend.load(path, initializers_as_constants=True)
-    w = consts.graph.value("conv1_w_0")
     assert w.const is not None and not w.is_graph_input
-    assert [v.name for v in consts.graph.inputs] == ["data_0"]
+    assert [v.name for v in default.graph.inputs] == ["data_0"]
+    kept = frontend.load(path, keep_initializer_inputs=True)
+    w = kept.graph.value("conv1_w_0")
+    assert w.const is not None and w.is_graph_input
 
 
 def test_constant_nodes_are_kept(tmp_path):
@@ -148,3 +150,31 @@ def test_pipeline_output_is_byte_identical_across_processes(name, golden_path, t
         assert proc.returncode == 0, proc.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
+
+
+def _ir_v3_conv_bn():
+    """Conv + BatchNormalization whose weights are initializers also listed as graph inputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "s": rng.uniform(0.5, 1.5, 4).astype(np.float32),
+             "b": rng.standard_normal(4).astype(np.float32), "m": rng.standard_normal(4).astype(np.float32),
+             "v": rng.uniform(0.5, 1.5, 4).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])] + [
+        helper.make_tensor_value_info(k, TensorProto.FLOAT, list(a.shape)) for k, a in inits.items()]
+    graph = helper.make_graph(nodes, "v3", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a, k) for k, a in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
+
+
+def test_ir_v3_weights_fold_by_default_and_stay_with_keep_initializer_inputs(tmp_path):
+    out = tmp_path / "o.onnx"
+    r = api.optimize(_ir_v3_conv_bn(), "fuse,fold", output=str(out))
+    assert r.validation.ok
+    written = onnx.load(str(out))
+    assert [n.op_type for n in written.graph.node] == ["Conv"]
+    assert [i.name for i in written.graph.input] == ["x"]
+    kept = api.optimize(_ir_v3_conv_bn(), "fuse,fold", keep_initializer_inputs=True)
+    assert [n.op_type for n in kept.model.graph.nodes] == ["Conv", "BatchNormalization"]
+    assert [v.name for v in kept.model.graph.inputs] == ["x", "w", "s", "b", "m", "v"]

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
 from graphopt.cli.common import Parser, setup_logging, write_text_atomically
 from graphopt.errors import GraphoptError
+
+log = logging.getLogger("graphopt")
 
 
 def main_parser() -> argparse.ArgumentParser:
@@ -40,8 +43,11 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--external-data", action="store_true",
                    help="store weights in OUT.data beside the output (automatic past 2 GiB)")
+    p.add_argument("--keep-initializer-inputs", action="store_true",
+                   help="initializers that are also graph inputs (old IR v3 models) stay overridable inputs; by "
+                   "default they are constants, as TensorRT's parser and onnxsim treat them")
     p.add_argument("--initializers-as-constants", action="store_true",
-                   help="treat initializers that are also graph inputs (IR v3 models) as constants")
+                   help="accepted for compatibility: it is the default now")
     p.add_argument("--debug", action="store_true", help="verify the IR after every pass; show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log every pass")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -54,6 +60,9 @@ def command(argv: list[str]) -> int:
 
     args = main_parser().parse_args(argv)
     setup_logging(args)
+    if args.initializers_as_constants:
+        log.warning("note: --initializers-as-constants is the default now (initializers listed as inputs are "
+                    "constants); --keep-initializer-inputs keeps them overridable")
     if args.passes is None and args.pipeline is None:
         raise GraphoptError("give passes with -p (e.g. -p fuse,fold) or --pipeline FILE.gopt; -p none for a plain round trip")
     if args.passes is not None and args.pipeline is not None:
@@ -89,7 +98,7 @@ def command(argv: list[str]) -> int:
         args.model, passes, output=args.output, input_shapes=shapes,
         validate=validate, strict=args.strict, force=args.force, debug=args.debug,
         external_data=True if args.external_data or setting("output", "external_data", None, False) else None,
-        initializers_as_constants=args.initializers_as_constants or setting("output", "initializers_as_constants", None, False),
+        keep_initializer_inputs=args.keep_initializer_inputs or setting("output", "keep_initializer_inputs", None, False),
         tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, 1e-5), atol=setting("validate", "atol", args.atol, 1e-6)),
         draws=setting("validate", "draws", None, 3), seed=setting("validate", "seed", None, 0),
         explain=set(args.explain), calibration=calib, thresholds=thresholds)

@@ -24,7 +24,7 @@ SETTINGS: dict[str, dict[str, object]] = {
                  "min_cosine": float, "min_snr_db": float, "min_top1": float},
     "calibrate": {"data": str, "method": CALIBRATION_METHODS, "samples": int, "percentile": float,
                   "cache": str, "batch_size": int, "holdout": float, "memory_mb": int},
-    "output": {"external_data": bool, "initializers_as_constants": bool},
+    "output": {"external_data": bool, "keep_initializer_inputs": bool, "initializers_as_constants": bool},
 }
 
 

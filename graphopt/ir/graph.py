@@ -451,6 +451,11 @@ class Graph:
         if self.can_take_output_name(new):
             target = new
             self.rename(target, out_name)
+            # the output keeps its declared type where the value it now is knows less
+            if target.dtype is None and target.type_proto is None:
+                target.dtype, target.type_proto = old.dtype, old.type_proto
+            if target.shape is None and target.type_proto is None:
+                target.shape = old.shape
         else:
             ident = self.add_node("Identity", [new], [out_name])
             target = ident.outputs[0]
@@ -641,7 +646,25 @@ def constant_node_value(node: Node):
             return np.array(a.value, object)
         if key == "value_strings":
             return np.array(a.value, object)
+        if key == "sparse_value":
+            return _dense(a.value.sparse_tensor if hasattr(a.value, "sparse_tensor") else a.value)
     return None
+
+
+def _dense(sparse):
+    """A SparseTensorProto as a dense numpy array (values scattered into zeros)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    values = numpy_helper.to_array(sparse.values)
+    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+    dims = tuple(int(d) for d in sparse.dims)
+    dense = np.zeros(int(np.prod(dims, dtype=np.int64)), values.dtype)
+    flat = indices if indices.ndim == 1 else np.ravel_multi_index(tuple(indices.T), dims)
+    dense[flat] = values.ravel()
+    dense = dense.reshape(dims)
+    dense.flags.writeable = False
+    return dense
 
 
 def make_attr(value: Any) -> Attr:

@@ -20,7 +20,7 @@ from graphopt.ir.graph import Node
 from graphopt.onnx_io import wire
 from graphopt.onnx_io.external_data import ExternalDataReader
 
-MIN_OPSET = 7
+MIN_OPSET = 1  # every opset onnx defines: nothing in the IR depends on the opset
 # Inline initializers at least this large stay in the memory-mapped file, never in Python memory.
 MAPPED_MIN_BYTES = 1024
 
@@ -31,19 +31,20 @@ _GRAPH_EXTRA_FIELDS = ("quantization_annotation",)
 Source = Union[str, os.PathLike, onnx.ModelProto]
 
 
-def load(source: Source, *, initializers_as_constants: bool = False,
+def load(source: Source, *, keep_initializer_inputs: bool = False,
          tensors: Optional[dict[str, Tensor]] = None) -> Model:
-    """Parse a model. With `initializers_as_constants`, initializers that an IR v3 model also
-    lists as graph inputs become plain constants (by default they stay overridable inputs).
+    """Parse a model. Initializers that an (IR v3 style) model also lists as graph inputs are
+    constants and leave the interface, as TensorRT's parser and onnxsim treat them; with
+    `keep_initializer_inputs` they stay overridable inputs.
     `tensors` (ModelProto only) supplies the data of main-graph initializers by name: the
     proto then needs only their names, types and shapes (see opset.convert)."""
     if isinstance(source, onnx.ModelProto):
-        reader = _Reader(os.getcwd(), initializers_as_constants)
+        reader = _Reader(os.getcwd(), keep_initializer_inputs)
         reader.given_tensors = dict(tensors or {})
         return reader.model(source, None)
     path = os.fspath(source)
     proto, mapped, payloads = read_model_proto(path)
-    reader = _Reader(os.path.dirname(os.path.abspath(path)), initializers_as_constants)
+    reader = _Reader(os.path.dirname(os.path.abspath(path)), keep_initializer_inputs)
     reader.mapped_initializers = {p.index: (mapped, p) for p in payloads}
     model = reader.model(proto, path)
     model.mapped_files = [mapped, *reader.external.files.values()]
@@ -75,9 +76,9 @@ def read_model_proto(path: str) -> tuple[onnx.ModelProto, MappedFile, list[wire.
 
 
 class _Reader:
-    def __init__(self, base_dir: str, initializers_as_constants: bool):
+    def __init__(self, base_dir: str, keep_initializer_inputs: bool):
         self.external = ExternalDataReader(base_dir)
-        self.initializers_as_constants = initializers_as_constants
+        self.keep_initializer_inputs = keep_initializer_inputs
         # top-level initializer index -> (mapped model file, where its raw_data lies)
         self.mapped_initializers: dict[int, tuple[MappedFile, wire.Payload]] = {}
         self.given_tensors: dict[str, Tensor] = {}
@@ -129,7 +130,7 @@ class _Reader:
             if vi.name in input_names:
                 raise ModelLoadError(f"{where}: duplicate graph input {vi.name!r}")
             input_names.add(vi.name)
-            if vi.name in inits and top and self.initializers_as_constants:
+            if vi.name in inits and top and not self.keep_initializer_inputs:
                 continue
             self._declare(g, vi.name, where)
             v = g.add_input(vi.name)
@@ -151,10 +152,13 @@ class _Reader:
                 if o:
                     self._declare(g, o, where, producer=n)
                     g.add_value(o)
+        declared: set[str] = set()
         for vi in gp.value_info:
             v = g.value(vi.name)
-            if v is not None and v.const is None:
-                _set_type(v, vi)
+            if v is None or v.const is not None or v.is_graph_input:
+                continue  # a graph input's own declaration wins over a value_info entry
+            (_merge_value_info if vi.name in declared else _set_type)(v, vi)
+            declared.add(vi.name)
         for n in gp.node:
             self.node(n, g, where)
         for vi in gp.output:
@@ -283,14 +287,31 @@ def _set_type(v, vi: onnx.ValueInfoProto) -> None:
     if tp.WhichOneof("value") == "tensor_type":
         tt = tp.tensor_type
         v.dtype = tt.elem_type or None
-        if tt.HasField("shape"):
-            v.shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                            for d in tt.shape.dim)
-        else:
-            v.shape = None
+        v.shape = _dims(tt) if tt.HasField("shape") else None
         v.type_proto = None
     else:
         v.type_proto = _copy(tp)
+
+
+def _dims(tt) -> tuple:
+    """Declared dims: ints, symbol names, None for unknown. Exporters write `dim_value: -1` (Paddle)
+    or an empty name for an unknown dim: both are unknown. A declared 0 is an empty dim."""
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
+                 for d in tt.shape.dim)
+
+
+def _merge_value_info(v, vi: onnx.ValueInfoProto) -> None:
+    """A second value_info for the same value (some exporters write duplicates): where the two
+    disagree, the type or dim is unknown rather than either guess."""
+    old_dtype, old_shape = v.dtype, v.shape
+    _set_type(v, vi)
+    if old_dtype is not None and v.dtype != old_dtype:
+        v.dtype = None
+    if old_shape is not None and v.shape is not None:
+        if len(old_shape) != len(v.shape):
+            v.shape = None
+        else:
+            v.shape = tuple(a if a == b else None for a, b in zip(old_shape, v.shape))
 
 
 def _infer_attr_type(a: onnx.AttributeProto) -> int:

@@ -57,12 +57,16 @@ def tag(field: int, wire_type: int) -> bytes:
 
 
 def iter_fields(buf, start: int, end: int):
-    """Yield (field number, wire type, tag start, payload start, payload end)."""
+    """Yield (field number, wire type, tag start, payload start, payload end). A group (wire types
+    3 and 4, which ONNX never uses but protobuf skips when it does not know the field) is one
+    field spanning up to its end tag, as protobuf's parser skips it."""
     pos = start
     while pos < end:
         tag_start = pos
         key, pos = read_varint(buf, pos, end)
         field, wt = key >> 3, key & 7
+        if field == 0:
+            raise WireError("field number 0")
         if wt == 0:
             _, pos2 = read_varint(buf, pos, end)
         elif wt == 1:
@@ -72,12 +76,45 @@ def iter_fields(buf, start: int, end: int):
             pos2 = pos + n
         elif wt == 5:
             pos2 = pos + 4
+        elif wt == START_GROUP:
+            pos2 = _skip_group(buf, pos, end, field)
         else:
-            raise WireError(f"unsupported wire type {wt}")
-        if pos2 > end or field == 0:
+            raise WireError(f"unexpected wire type {wt}")
+        if pos2 > end:
             raise WireError("field runs past the end of its message")
         yield field, wt, tag_start, pos, pos2
         pos = pos2
+
+
+START_GROUP, END_GROUP = 3, 4
+MAX_GROUP_DEPTH = 100
+
+
+def _skip_group(buf, pos: int, end: int, field: int, depth: int = 0) -> int:
+    """The position after the end-group tag that closes group `field` opened before `pos`."""
+    if depth > MAX_GROUP_DEPTH:
+        raise WireError("groups nested too deep")
+    while pos < end:
+        key, pos = read_varint(buf, pos, end)
+        f, wt = key >> 3, key & 7
+        if wt == END_GROUP:
+            if f != field:
+                raise WireError("end-group tag does not match its group")
+            return pos
+        if wt == 0:
+            _, pos = read_varint(buf, pos, end)
+        elif wt == 1:
+            pos += 8
+        elif wt == LEN:
+            n, pos = read_varint(buf, pos, end)
+            pos += n
+        elif wt == 5:
+            pos += 4
+        elif wt == START_GROUP:
+            pos = _skip_group(buf, pos, end, f, depth + 1)
+        else:
+            raise WireError(f"unexpected wire type {wt}")
+    raise WireError("group without an end tag")
 
 
 @dataclass
@@ -107,8 +144,13 @@ def _strip_graph(buf, start, end, min_bytes, payloads, count) -> tuple[bytes, in
     for field, wt, tag_start, s, e in iter_fields(buf, start, end):
         if field == GRAPH_INITIALIZER and wt == LEN:
             tensor = bytearray()
-            for f2, wt2, t2, s2, e2 in iter_fields(buf, s, e):
-                if f2 == TENSOR_RAW_DATA and wt2 == LEN and e2 - s2 >= min_bytes:
+            fields = list(iter_fields(buf, s, e))
+            # protobuf: of a scalar field given twice, the last one counts
+            raw = [i for i, (f2, wt2, *_) in enumerate(fields) if f2 == TENSOR_RAW_DATA and wt2 == LEN]
+            for i, (f2, wt2, t2, s2, e2) in enumerate(fields):
+                if i in raw[:-1]:
+                    continue
+                if raw and i == raw[-1] and e2 - s2 >= min_bytes:
                     payloads.append(Payload(count, s2, e2 - s2))
                 else:
                     tensor += buf[t2:e2]
