@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import ClassVar
 
 import numpy as np
@@ -34,7 +33,7 @@ from graphopt.onnx_io import opset
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.quant import budget as lossy
 from graphopt.quant import calibration
-from graphopt.quant.layer_options import words
+from graphopt.quant.layer_options import matching_glob, words
 
 log = logging.getLogger("graphopt")
 
@@ -87,7 +86,7 @@ class _ConvertPrecision(Pass):
             reason = None
             if node.op_type in keep_ops:
                 reason = "op type kept in float32"
-            elif any(fnmatchcase(node.name, g) for g in keep_globs):
+            elif matching_glob(node, keep_globs):
                 reason = "kept by keep_nodes"
             elif any(v.name in hot for v in floats):
                 reason = f"|values| above {o.max_abs:g} on the calibration data"
@@ -104,14 +103,14 @@ class _ConvertPrecision(Pass):
             elif self._constant_out_of_range(graph, node):
                 reason = f"a constant it reads does not fit {self.target.name}"
             if reason:
-                kept[_label(node)] = reason
+                kept[node.label] = reason
             else:
                 convert.append(node)
         if not convert:
             ctx.reports[self.name] = {"converted": 0, "kept_float32": kept, "casts": 0}
             return PassResult(False, {"converted": 0})
         reference = ctx.model.clone()
-        layers = {n.outputs[0].name: _label(n) for n in convert if n.op_type in LAYER_OPS and n.outputs[0] is not None}
+        layers = {n.outputs[0].name: n.label for n in convert if n.op_type in LAYER_OPS and n.outputs[0] is not None}
         casts = self._convert(graph, convert, half)
         removed = _drop_round_trips(graph, half)
         report = {"converted": len(convert), "kept_float32": kept, "casts": casts - removed}
@@ -227,10 +226,6 @@ class _ConvertPrecision(Pass):
                 else:
                     graph.set_input(node, index, cast(v, half))
         return added
-
-
-def _label(node: Node) -> str:
-    return node.name or (node.outputs[0].name if node.outputs and node.outputs[0] is not None else node.op_type)
 
 
 def _integer_derived(graph: Graph, order: list[Node]) -> set[int]:

@@ -77,7 +77,8 @@ class Chain:
 
 @dataclass
 class ChannelUnit:
-    node: str  # the producer's name
+    node_id: int  # the producer's IR id (valid on clones of the model; names may be empty)
+    label: str  # the producer's Node.label, for reports
     keep: list  # channel indices kept
 
 
@@ -106,7 +107,7 @@ class PruneChannels(Pass):
             if reason is None and chain.channels <= o.min_channels:
                 reason = f"{chain.channels} channels: no more than min_channels={o.min_channels}"
             if reason is not None:
-                report["skipped"].append({"node": node.name, "op": node.op_type, "reason": reason})
+                report["skipped"].append({"node": node.label, "op": node.op_type, "reason": reason})
                 continue
             chains.append(chain)
         units = self._select(graph, chains)
@@ -119,8 +120,9 @@ class PruneChannels(Pass):
             return PassResult(False, {"layers": 0})
         apply(ctx.model, units)
         after = model_cost(ctx.model)
-        sizes = {c.producer.name: c.channels for c in chains}
-        report["layers"] = [{"node": u.node, "channels_before": sizes[u.node], "channels": len(u.keep)} for u in units]
+        sizes = {c.producer.id: c.channels for c in chains}
+        report["layers"] = [{"node": u.label, "channels_before": sizes[u.node_id], "channels": len(u.keep)}
+                            for u in units]
         report["before"], report["after"] = before.to_dict(), after.to_dict()
         cut = 100.0 * (1 - after.macs / before.macs) if before.macs else 0.0
         log.info("prune-channels: %d layers, params %d -> %d, FLOPs %d -> %d (-%.1f%%)", len(units), before.params,
@@ -131,26 +133,27 @@ class PruneChannels(Pass):
 
     def _select(self, graph: Graph, chains: list[Chain]) -> list[ChannelUnit]:
         o = self.options
-        scores = {c.producer.name: _importance(graph, c, o.criterion) for c in chains}
+        scores = {c.producer.id: _importance(graph, c, o.criterion) for c in chains}  # by node id
         if o.allocation == "global":
-            ranked = sorted((s / max(scores[c.producer.name].mean(), 1e-30), i, c.producer.name)
-                            for c in chains for i, s in enumerate(scores[c.producer.name]))
+            ranked = sorted((s / max(scores[c.producer.id].mean(), 1e-30), i, c.producer.id)
+                            for c in chains for i, s in enumerate(scores[c.producer.id]))
             total = int(o.ratio * len(ranked))
-            removed: dict[str, set] = {c.producer.name: set() for c in chains}
-            sizes = {c.producer.name: c.channels for c in chains}
-            for _, i, name in ranked:
+            removed: dict[int, set] = {c.producer.id: set() for c in chains}
+            sizes = {c.producer.id: c.channels for c in chains}
+            for _, i, nid in ranked:
                 if total == 0:
                     break
-                if sizes[name] - len(removed[name]) > o.min_channels:
-                    removed[name].add(i)
+                if sizes[nid] - len(removed[nid]) > o.min_channels:
+                    removed[nid].add(i)
                     total -= 1
         else:
             removed = {}
             for c in chains:
                 n = min(int(o.ratio * c.channels), c.channels - o.min_channels)
-                removed[c.producer.name] = set(np.argsort(scores[c.producer.name], kind="stable")[:n].tolist())
-        return [ChannelUnit(c.producer.name, [i for i in range(c.channels) if i not in removed[c.producer.name]])
-                for c in chains if removed[c.producer.name]]
+                removed[c.producer.id] = set(np.argsort(scores[c.producer.id], kind="stable")[:n].tolist())
+        return [ChannelUnit(c.producer.id, c.producer.label,
+                            [i for i in range(c.channels) if i not in removed[c.producer.id]])
+                for c in chains if removed[c.producer.id]]
 
 
 
@@ -201,7 +204,7 @@ def _follow(g: Graph, start: Value, chain: Chain) -> Optional[str]:
             return f"the shape of {v.name!r} is unknown or does not carry the channels on axis 1"
         chain.values.append(v)
         for user, index in g.uses(v):
-            op, where = user.op_type, f"{user.op_type} {user.name!r}"
+            op, where = user.op_type, f"{user.op_type} {user.name!r}" if user.name else user.label
             if index != 0 and op not in AFFINE:
                 return f"its channels reach input {index} of {where}"
             extra = [o for o in user.outputs[1:] if o is not None]
@@ -286,11 +289,10 @@ def _importance(g: Graph, chain: Chain, criterion: str) -> np.ndarray:
 def apply(model: Model, units: list[ChannelUnit]) -> None:
     """Remove the channels each unit does not keep, in every node its chain reaches."""
     g = model.graph
-    nodes = {n.name: n for n in g.nodes}
     for u in units:
-        chain, reason = analyze(g, nodes[u.node])
+        chain, reason = analyze(g, g.node_by_id(u.node_id))
         if chain is None or reason is not None:
-            raise RuntimeError(f"prune-channels: {u.node} can no longer be pruned: {reason}")
+            raise RuntimeError(f"prune-channels: {u.label} can no longer be pruned: {reason}")
         keep = np.asarray(u.keep, np.int64)
         for node, index, axis in chain.slices:
             old = node.inputs[index]

@@ -50,11 +50,12 @@ class PruneWeightsOptions(LossyLayerOptions):
 
 @dataclass
 class PrunedLayer:
-    node: str
+    node_id: int  # the node's IR id (valid on clones of the model; names may be empty)
+    label: str  # Node.label, for reports
     op: str
     weight: str  # the weight value the layer reads
     data: np.ndarray  # the pruned weight
-    nodes: list = field(default_factory=list)  # every layer reading that weight
+    nodes: list = field(default_factory=list)  # ids of every layer reading that weight
 
 
 class PruneWeights(Pass):
@@ -75,7 +76,7 @@ class PruneWeights(Pass):
             if w is None:
                 continue
             if w.name in seen:  # a weight two layers share is pruned once, for both
-                seen[w.name].append(node.name)
+                seen[w.name].append(node.id)
                 continue
             reason = excluded(node, self.options.exclude_ops, self.options.exclude_nodes, ctx.in_scope)
             if reason is None and _quantized(graph, node):
@@ -86,10 +87,10 @@ class PruneWeights(Pass):
             if reason is None and o.method == "2:4" and data.shape[axis] % 4:
                 reason = f"input-channel axis {axis} has {data.shape[axis]} entries, not a multiple of 4"
             if reason is not None:
-                report["skipped"].append({"node": node.name, "op": node.op_type, "reason": reason})
+                report["skipped"].append({"node": node.label, "op": node.op_type, "reason": reason})
                 continue
             candidates.append((node, w, data, axis))
-            seen[w.name] = [node.name]
+            seen[w.name] = [node.id]
         layers = self._prune(candidates) if candidates else []
         for L in layers:
             L.nodes = seen[L.weight]
@@ -101,8 +102,8 @@ class PruneWeights(Pass):
         if not layers:
             return PassResult(False, {"layers": 0})
         apply(ctx.model, layers)
-        pruned = {L.node: L.data for L in layers}
-        report["layers"] = [_layer_entry(n, d, pruned.get(n.name, d)) for n, _, d, _ in candidates]
+        pruned = {L.node_id: L.data for L in layers}
+        report["layers"] = [_layer_entry(n, d, pruned.get(n.id, d)) for n, _, d, _ in candidates]
         total = sum(L.data.size for L in layers)
         zeros = sum(int(L.data.size - np.count_nonzero(L.data)) for L in layers)
         return PassResult(True, {"layers": len(layers), "sparsity": round(100.0 * zeros / max(total, 1), 2)})
@@ -111,7 +112,8 @@ class PruneWeights(Pass):
     def _prune(self, candidates) -> list[PrunedLayer]:
         o = self.options
         if o.method == "2:4":
-            return [PrunedLayer(n.name, n.op_type, w.name, np.where(sparsity.two_four_mask(d, axis), d, 0).astype(d.dtype))
+            return [PrunedLayer(n.id, n.label, n.op_type, w.name,
+                                np.where(sparsity.two_four_mask(d, axis), d, 0).astype(d.dtype))
                     for n, w, d, axis in candidates]
         if o.allocation == "global":
             # LAMP scores (layer-adaptive magnitude pruning): a weight's square over the sum of the
@@ -127,7 +129,7 @@ class PruneWeights(Pass):
             for (n, w, d, _), s in zip(candidates, scores):
                 gone = drop[at:at + d.size].reshape(d.shape)
                 at += d.size
-                out.append(PrunedLayer(n.name, n.op_type, w.name, np.where(gone, 0, d).astype(d.dtype)))
+                out.append(PrunedLayer(n.id, n.label, n.op_type, w.name, np.where(gone, 0, d).astype(d.dtype)))
             return out
         out = []
         for n, w, d, _ in candidates:  # exactly floor(sparsity * size) smallest magnitudes per layer
@@ -135,7 +137,7 @@ class PruneWeights(Pass):
             flat = d.ravel().copy()
             if k:
                 flat[np.argpartition(np.abs(flat), k - 1)[:k]] = 0
-            out.append(PrunedLayer(n.name, n.op_type, w.name, flat.reshape(d.shape)))
+            out.append(PrunedLayer(n.id, n.label, n.op_type, w.name, flat.reshape(d.shape)))
         return out
 
 
@@ -158,12 +160,11 @@ def _quantized(graph: Graph, node) -> bool:
 
 def apply(model: Model, layers: list[PrunedLayer]) -> None:
     g = model.graph
-    nodes = {n.name: n for n in g.nodes}
     for L in layers:
         old = g.value(L.weight)
         new = g.add_initializer(f"{L.weight}_pruned", Tensor.from_numpy(L.data))
-        for name in L.nodes or [L.node]:
-            g.set_input(nodes[name], 1, new)
+        for nid in L.nodes or [L.node_id]:
+            g.set_input(g.node_by_id(nid), 1, new)
         drop_if_unused(g, old)
 
 
@@ -174,6 +175,6 @@ def drop_if_unused(g: Graph, v) -> None:
 
 
 def _layer_entry(node, before: np.ndarray, after: np.ndarray) -> dict:
-    return {"node": node.name, "op": node.op_type, "params": int(after.size),
+    return {"node": node.label, "op": node.op_type, "params": int(after.size),
             "sparsity_before": round(100.0 * (1 - np.count_nonzero(before) / before.size), 2),
             "sparsity": round(100.0 * (1 - np.count_nonzero(after) / after.size), 2)}

@@ -131,13 +131,12 @@ class QuantizeInt8(Pass):
 def _drop_unfolded_bn(graph: Graph, layers: list[Layer]):
     """Convs still followed by a BatchNormalization would get scales of unfolded weights."""
     keep, skipped = [], []
-    nodes = {n.name: n for n in graph.nodes}
     for L in layers:
-        node = nodes[L.node]
+        node = graph.node_by_id(L.node_id)
         uses = graph.uses(node.outputs[0]) if L.kind in ("conv", "gemm", "matmul") else []
         if uses and all(u.op_type == "BatchNormalization" for u, _ in uses):
-            skipped.append(Skipped(L.node, L.op, "a BatchNormalization follows it: fold it first (fuse), so the "
-                                                 "weight scales fit the folded weights"))
+            skipped.append(Skipped(L.node_id, L.label, L.op, "a BatchNormalization follows it: fold it first (fuse), "
+                                                             "so the weight scales fit the folded weights"))
         else:
             keep.append(L)
     return keep, skipped
@@ -213,11 +212,10 @@ def apply(graph: Graph, layers: list[Layer], amax: dict[str, float], o: Quantize
     """Insert the Q/DQ pairs of `layers`. Activations quantized for several consumers share one
     pair; a Concat's inputs and output share one scale."""
     layers = effective(layers)
-    nodes = {n.name: n for n in graph.nodes}
     sites: dict[str, list] = {}
     for L in layers:
         for idx, name in L.activations:
-            sites.setdefault(name, []).append((nodes[L.node], idx))
+            sites.setdefault(name, []).append((graph.node_by_id(L.node_id), idx))
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -258,14 +256,14 @@ def apply(graph: Graph, layers: list[Layer], amax: dict[str, float], o: Quantize
         key = (name, axis)
         if key not in done:
             done[key] = _quantized_weight(graph, graph.value(name), axis, o.weights)
-        graph.set_input(nodes[L.node], idx, done[key])
+        graph.set_input(graph.node_by_id(L.node_id), idx, done[key])
     return {"activation_qdq": len(sites), "weights": len(done)}
 
 
 def effective(layers: list[Layer]) -> list[Layer]:
     """The layers that take effect: a residual Add's Q/DQ only with its conv quantized."""
-    names = {L.node for L in layers}
-    return [L for L in layers if L.requires is None or L.requires in names]
+    ids = {L.node_id for L in layers}
+    return [L for L in layers if L.requires is None or L.requires in ids]
 
 
 def _node(graph: Graph, op: str, inputs, out: str, base: str):
@@ -297,19 +295,19 @@ def _quantized_weight(graph: Graph, w, axis: Optional[int], mode: str):
 
 def _layer_errors(reference: Model, model: Model, samples, settings, layers: list[Layer]) -> dict[str, float]:
     """Relative error of every quantized layer's output against the float model (a few batches)."""
-    nodes = {n.name: n for n in model.graph.nodes}
-    tensors = [nodes[L.node].outputs[0].name for L in effective(layers) if L.kind in ("conv", "gemm", "matmul", "bmm")]
+    g = model.graph
+    by_tensor = {g.node_by_id(L.node_id).outputs[0].name: L.label for L in effective(layers)
+                 if L.kind in ("conv", "gemm", "matmul", "bmm")}
     feeds = [feed for feed, _, _ in samples.batches(settings.batch_size)][:4]
-    errors = lossy.layer_errors(reference, model, feeds, tensors)
-    by_tensor = {nodes[L.node].outputs[0].name: L.node for L in layers if L.node in nodes}
+    errors = lossy.layer_errors(reference, model, feeds, list(by_tensor))
     return {by_tensor[t]: e for t, e in errors.items()}
 
 
 def _layer_report(graph: Graph, layers: list[Layer], active: list[Layer], amax, sensitivity) -> list[dict]:
-    on = {L.node for L in effective(active)}
+    on = {L.node_id for L in effective(active)}
     out = []
     for L in layers:
-        entry = {"node": L.node, "op": L.op, "kind": L.kind, "precision": "int8" if L.node in on else "fp32",
+        entry = {"node": L.label, "op": L.op, "kind": L.kind, "precision": "int8" if L.node_id in on else "fp32",
                  "inputs": [{"tensor": name, "amax": amax.get(name), "scale": activation_scale(amax.get(name, 0.0))}
                             for _, name in L.activations]}
         if L.weight is not None:
@@ -318,7 +316,7 @@ def _layer_report(graph: Graph, layers: list[Layer], active: list[Layer], amax, 
                 s = weight_scales(w, L.weight[2])
                 entry["weight"] = {"tensor": L.weight[1], "axis": L.weight[2], "channels": int(s.size),
                                    "scale_min": float(s.min()), "scale_max": float(s.max())}
-        if L.node in sensitivity:
-            entry["sensitivity"] = sensitivity[L.node]
+        if L.node_id in sensitivity:
+            entry["sensitivity"] = sensitivity[L.node_id]
         out.append(entry)
     return out

@@ -92,3 +92,41 @@ def mlp(opset: int = 17, seed: int = 0, softmax_bmm: bool = False) -> onnx.Model
     m = onnx.shape_inference.infer_shapes(m)
     onnx.checker.check_model(m, full_check=True)
     return m
+
+
+def unnamed_net(opset: int = 17, seed: int = 0, residual: bool = True) -> onnx.ModelProto:
+    """Every node unnamed (as many exporters leave them): Conv -> Relu -> Conv (-> residual Add
+    with the first Relu) -> Relu -> 1x1 Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm ->
+    Relu -> MatMul. Value names: c0 a0 c1 [s1] a1 c2 a2 g f h hr y."""
+    rng = np.random.default_rng(seed)
+    arrays = {"w0": _w(rng, 8, 3, 3, 3, scale=0.2), "b0": _w(rng, 8, scale=0.1),
+              "w1": _w(rng, 8, 8, 3, 3, scale=0.12), "b1": _w(rng, 8, scale=0.1),
+              "w2": _w(rng, 8, 8, 1, 1, scale=0.35), "b2": _w(rng, 8, scale=0.1),
+              "wg": _w(rng, 16, 8, scale=0.35), "bg": _w(rng, 16, scale=0.1), "wm": _w(rng, 16, 10, scale=0.25)}
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+             node("Relu", ["c0"], ["a0"]),
+             node("Conv", ["a0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1])]
+    if residual:
+        nodes += [node("Add", ["c1", "a0"], ["s1"]), node("Relu", ["s1"], ["a1"])]
+    else:
+        nodes.append(node("Relu", ["c1"], ["a1"]))
+    nodes += [node("Conv", ["a1", "w2", "b2"], ["c2"]),
+              node("Relu", ["c2"], ["a2"]),
+              node("GlobalAveragePool", ["a2"], ["g"]),
+              node("Flatten", ["g"], ["f"]),
+              node("Gemm", ["f", "wg", "bg"], ["h"], transB=1),
+              node("Relu", ["h"], ["hr"]),
+              node("MatMul", ["hr", "wm"], ["y"])]
+    assert all(n.name == "" for n in nodes)
+    g = helper.make_graph(nodes, "unnamed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                          [numpy_helper.from_array(a, n) for n, a in arrays.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def unnamed_feeds(n: int = 32, seed: int = 1) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(n)]

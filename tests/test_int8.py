@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import run_ort
-from int8_models import mlp, small_cnn
+from int8_models import mlp, small_cnn, unnamed_feeds, unnamed_net
 from onnx import numpy_helper
 
 import graphopt
@@ -284,3 +284,110 @@ def test_sensitivity_report_without_budget(tmp_path):
     layers = result.pass_reports["quantize-int8"]["layers"]
     assert all("sensitivity" in L for L in layers)
     assert result.pass_reports["quantize-int8"]["fallback"] == []
+
+
+# ------------------------------------------------------------------ unnamed nodes (exporters often leave names empty)
+UNNAMED_LAYERS = {"Conv -> c0": "conv", "Conv -> c1": "conv", "Add -> s1": "residual", "Conv -> c2": "conv",
+                  "GlobalAveragePool -> g": "pool", "Gemm -> h": "gemm", "MatMul -> y": "matmul"}
+
+
+def maker(proto, value):
+    """The node computing `value` (how a test finds an unnamed node in an emitted model)."""
+    return next(n for n in proto.graph.node if value in n.output)
+
+
+def test_unnamed_layers_are_each_quantized_and_reported(tmp_path):
+    proto, result = quantize(tmp_path, unnamed_net(), calibration=unnamed_feeds())
+    v = View(proto)
+    # activations x, a0 (the second conv and the residual Add share it), a1, a2, f, hr; five weights
+    assert v.ops()["QuantizeLinear"] == 6 and v.ops()["DequantizeLinear"] == 11
+    for out in ("c0", "c1", "c2", "h", "y"):
+        layer = maker(proto, out)
+        src, _, _, _ = v.dq_source(layer.input[0])
+        assert v.op_of(src) == "QuantizeLinear"
+        wsrc, scale, _, axis = v.dq_source(layer.input[1])  # every weight, not just one of them
+        assert v.inits[wsrc].dtype == np.int8 and axis == (1 if layer.op_type == "MatMul" else 0)
+        assert scale.size == v.inits[wsrc].shape[axis]
+    add = maker(proto, "s1")
+    assert v.op_of(add.input[1]) == "DequantizeLinear"  # the skip input, a0
+    report = result.pass_reports["quantize-int8"]
+    labels = [L["node"] for L in report["layers"]]
+    assert labels == list(UNNAMED_LAYERS)  # each layer once, told apart
+    assert {L["node"]: L["kind"] for L in report["layers"]} == UNNAMED_LAYERS
+    assert set(precision(result).values()) == {"int8"} and report["skipped"] == []
+    assert set(report["layer_error"]) == {"Conv -> c0", "Conv -> c1", "Conv -> c2", "Gemm -> h", "MatMul -> y"}
+    assert [n.name for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "Add")] == [""] * 6
+
+
+def test_name_globs_never_match_unnamed_nodes_by_accident():
+    result = graphopt.optimize(unnamed_net(), 'int8{exclude_nodes="Conv*,conv*"}', calibration=unnamed_feeds(8),
+                               validate=False)
+    assert set(precision(result).values()) == {"int8"}  # labels are for reading, globs match names
+    result = graphopt.optimize(unnamed_net(), 'int8{exclude_nodes="*"}', calibration=unnamed_feeds(8), validate=False)
+    report = result.pass_reports["quantize-int8"]
+    assert report.get("layers", []) == []  # `*` matches the empty name: the user asked for every node
+    assert {s["node"] for s in report["skipped"]} == set(UNNAMED_LAYERS) - {"Add -> s1"}
+
+
+def test_budget_falls_back_the_right_unnamed_layers(tmp_path):
+    # as in test_budget_falls_back_the_most_sensitive_layers: one channel of the 1x1 conv 500x
+    # larger, the Gemm compensating; per-tensor weight scales make that conv the most sensitive
+    model = unnamed_net()
+
+    def scale(name, index, factor):
+        t = next(t for t in model.graph.initializer if t.name == name)
+        a = numpy_helper.to_array(t).copy()
+        a[index] *= factor
+        t.CopyFrom(numpy_helper.from_array(a, name))
+
+    scale("w2", 0, 500.0)
+    scale("b2", 0, 500.0)
+    scale("wg", (slice(None), 0), 1 / 500.0)
+    settings = CalibrationSettings(data=unnamed_feeds(60), holdout=0.5)
+    out = str(tmp_path / "budget.onnx")
+    result = graphopt.optimize(model, "int8{per_channel=false,max_drop=0}", output=out, calibration=settings,
+                               validate=False)
+    report = result.pass_reports["quantize-int8"]
+    sens = {L["node"]: L["sensitivity"] for L in report["layers"]}
+    assert set(sens) == set(UNNAMED_LAYERS)
+    assert max(sens, key=sens.get) == "Conv -> c2"
+    assert report["fallback"][0] == "Conv -> c2"
+    assert len(set(report["fallback"])) == len(report["fallback"]) < len(UNNAMED_LAYERS)
+    fp32 = {label for label, p in precision(result).items() if p == "fp32"}
+    assert set(report["fallback"]) <= fp32
+    # the written model agrees with the report, layer by layer
+    proto = onnx.load(out)
+    v = View(proto)
+    for label, out_name in (("Conv -> c0", "c0"), ("Conv -> c1", "c1"), ("Conv -> c2", "c2"), ("Gemm -> h", "h"),
+                            ("MatMul -> y", "y")):
+        assert (v.op_of(maker(proto, out_name).input[1]) == "DequantizeLinear") == (label not in fp32), label
+    assert report["accuracy"]["drop"] <= 0.0
+
+
+def test_duplicate_node_names_are_separate_layers(tmp_path):
+    model = unnamed_net()
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for n in convs:
+        n.name = "conv"  # invalid for onnxruntime, common in hand-edited models: the IR renames
+    proto, result = quantize(tmp_path, model, calibration=unnamed_feeds(8), validate=False)
+    names = [maker(proto, out).name for out in ("c0", "c1", "c2")]
+    assert names[0] == "conv" and len(set(names)) == 3
+    report = result.pass_reports["quantize-int8"]
+    assert [L["node"] for L in report["layers"] if L["kind"] == "conv"] == names
+    v = View(proto)
+    assert all(v.op_of(maker(proto, out).input[1]) == "DequantizeLinear" for out in ("c0", "c1", "c2"))
+
+
+def test_convs_fused_from_unnamed_nodes_are_each_quantized(tmp_path):
+    # the int8 alias folds BatchNorm first: the rule-built convs replace unnamed ones
+    model = small_cnn()
+    for n in model.graph.node:
+        n.name = ""
+    proto, result = quantize(tmp_path, model, validate=False)
+    v = View(proto)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 5 and all(v.op_of(c.input[1]) == "DequantizeLinear" for c in convs)
+    report = result.pass_reports["quantize-int8"]
+    conv_labels = [L["node"] for L in report["layers"] if L["kind"] == "conv"]
+    assert len(conv_labels) == len(set(conv_labels)) == 5 and all(conv_labels)
+    assert set(precision(result).values()) == {"int8"}

@@ -226,3 +226,61 @@ def test_insert_after_output_keeps_the_output_name_and_inner_uses():
     assert [v.name for v in g.outputs] == ["y"] and g.outputs[0] is cast.outputs[0]
     assert y.name == "y_inner" and neg.inputs[0] is y and cast.inputs[0] is y
     g.verify()
+
+
+def test_node_by_id_finds_the_same_node_on_clones_and_refuses_a_removed_one():
+    model = frontend.load(model_from_text(IF_MODEL))
+    neg = next(n for n in model.graph.nodes if n.op_type == "Neg")
+    assert model.graph.node_by_id(neg.id) is neg
+    copy = model.clone()
+    twin = copy.graph.node_by_id(neg.id)
+    assert twin is not neg and twin.op_type == "Neg" and twin.graph is copy.graph
+    # removed: the id is gone, and a node added later gets a fresh one (ids are never reused)
+    g, x, sq, relu = small_graph()
+    g.outputs.clear()
+    g.remove_node(relu)
+    with pytest.raises(IRError, match="no node with id"):
+        g.node_by_id(relu.id)
+    again = g.add_node("Relu", [x], ["y2"])
+    assert again.id != relu.id and g.node_by_id(again.id) is again
+
+
+def test_label_is_the_name_or_op_and_output_and_unique():
+    proto = model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[2] x) => (float[2] y, float[2] z) {
+        a = Relu (x)
+        b = Relu (a)
+        y = Neg (b)
+        z = Neg (a)
+    }
+    """)
+    proto.graph.node[2].name = "neg_named"
+    proto.graph.node[3].name = "Relu -> b"  # a name that looks like another node's label
+    g = frontend.load(proto).graph
+    labels = [n.label for n in g.toposort()]
+    assert labels[0] == "Relu -> a"
+    assert labels[1].startswith("Relu -> b #")  # not confused with the node *named* "Relu -> b"
+    assert labels[2:] == ["neg_named", "Relu -> b"]
+    assert len(set(labels)) == len(labels)
+    assert [n.name for n in g.toposort()][:2] == ["", ""]  # labels never become names
+    bare = g.add_node("Relu", [g.value("x")], [None])
+    assert bare.label == f"Relu #{bare.id}"
+
+
+def test_duplicate_node_names_are_made_unique_and_empty_names_stay_empty():
+    proto = model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[2] x) => (float[2] y) {
+        a = Relu (x)
+        b = Relu (a)
+        c = Neg (b)
+        y = Neg (c)
+    }
+    """)
+    proto.graph.node[0].name = proto.graph.node[1].name = "dup"
+    g = frontend.load(proto).graph
+    names = [n.name for n in g.toposort()]
+    assert names[0] == "dup" and names[1].startswith("dup") and names[1] != "dup"
+    assert names[2:] == ["", ""]
+    assert len({n.label for n in g.nodes}) == 4

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import golden_params, run_ort, seeded_feeds
+from int8_models import unnamed_net
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
@@ -122,7 +123,7 @@ def test_review_regressions():
                helper.make_node("Reshape", ["x", "si"], ["y"])], {"k": np.float32(1.0)})
     r = graphopt.optimize(m, "fp16", validate=False)
     reason = "it computes on sizes cast from integers (shape arithmetic)"
-    assert r.pass_reports["fp16"]["kept_float32"] == {"sf": reason, "sm": reason}  # the Cast and the Mul
+    assert r.pass_reports["fp16"]["kept_float32"] == {"Cast -> sf": reason, "Mul -> sm": reason}
     # keep_io=false leaves an input a subgraph reads in float32
     branch = lambda op, out: helper.make_graph([helper.make_node(op, ["x"], [out])], out, [],  # noqa: E731
                                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 8])])
@@ -133,3 +134,20 @@ def test_review_regressions():
               {"zero": np.float32(0)})
     r = graphopt.optimize(m, "fp16{keep_io=false}")
     assert r.model.graph.inputs[0].dtype == TensorProto.FLOAT and r.validation.ok
+
+
+def test_unnamed_nodes_are_converted_and_reported_by_label(tmp_path):
+    out = tmp_path / "fp16.onnx"
+    result = graphopt.optimize(unnamed_net(), "fp16{keep_ops=Gemm}", output=str(out))
+    report = result.pass_reports["fp16"]
+    assert report["kept_float32"] == {"Gemm -> h": "op type kept in float32"}
+    assert list(report["layer_error"]) == ["Conv -> c0", "Conv -> c1", "Conv -> c2", "MatMul -> y"]
+    proto = onnx.load(out)
+    inits = {t.name: t.data_type for t in proto.graph.initializer}
+    weight_type = [(n.op_type, inits[n.input[1]]) for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    assert weight_type == [("Conv", F16), ("Conv", F16), ("Conv", F16), ("Gemm", F32), ("MatMul", F16)]
+    assert all(n.name == "" for n in proto.graph.node if n.op_type != "Cast")
+    # keep_nodes globs match names, not labels: nothing unnamed is kept by accident
+    again = graphopt.optimize(unnamed_net(), 'fp16{keep_ops=Gemm,keep_nodes="Conv*,*c0*"}', validate=False)
+    assert again.pass_reports["fp16"]["kept_float32"] == {"Gemm -> h": "op type kept in float32"}

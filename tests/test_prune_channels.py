@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from helpers import run_ort
+from int8_models import unnamed_net
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
@@ -144,3 +146,42 @@ def test_dynamo_exports_prune_after_folding(golden_path):
 def test_standalone_pass_leaves_no_orphaned_weights():
     result = graphopt.optimize(chain_model(), "prune-channels{method=channel}", validate=False)
     assert all(result.model.graph.has_uses(v) or v.is_graph_output for v in result.model.graph.initializers)
+
+
+def test_every_unnamed_layer_loses_its_own_channels(tmp_path):
+    model = unnamed_net(residual=False)
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    out = tmp_path / "p.onnx"
+    result = graphopt.optimize(model, "prune{method=channel,ratio=0.5}", output=str(out), validate=False)
+    r = report(result)
+    assert [(L["node"], L["channels_before"], L["channels"]) for L in r["layers"]] == [
+        ("Conv -> c0", 8, 4), ("Conv -> c1", 8, 4), ("Conv -> c2", 8, 4), ("Gemm -> h", 16, 8)]
+    assert r["skipped"] == []
+    proto = onnx.load(out)
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+    def weight(value, index=1):
+        return inits[next(n for n in proto.graph.node if value in n.output).input[index]]
+
+    def kept(w, axis=0):  # no BatchNorm: the channels with the largest L1 norm stay (criterion auto)
+        norms = np.abs(w).sum(axis=tuple(i for i in range(w.ndim) if i != axis))
+        return np.sort(np.argsort(norms, kind="stable")[len(norms) // 2:])
+
+    k0, k1, k2, kg = (kept(before["w0"]), kept(before["w1"]), kept(before["w2"]), kept(before["wg"]))
+    np.testing.assert_array_equal(weight("c0"), before["w0"][k0])
+    np.testing.assert_array_equal(weight("c0", 2), before["b0"][k0])
+    np.testing.assert_array_equal(weight("c1"), before["w1"][k1][:, k0])
+    np.testing.assert_array_equal(weight("c2"), before["w2"][k2][:, k1])
+    np.testing.assert_array_equal(weight("h"), before["wg"][kg][:, k2])  # transB: [out, in]
+    np.testing.assert_array_equal(weight("y"), before["wm"][kg])
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert run_ort(proto, {"x": x})[0].shape == (2, 10)
+
+
+def test_unnamed_residual_layers_are_reported_with_readable_labels():
+    result = graphopt.optimize(unnamed_net(), "prune{method=channel,ratio=0.5}", validate=False)
+    r = report(result)
+    assert r["skipped"] == [
+        {"node": "Conv -> c0", "op": "Conv", "reason": "its channels meet another tensor at Add -> s1"},
+        {"node": "Conv -> c1", "op": "Conv", "reason": "its channels meet another tensor at Add -> s1"}]
+    assert [L["node"] for L in r["layers"]] == ["Conv -> c2", "Gemm -> h"]

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import GOLDEN, run_ort
-from int8_models import mlp, small_cnn
+from int8_models import mlp, small_cnn, unnamed_net
 
 import graphopt
 from graphopt.cli import main
@@ -155,3 +155,61 @@ def test_fp16_weights_are_pruned_and_quantized_ones_are_reported():
     again = graphopt.optimize(graphopt.onnx_io.emit.to_proto(q.model), "prune-weights", validate=False)
     reasons = {s["reason"] for s in again.pass_reports["prune-weights"]["skipped"]}
     assert reasons == {"its weight is quantized already (prune before int8)"}
+
+
+# ------------------------------------------------------------------ unnamed and duplicate node names
+UNNAMED = {"Conv -> c0": "c0", "Conv -> c1": "c1", "Conv -> c2": "c2", "Gemm -> h": "h", "MatMul -> y": "y"}
+
+
+def written_weights(path, outputs):
+    """Each layer's weight in a written model, found by the value the layer computes."""
+    proto = onnx.load(path)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    return {out: inits[next(n for n in proto.graph.node if out in n.output).input[1]] for out in outputs}
+
+
+@pytest.mark.parametrize("allocation", ["global", "layer"])
+def test_every_unnamed_layer_is_pruned_by_magnitude(tmp_path, allocation):
+    out = tmp_path / "p.onnx"
+    result = graphopt.optimize(unnamed_net(), f"prune{{method=magnitude,allocation={allocation}}}", output=str(out),
+                               validate=False)
+    report = result.pass_reports["prune-weights"]
+    assert [L["node"] for L in report["layers"]] == list(UNNAMED) and report["skipped"] == []
+    weights = written_weights(out, UNNAMED.values())
+    for label, value in UNNAMED.items():
+        w, L = weights[value], layers(result)[label]
+        zeros = 100.0 * (1 - np.count_nonzero(w) / w.size)
+        assert L["params"] == w.size and L["sparsity"] == pytest.approx(zeros, abs=0.01) and zeros > 10, label
+        if allocation == "layer":
+            assert zeros == pytest.approx(50.0, abs=100 / w.size)
+    total = sum(w.size for w in weights.values())
+    assert sum(w.size - np.count_nonzero(w) for w in weights.values()) / total == pytest.approx(0.5, abs=0.01)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert run_ort(onnx.load(out), {"x": x})[0].shape == (2, 10)
+
+
+def test_every_eligible_unnamed_layer_gets_two_four(tmp_path):
+    out = tmp_path / "p.onnx"
+    result = graphopt.optimize(unnamed_net(), "prune{method=2:4}", output=str(out), validate=False)
+    report = result.pass_reports["prune-weights"]
+    assert report["skipped"] == [{"node": "Conv -> c0", "op": "Conv",
+                                  "reason": "input-channel axis 1 has 3 entries, not a multiple of 4"}]
+    assert [L["node"] for L in report["layers"]] == list(UNNAMED)[1:]
+    assert {L["node"]: L["sparsity"] for L in report["layers"]} == dict.fromkeys(list(UNNAMED)[1:], 50.0)
+    # the `graphopt sparsity` view of the written model: labelled the same way, 2:4 on each
+    assert {L.node: L.two_four for L in layer_sparsity(graphopt.load(str(out)))} == {
+        "Conv -> c0": None, **dict.fromkeys(list(UNNAMED)[1:], True)}
+
+
+def test_duplicate_and_missing_names_are_separate_layers(tmp_path):
+    model = unnamed_net()
+    by_out = {n.output[0]: n for n in model.graph.node}
+    by_out["c0"].name = by_out["c1"].name = "conv"  # the IR renames the second one
+    by_out["h"].name = "head"
+    out = tmp_path / "p.onnx"
+    result = graphopt.optimize(model, "prune{method=magnitude,allocation=layer}", output=str(out), validate=False)
+    labels = [L["node"] for L in result.pass_reports["prune-weights"]["layers"]]
+    assert labels[0] == "conv" and labels[1].startswith("conv") and labels[2:] == ["Conv -> c2", "head", "MatMul -> y"]
+    assert len(set(labels)) == 5
+    for value, w in written_weights(out, ["c0", "c1", "c2", "h", "y"]).items():
+        assert np.count_nonzero(w) / w.size == pytest.approx(0.5, abs=1 / w.size), value

@@ -168,6 +168,18 @@ class Node:
         """Whether the op is from the default ONNX domain (not a custom or ai.onnx.ml op)."""
         return self.domain in STANDARD_DOMAINS
 
+    @property
+    def label(self) -> str:
+        """A readable name for reports, unique in the model: the node's name if it has one, else
+        its op type and first output (`Conv -> conv_out`), as exporters often leave names empty.
+        Identify nodes by `id`, never by this or by `name`."""
+        if self.name:
+            return self.name
+        out = next((v for v in self.outputs if v is not None), None)
+        label = f"{self.op_type} -> {out.name}" if out is not None else f"{self.op_type} #{self.id}"
+        # value names are unique in the model; a node *named* like that label is not ruled out
+        return label if label not in self.graph.scope.node_names else f"{label} #{self.id}"
+
     def attr(self, name: str, default: Any = None) -> Any:
         a = self.attrs.get(name)
         return default if a is None else a.value
@@ -224,6 +236,14 @@ class Graph:
 
     def value(self, name: str) -> Optional[Value]:
         return self._by_name.get(name)
+
+    def node_by_id(self, nid: int) -> Node:
+        """The op node with IR id `nid`. Ids are never reused and clone() keeps them, so an id
+        taken from a model finds the same node on its clones; names cannot (they may be empty)."""
+        node = self._ops.get(nid)
+        if node is None:
+            raise IRError(f"graph {self.name!r} has no node with id {nid}")
+        return node
 
     @property
     def initializers(self) -> list[Value]:

@@ -78,7 +78,7 @@ def layer_sparsity(model: Model) -> list[LayerSparsity]:
                 continue
             axis = input_channel_axis(node, w)
             eligible = w.shape[axis] % 4 == 0
-            out.append(LayerSparsity(node.name, node.op_type, list(w.shape), int(w.size),
+            out.append(LayerSparsity(node.label, node.op_type, list(w.shape), int(w.size),
                                      100.0 * (1 - np.count_nonzero(w) / w.size), axis, eligible,
                                      holds_two_four(w, axis) if eligible else None))
     return out

@@ -2,8 +2,10 @@
 on held-out samples against the unchanged model, and find the fewest units (layers) to leave
 unchanged so the loss stays within a budget.
 
-A unit is anything with a `.node` name; a pass describes a candidate by the units it changes
-and gives a function that applies those changes to a copy of the model.
+A unit is anything with a `.node_id` (the IR id of the node it changes: ids survive
+Model.clone(), names may be empty or shared) and a `.label` for reports (Node.label); a pass
+describes a candidate by the units it changes and gives a function that applies those changes to
+a copy of the model, finding the nodes there by id (Graph.node_by_id).
 """
 
 from __future__ import annotations
@@ -43,16 +45,16 @@ class Evaluator:
                 outs.append(sess.run(feed))
         return compare(self.reference, outs, self.counts, self.labels)
 
-    def sensitivity(self, units: Sequence) -> dict[str, float]:
-        """Each unit's loss when it alone is changed."""
-        return {u.node: self.measure([u]).drop() for u in units}
+    def sensitivity(self, units: Sequence) -> dict[int, float]:
+        """Each unit's loss when it alone is changed, by node id."""
+        return {u.node_id: self.measure([u]).drop() for u in units}
 
 
 def within_budget(model: Model, held, batch_size: int, units: list, apply: Apply, max_drop: float, what: str,
-                  sensitivity: bool = False) -> tuple[list, Optional[AccuracyReport], list[str], dict[str, float]]:
+                  sensitivity: bool = False) -> tuple[list, Optional[AccuracyReport], list[str], dict[int, float]]:
     """Measure `units` applied to `model` on the held-out samples; with a budget (`max_drop` >= 0)
     that the loss exceeds, leave the most sensitive units out. Returns (units to apply, their
-    accuracy, names left out, per-unit sensitivity when it was measured)."""
+    accuracy, labels of the units left out, per-unit sensitivity by node id when it was measured)."""
     if held is None:
         if max_drop >= 0:
             log.warning("%s: max_drop needs held-out samples (--calib data with at least 2 samples); not applied", what)
@@ -69,7 +71,7 @@ def within_budget(model: Model, held, batch_size: int, units: list, apply: Apply
 
 def budget_for_run(ctx, units: list, apply: Apply, max_drop: float, what: str):
     """within_budget on the run's held-out calibration samples (--calib): for the passes that
-    need data only to measure (pruning). Returns (units to apply, accuracy, names left out)."""
+    need data only to measure (pruning). Returns (units to apply, accuracy, labels left out)."""
     from graphopt.quant.calibration import CalibrationSettings, split_samples
 
     settings = ctx.calibration or CalibrationSettings()
@@ -78,27 +80,27 @@ def budget_for_run(ctx, units: list, apply: Apply, max_drop: float, what: str):
     return kept, accuracy, left_out
 
 
-def hold_budget(ev: Evaluator, units: list, sensitivity: dict[str, float], budget: float, full: AccuracyReport,
+def hold_budget(ev: Evaluator, units: list, sensitivity: dict[int, float], budget: float, full: AccuracyReport,
                 what: str) -> tuple[list, AccuracyReport, list[str]]:
     """Leave the most sensitive units unchanged, as few as possible, until the loss is within
     `budget`. The loss shrinks (nearly) monotonically as units are left out, so their count is
-    binary-searched. Returns (units to apply, their accuracy, names left out)."""
-    order = sorted(units, key=lambda u: -sensitivity[u.node])
+    binary-searched. Returns (units to apply, their accuracy, labels left out, most sensitive first)."""
+    order = sorted(units, key=lambda u: -sensitivity[u.node_id])
     lo, hi = 0, len(order)  # leaving out `lo` units is not enough; `hi` (all of them) is
     best: Optional[AccuracyReport] = None
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        out = {u.node for u in order[:mid]}
-        rep = ev.measure([u for u in units if u.node not in out])
+        out = {u.node_id for u in order[:mid]}
+        rep = ev.measure([u for u in units if u.node_id not in out])
         if rep.drop() <= budget:
             hi, best = mid, rep
         else:
             lo = mid
-    out = {u.node for u in order[:hi]}
-    kept = [u for u in units if u.node not in out]
+    out = {u.node_id for u in order[:hi]}
+    kept = [u for u in units if u.node_id not in out]
     if best is None:
         best = ev.measure(kept)
-    names = [u.node for u in order[:hi]]
+    names = [u.label for u in order[:hi]]
     log.warning("%s: %d layer(s) left unchanged to hold max_drop=%g (loss %.3g -> %.3g): %s", what, len(names),
                 budget, full.drop(), best.drop(), ", ".join(names))
     return kept, best, names

@@ -23,13 +23,20 @@ def words(text: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in text.split(",") if w.strip())
 
 
+def matching_glob(node, globs) -> Optional[str]:
+    """The first of the user's node-name globs that matches `node`'s name, or None. Globs match
+    names only, never report labels (`Conv -> x`): an unnamed node matches only a glob that
+    matches the empty name, such as `*`, which the user wrote."""
+    globs = words(globs) if isinstance(globs, str) else globs
+    return next((g for g in globs if fnmatchcase(node.name, g)), None)
+
+
 def excluded(node, ops, nodes, in_scope: Callable) -> Optional[str]:
     """Why `node` is excluded (`ops`: op types, `nodes`: name globs, as tuples or comma lists), or None."""
     ops = words(ops) if isinstance(ops, str) else ops
-    nodes = words(nodes) if isinstance(nodes, str) else nodes
     if node.op_type in ops:
         return f"excluded by exclude_ops ({node.op_type})"
-    glob = next((g for g in nodes if fnmatchcase(node.name, g)), None)
+    glob = matching_glob(node, nodes)
     if glob is not None:
         return f"excluded by exclude_nodes ({glob})"
     return None if in_scope(node) else "outside the pass's scope"

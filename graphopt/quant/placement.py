@@ -10,7 +10,6 @@ one scale (a tie group, resolved when the plan is applied).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Optional
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from graphopt.ir import Graph, Node, Value
 from graphopt.ir.dtypes import DataType
 from graphopt.ir.layouts import out_channels, weight_axes
-from graphopt.quant.layer_options import excluded
+from graphopt.quant.layer_options import excluded, matching_glob
 
 FLOAT = DataType.FLOAT
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -32,22 +31,24 @@ SKIP_RULES = ("layernorm", "gelu", "softmax", "gemv", "tiny-conv")
 
 @dataclass
 class Layer:
-    node: str  # node name (unique in the model)
+    node_id: int  # the node's IR id: valid on clones of the model, unlike its (optional) name
+    label: str  # the node's label for reports (Node.label)
     op: str
     kind: str  # conv, gemm, matmul, bmm, residual, pool
     activations: list[tuple[int, str]] = field(default_factory=list)  # (input index, value name)
     weight: Optional[tuple[int, str, Optional[int]]] = None  # (input index, value name, axis; None = per-tensor)
-    requires: Optional[str] = None  # a residual Add's conv: without it quantized, its Q/DQ gains nothing
+    requires: Optional[int] = None  # a residual Add's conv (node id): without it quantized, its Q/DQ gains nothing
 
 
 @dataclass
 class Skipped:
-    node: str
+    node_id: int
+    label: str
     op: str
     reason: str
 
     def to_dict(self) -> dict:
-        return {"node": self.node, "op": self.op, "reason": self.reason}
+        return {"node": self.label, "op": self.op, "reason": self.reason}
 
 
 @dataclass
@@ -66,7 +67,7 @@ def plan(graph: Graph, rules: PlacementRules, in_scope) -> tuple[list[Layer], li
     """The layers to quantize, in execution order, and the candidates left in FP32 with why."""
     layers: list[Layer] = []
     skipped: list[Skipped] = []
-    quantized_convs: dict[int, str] = {}  # output value id -> node name of quantized conv layers
+    quantized_convs: dict[int, int] = {}  # output value id -> node id of quantized conv layers
     for node in graph.toposort():
         if not node.is_standard:
             continue
@@ -83,14 +84,14 @@ def plan(graph: Graph, rules: PlacementRules, in_scope) -> tuple[list[Layer], li
         if layer is not None:
             # explicit exclusions always hold; a default one (skip=...) yields to force_nodes
             reason = excluded(node, rules.exclude_ops, rules.exclude_nodes, in_scope) or reason
-            if reason and reason.startswith("skip=") and any(fnmatchcase(node.name, g) for g in rules.force_nodes):
+            if reason and reason.startswith("skip=") and matching_glob(node, rules.force_nodes):
                 reason = None
         if reason is None:
             layers.append(layer)
             if node.op_type in CONV_OPS:
-                quantized_convs[node.outputs[0].id] = node.name
+                quantized_convs[node.outputs[0].id] = node.id
         else:
-            skipped.append(Skipped(node.name, node.op_type, reason))
+            skipped.append(Skipped(node.id, node.label, node.op_type, reason))
     return layers, skipped
 
 
@@ -114,7 +115,7 @@ def _compute_layer(g: Graph, node: Node, rules: PlacementRules) -> tuple[Optiona
     wdata = g.const_value(w)
     if wdata is None and w is not None and w.const is not None:
         return None, "its weight is an overridable graph input (IR v3): run with --initializers-as-constants"
-    layer = Layer(node.name, node.op_type, "", [(0, x.name)])
+    layer = Layer(node.id, node.label, node.op_type, "", [(0, x.name)])
     reason = None
     if node.op_type in CONV_OPS:
         if wdata is None or wdata.dtype != np.float32 or wdata.ndim < 3:
@@ -190,7 +191,7 @@ def is_gelu_output(g: Graph, v: Value, depth: int = 3) -> bool:
     return False
 
 
-def _residual_layer(g: Graph, node: Node, quantized_convs: dict[int, str], rules: PlacementRules) -> tuple[Optional[Layer], Optional[str]]:
+def _residual_layer(g: Graph, node: Node, quantized_convs: dict[int, int], rules: PlacementRules) -> tuple[Optional[Layer], Optional[str]]:
     ins = node.inputs
     if len(ins) != 2 or not all(_float_activation(g, v) for v in ins):
         return None, None
@@ -200,7 +201,7 @@ def _residual_layer(g: Graph, node: Node, quantized_convs: dict[int, str], rules
     if not any(from_conv):
         return None, None
     skip = 1 if from_conv[0] else 0  # the input the conv does not produce (the second if both do)
-    layer = Layer(node.name, node.op_type, "residual", [(skip, ins[skip].name)],
+    layer = Layer(node.id, node.label, node.op_type, "residual", [(skip, ins[skip].name)],
                   requires=quantized_convs[ins[1 - skip].id])
     feeds_norm = any(u.op_type in ("LayerNormalization", "ReduceMean") for u, _ in g.uses(node.outputs[0]))
     return layer, _skip(rules, "layernorm", "its output feeds a LayerNorm chain") if feeds_norm else None
@@ -210,7 +211,7 @@ def _pool_layer(g: Graph, node: Node) -> tuple[Optional[Layer], Optional[str]]:
     x = node.inputs[0]
     if not _float_activation(g, x):
         return None, None
-    return Layer(node.name, node.op_type, "pool", [(0, x.name)]), None
+    return Layer(node.id, node.label, node.op_type, "pool", [(0, x.name)]), None
 
 
 def concat_ties(g: Graph, values: set[str]) -> list[tuple[str, list[tuple[Node, int, str]]]]:
