@@ -10,7 +10,8 @@ each input and draws values that make sense there:
 - masks (a name with "mask", or read as a boolean condition): 0 and 1;
 - divisors and Mod operands, steps, repeats, depths, sizes: non-zero and small;
 - axes: distinct valid axes of the tensor they apply to;
-- shapes (Reshape, Expand, ConstantOfShape) and pads: values that are valid for any data;
+- shapes (Reshape, Expand, ConstantOfShape), pads, Resize scales and sizes, Split sizes,
+  Squeeze axes (dims of size 1), sequence lengths: values valid for the tensors they apply to;
 - strings, sequences, maps and optionals: small valid values.
 
 Symbolic dims get one size per name (axis 0: a batch of 1, others `dim`). Some models need larger
@@ -27,7 +28,7 @@ import numpy as np
 
 from graphopt.errors import GraphoptError
 from graphopt.ir import Graph, Model, Value
-from graphopt.ir.dtypes import DataType, is_integer, itemsize, np_dtype
+from graphopt.ir.dtypes import NO_NUMPY_ARITHMETIC, SUBBYTE_TYPES, DataType, is_integer, itemsize, np_dtype
 
 DEFAULT_BATCH = 1
 DEFAULT_DIM = 32
@@ -41,18 +42,19 @@ PASS_ON = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Ex
            "Concat", "Tile", "Gather", "CastLike"}
 INDEX_INPUTS = {("Gather", 1), ("GatherElements", 1), ("GatherND", 1), ("ScatterND", 1), ("ScatterElements", 1),
                 ("Scatter", 1), ("OneHot", 0), ("RoiAlign", 2), ("MaxUnpool", 1), ("TfIdfVectorizer", 0)}
-AXES_INPUTS = {("Unsqueeze", 1), ("Squeeze", 1), ("Slice", 3), ("Pad", 3), ("CumSum", 1)}
+AXES_INPUTS = {("Unsqueeze", 1), ("Slice", 3), ("Pad", 3), ("CumSum", 1), ("CumProd", 1)}
 # (op, input) -> (low, high) of small positive values
 POSITIVE_INPUTS = {("Div", 1): (1, 5), ("Mod", 1): (1, 5), ("Mod", 0): (0, 9), ("Slice", 4): (1, 3),
                    ("Tile", 1): (1, 3), ("ConstantOfShape", 0): (1, 4), ("OneHot", 1): (2, 6), ("TopK", 1): (1, 2),
                    ("Range", 2): (1, 3), ("Range", 0): (0, 3), ("Range", 1): (3, 9), ("Resize", 3): (1, 9),
-                   ("Upsample", 1): (1, 3), ("Pad", 1): (0, 3), ("BitShift", 1): (0, 4), ("Pow", 1): (0, 3),
+                   ("Upsample", 1): (1, 3), ("Pad", 1): (0, 2),
+                   ("SequenceInsert", 2): (0, 2), ("SequenceAt", 1): (0, 2), ("SequenceErase", 1): (0, 2), ("BitShift", 1): (0, 4), ("Pow", 1): (0, 3),
                    ("NonMaxSuppression", 2): (0, 4), ("CenterCropPad", 1): (1, 9), ("Col2Im", 1): (4, 9),
                    ("Col2Im", 2): (1, 3), ("STFT", 1): (1, 9), ("STFT", 3): (4, 9), ("DFT", 1): (4, 9),
                    ("BlackmanWindow", 0): (4, 9), ("HannWindow", 0): (4, 9), ("HammingWindow", 0): (4, 9),
                    ("MelWeightMatrix", 0): (4, 9), ("MelWeightMatrix", 1): (8, 17), ("MelWeightMatrix", 2): (8, 17)}
 # float inputs that must lie in [0, 1] (probabilities, thresholds)
-UNIT_INPUTS = {("Bernoulli", 0), ("NonMaxSuppression", 3), ("Dropout", 1)}
+UNIT_INPUTS = {("Bernoulli", 0), ("NonMaxSuppression", 3), ("Dropout", 1), ("Resize", 1)}
 MASK_CONSUMERS = {("Where", 0), ("And", 0), ("And", 1), ("Or", 0), ("Or", 1), ("Not", 0), ("Xor", 0), ("Xor", 1),
                   ("Compress", 1)}
 
@@ -160,6 +162,16 @@ def _use_of(g: Graph, v: Value) -> Use:
                         and node.outputs[0].shape is not None:
                     rank = len(node.outputs[0].shape)
                 found.append(Use("axes", rank))
+            elif key == ("Squeeze", 1):
+                found.append(Use("squeeze", data))
+            elif key in (("Split", 1), ("SplitToSequence", 1)):
+                found.append(Use("split", (data, node.attr("axis", 0), node.n_outputs if node.op_type == "Split" else 0)))
+            elif key in (("Resize", 2), ("Resize", 3)):
+                found.append(Use("resize_scales" if k == 2 else "resize_sizes", data))
+            elif key == ("AffineGrid", 1):
+                found.append(Use("affine_size", data))
+            elif key in (("LSTM", 4), ("GRU", 4), ("RNN", 4)):
+                found.append(Use("lengths", (data, 0 if not node.attr("layout", 0) else 1)))
             elif key == ("Reshape", 1):
                 found.append(Use("reshape"))
             elif key == ("Expand", 1):
@@ -172,7 +184,8 @@ def _use_of(g: Graph, v: Value) -> Use:
                 found.append(Use("mask"))
             if node.op_type in PASS_ON and k == 0:
                 work.extend((o, depth + 1) for o in node.outputs if o is not None)
-    order = ("axes", "reshape", "ones", "index", "positive", "unit", "mask")
+    order = ("axes", "squeeze", "split", "resize_scales", "resize_sizes", "affine_size", "lengths", "reshape", "ones",
+             "index", "positive", "unit", "mask")
     return min(found, key=lambda u: order.index(u.kind)) if found else Use()
 
 
@@ -229,6 +242,12 @@ class Synthesizer:
 
 
 def _tensor(elem_type: int, shape: tuple, use: Use, rng: np.random.Generator, dim_of):
+    if elem_type in NO_NUMPY_ARITHMETIC or elem_type == DataType.BFLOAT16:
+        # numpy cannot hand these to onnxruntime: small values as float32 / int8, which the
+        # session casts at the model's interface (runtime/session.py)
+        if elem_type in SUBBYTE_TYPES:
+            return rng.integers(0, 2, size=shape).astype(np.int8)
+        return rng.standard_normal(shape).astype(np.float32)
     dt = np_dtype(elem_type)
     size = int(np.prod(shape, dtype=np.int64))
     if elem_type == DataType.STRING:
@@ -241,6 +260,35 @@ def _tensor(elem_type: int, shape: tuple, use: Use, rng: np.random.Generator, di
         rank = use.bound or max(size, 1)
         picks = rng.permutation(rank)[:size] if size <= rank else np.arange(size) % rank
         return np.sort(picks).astype(dt).reshape(shape)
+    if use.kind == "squeeze" and integer:
+        dims = _dims(use.bound, dim_of)
+        ones = [i for i, d in enumerate(dims or ()) if d == 1]
+        return np.array((ones * size)[:size] if ones else list(range(size)), dt).reshape(shape)
+    if use.kind == "split" and integer:
+        data, axis, parts = use.bound
+        total = dim_of(data, axis)
+        if total is None:
+            return np.ones(shape, dt)
+        if not shape:  # SplitToSequence's scalar split: a chunk length
+            return np.array(max(1, total // 2), dt)
+        parts = size or parts
+        base = [total // parts] * parts
+        base[-1] += total - sum(base)
+        return np.array(base, dt).reshape(shape)
+    if use.kind in ("resize_scales", "resize_sizes"):
+        dims = _dims(use.bound, dim_of) or [None] * size
+        if use.kind == "resize_scales":
+            out = [1.0 if i < 2 else float(rng.choice([0.5, 2.0])) for i in range(size)]
+        else:
+            out = [d if i < 2 and d is not None else int(rng.integers(1, 9)) for i, d in enumerate(dims[:size])]
+        return np.array(out, dt).reshape(shape)
+    if use.kind == "affine_size" and integer:
+        n = dim_of(use.bound, 0) or 1
+        return np.array([n] + [int(x) for x in rng.integers(1, 5, size=size - 1)], dt).reshape(shape)
+    if use.kind == "lengths" and integer:
+        data, axis = use.bound
+        total = dim_of(data, axis) or 1
+        return rng.integers(1, total + 1, size=shape).astype(dt)
     if use.kind == "reshape" and integer:
         return np.array([1] * (size - 1) + [-1] if size else [], dt).reshape(shape)
     if use.kind == "ones":
@@ -267,6 +315,13 @@ def _tensor(elem_type: int, shape: tuple, use: Use, rng: np.random.Generator, di
     if dt.kind in "fcV":
         return rng.standard_normal(shape).astype(np.float32).astype(dt)
     raise GraphoptError(f"cannot make input values of type {dt}")
+
+
+def _dims(value, dim_of) -> Optional[list]:
+    """The run-time dims of `value` (None where unknown), or None for an unknown rank."""
+    if value is None or value.shape is None:
+        return None
+    return [dim_of(value, i) for i in range(len(value.shape))]
 
 
 def _typed_value(tp, rng: np.random.Generator, sizes: Mapping[str, int], dim: int):

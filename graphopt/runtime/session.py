@@ -49,6 +49,55 @@ def seeded_random_ops(proto: onnx.ModelProto) -> bool:
     return changed
 
 
+# Element types numpy cannot hand to or take from onnxruntime: such inputs are fed as float32
+# (int8 for the integer ones) and such outputs read as float32 / int8, through Casts the
+# session adds around the model (the same for the input and the output model of a validation).
+NO_NUMPY = {"tensor(bfloat16)", "tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)", "tensor(float8e5m2)",
+            "tensor(float8e5m2fnuz)", "tensor(float8e8m0)", "tensor(float4e2m1)", "tensor(int4)", "tensor(uint4)",
+            "tensor(int2)", "tensor(uint2)"}
+
+
+def _cast_interface(proto: onnx.ModelProto, exotic: dict[str, str]) -> dict[str, str]:
+    """Cast the graph inputs and outputs named in `exotic` from / to float32 (int8 for integer
+    types) in place; returns name -> the name the session uses for it."""
+    from onnx import TensorProto, helper
+
+    g = proto.graph
+    renamed = {}
+    for vi in g.input:
+        if vi.name not in exotic:
+            continue
+        inner = vi.name + "__graphopt_cast"
+        for n in _all_nodes(g):
+            n.input[:] = [inner if x == vi.name else x for x in n.input]
+        for o in g.output:
+            if o.name == vi.name:
+                o.name = inner
+        target = vi.type.tensor_type.elem_type
+        vi.type.tensor_type.elem_type = TensorProto.INT8 if "int" in exotic[vi.name] else TensorProto.FLOAT
+        g.node.insert(0, helper.make_node("Cast", [vi.name], [inner], to=target))
+        renamed[vi.name] = vi.name
+    for vi in g.output:
+        if vi.name not in exotic and vi.name.removesuffix("__graphopt_cast") not in exotic:
+            continue
+        outer = vi.name + "__graphopt_read"
+        to = TensorProto.INT8 if "int" in exotic.get(vi.name, exotic.get(vi.name.removesuffix("__graphopt_cast"), "")) \
+            else TensorProto.FLOAT
+        g.node.append(helper.make_node("Cast", [vi.name], [outer], to=to))
+        renamed[vi.name.removesuffix("__graphopt_cast")] = outer
+        vi.name = outer
+        vi.type.tensor_type.elem_type = to
+    return renamed
+
+
+def _all_nodes(g):
+    for n in g.node:
+        yield n
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                yield from _all_nodes(sub)
+
+
 class Session:
     """One onnxruntime CPU session. `optimized=False` (validation) turns every graph
     optimization off; calibration and accuracy checks may use the basic level."""
@@ -85,6 +134,16 @@ class Session:
         except Exception as e:  # onnxruntime raises several unrelated types
             raise GraphoptError(f"onnxruntime cannot load {self.label}: {first_line(e)}") from None
         self.output_names = [o.name for o in self._sess.get_outputs()]
+        self._renamed: dict[str, str] = {}  # output name -> the name of its Cast to a numpy type
+        exotic = {i.name: i.type for i in self._sess.get_inputs() + self._sess.get_outputs() if i.type in NO_NUMPY}
+        if exotic:  # numpy cannot pass or hold these: the interface is cast to types it can
+            proto = (onnx.load_model(model.path, load_external_data=False) if isinstance(source, str)
+                     else onnx.ModelProto.FromString(source))
+            self._renamed = _cast_interface(proto, exotic)
+            try:
+                self._sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:
+                raise GraphoptError(f"onnxruntime cannot load {self.label}: {first_line(e)}") from None
         # a float input the model takes in another precision (fp16{keep_io=false}) gets the feed cast
         self._float_inputs = {i.name: _FLOAT_TYPES[i.type] for i in self._sess.get_inputs() if i.type in _FLOAT_TYPES}
 
@@ -92,8 +151,11 @@ class Session:
         names = list(names or self.output_names)
         feed = {k: (v.astype(self._float_inputs[k]) if k in self._float_inputs and isinstance(v, np.ndarray)
                     and v.dtype.kind == "f" and v.dtype != self._float_inputs[k] else v) for k, v in feed.items()}
+        if self._renamed:  # inputs of types numpy cannot hand over arrive as float32 / int8
+            feed = {k: (v.astype(np.int8 if v.dtype.kind in "iu" else np.float32)
+                        if isinstance(v, np.ndarray) and k in self._renamed else v) for k, v in feed.items()}
         try:
-            outs = self._sess.run(names, feed)
+            outs = self._sess.run([self._renamed.get(n, n) for n in names], feed)
         except Exception as e:
             raise GraphoptError(f"onnxruntime failed to run {self.label}: {first_line(e)}") from None
         return dict(zip(names, outs))

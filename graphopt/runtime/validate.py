@@ -89,12 +89,36 @@ def compare(ref: list[dict[str, np.ndarray]], new: list[dict[str, np.ndarray]],
             if name not in n_all:
                 diff.ok, diff.bitwise_equal, diff.problem = False, False, "missing from the optimized model"
                 break
-            _compare_one(diff, np.asarray(r_all[name]), np.asarray(n_all[name]), tol)
+            _compare_value(diff, r_all[name], n_all[name], tol)
             if not diff.ok and diff.problem:
                 break
         report.outputs.append(diff)
         report.ok &= diff.ok
     return report
+
+
+def _compare_value(diff: OutputDiff, r, n, tol: Tolerance) -> None:
+    """Tensors element-wise; sequences (lists) and maps (dicts) item by item; an empty optional
+    (None) equals only None."""
+    if r is None or n is None:
+        if (r is None) != (n is None):
+            diff.ok, diff.bitwise_equal, diff.problem = False, False, "an optional is empty in one model only"
+        return
+    if isinstance(r, (list, tuple)) or isinstance(n, (list, tuple)):
+        if not isinstance(r, (list, tuple)) or not isinstance(n, (list, tuple)) or len(r) != len(n):
+            diff.ok, diff.bitwise_equal, diff.problem = False, False, "sequences of different lengths"
+            return
+        for a, b in zip(r, n):
+            _compare_value(diff, a, b, tol)
+        return
+    if isinstance(r, dict) or isinstance(n, dict):
+        if not isinstance(r, dict) or not isinstance(n, dict) or sorted(r) != sorted(n):
+            diff.ok, diff.bitwise_equal, diff.problem = False, False, "maps with different keys"
+            return
+        for k in r:
+            _compare_value(diff, r[k], n[k], tol)
+        return
+    _compare_one(diff, np.asarray(r), np.asarray(n), tol)
 
 
 def _compare_one(diff: OutputDiff, r: np.ndarray, n: np.ndarray, tol: Tolerance) -> None:
