@@ -4,7 +4,7 @@
   layer to `sparsity`; allocation=global (the default) prunes `sparsity` of all eligible weights
   together, with LAMP scores (Lee et al., layer-adaptive magnitude pruning) deciding how many
   come from each layer: layers whose small weights carry little of the layer's energy give more.
-- method=2:4: TensorRT's structured sparsity (DESIGN §6): in every group of 4 consecutive input
+- method=2:4: TensorRT's structured sparsity (docs/ARCHITECTURE.md, TensorRT facts): in every group of 4 consecutive input
   channels the 2 largest magnitudes stay; layers whose input-channel axis is not a multiple of 4
   are skipped, and the report says so.
 - method=channel is prune-channels' (this pass then does nothing).

@@ -1,5 +1,5 @@
 """quantize-int8: insert QuantizeLinear/DequantizeLinear the way TensorRT's explicit
-quantization expects (DESIGN §6), with calibrated activation ranges.
+quantization expects (docs/ARCHITECTURE.md, TensorRT facts), with calibrated activation ranges.
 
 - Weights: per-channel symmetric INT8 along the output axis, written with an explicit `axis`,
   stored as INT8 initializers + DequantizeLinear (weights=float: float + Q/DQ). Never a bias.

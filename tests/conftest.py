@@ -7,7 +7,7 @@ from helpers import golden
 
 from graphopt.pipeline.base import VERIFY_ENV
 
-# Every pipeline a test runs verifies the IR after every pass (DESIGN §2).
+# Every pipeline a test runs verifies the IR after every pass (docs/ARCHITECTURE.md, The IR).
 os.environ[VERIFY_ENV] = "1"
 
 

@@ -1,4 +1,4 @@
-"""quantize-int8 and the int8 alias: Q/DQ placement per DESIGN §6, weights, scales, opsets,
+"""quantize-int8 and the int8 alias: Q/DQ placement per docs/ARCHITECTURE.md, TensorRT facts, weights, scales, opsets,
 default exclusions and their overrides, accuracy control. Each rule where it fires and a twin
 where it must not."""
 

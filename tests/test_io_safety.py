@@ -1,4 +1,4 @@
-"""Reading and writing safely: external data checks (DESIGN §7), atomic writes, refusals."""
+"""Reading and writing safely: external data checks (docs/ARCHITECTURE.md, Reading and writing safely), atomic writes, refusals."""
 
 import os
 

@@ -258,7 +258,7 @@ def test_eliminate_identity_inside_a_subgraph_rewires_through_the_capture(tmp_pa
 
 
 def test_a_pass_never_sees_networkx_or_protobuf():
-    """Passes use the IR API only (DESIGN §1): a static check of the pass library."""
+    """Passes use the IR API only (docs/ARCHITECTURE.md): a static check of the pass library."""
     import graphopt.passes as lib
 
     folder = os.path.dirname(lib.__file__)

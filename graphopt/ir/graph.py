@@ -122,10 +122,6 @@ class Value:
     def is_graph_output(self) -> bool:
         return self in self.graph.outputs
 
-    @property
-    def is_initializer(self) -> bool:
-        return self.const is not None
-
     def __repr__(self) -> str:
         return f"Value({self.name!r})"
 

@@ -1,4 +1,4 @@
-"""qdq-lint: Q/DQ placements TensorRT's explicit quantization rejects or runs slowly (DESIGN §6).
+"""qdq-lint: Q/DQ placements TensorRT's explicit quantization rejects or runs slowly (docs/ARCHITECTURE.md, TensorRT facts).
 
 Errors: a zero point that is not INT8 or not zero, a non-positive or non-finite scale, a
 per-channel scale without an explicit axis or of the wrong length, per-channel scales on an

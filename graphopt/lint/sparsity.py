@@ -1,4 +1,4 @@
-"""Weight sparsity of a model's layers, and TensorRT's 2:4 structured sparsity (DESIGN §6): in
+"""Weight sparsity of a model's layers, and TensorRT's 2:4 structured sparsity (docs/ARCHITECTURE.md, TensorRT facts): in
 every group of 4 consecutive input channels at least 2 weights are zero, only where that axis is
 a multiple of 4. Weights stored as INT8 behind a DequantizeLinear are read there (symmetric
 quantization keeps zeros zero, so the pattern survives int8).

@@ -1,4 +1,4 @@
-"""Which node inputs TensorRT's ONNX parser needs as build-time constants (DESIGN §6)."""
+"""Which node inputs TensorRT's ONNX parser needs as build-time constants (docs/ARCHITECTURE.md, TensorRT facts)."""
 
 from __future__ import annotations
 

@@ -99,11 +99,6 @@ def _tensor_bytes(tensor: Tensor) -> memoryview:
     return tensor.raw_bytes()
 
 
-@dataclass
-class EmitOptions:
-    external_data: Optional[bool] = None  # None: automatic past AUTO_EXTERNAL_BYTES
-
-
 class _Emitter:
     """Builds protos. With `defer_initializers`, the main graph's initializers are left out and
     collected in `deferred` (name, tensor), for streaming after the serialized model."""

@@ -1,4 +1,4 @@
-"""External tensor data: the safety checks of DESIGN §7 and zero-copy reading.
+"""External tensor data: the safety checks of docs/ARCHITECTURE.md, Reading and writing safely and zero-copy reading.
 
 Every external reference is checked here, before a byte is read: the location must be relative,
 without '..', resolve inside the model's folder, not be a symlink or a hard-linked file, and

@@ -1,4 +1,4 @@
-"""Calibration: the range of every activation a quantized model will see (DESIGN §6).
+"""Calibration: the range of every activation a quantized model will see (docs/ARCHITECTURE.md, TensorRT facts).
 
 Data comes from an .npz keyed by input name (first axis = samples), a folder of them, or any
 iterable of feed dicts (Python API). Without data, seeded random inputs stand in, with a loud

@@ -1,4 +1,4 @@
-"""Where quantize-int8 puts QuantizeLinear/DequantizeLinear (DESIGN §6), as a plan of layers.
+"""Where quantize-int8 puts QuantizeLinear/DequantizeLinear (docs/ARCHITECTURE.md, TensorRT facts), as a plan of layers.
 
 A layer is one unit that is quantized or left in FP32 as a whole: a Conv, ConvTranspose, Gemm
 or MatMul (its activation inputs per-tensor, its constant weight per-channel), the skip input

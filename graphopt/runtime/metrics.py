@@ -1,4 +1,4 @@
-"""Accuracy of a lossy model (int8, prune, fp16) against its FP32 reference (DESIGN §4):
+"""Accuracy of a lossy model (int8, prune, fp16) against its FP32 reference (docs/ARCHITECTURE.md, Validation):
 cosine similarity, signal-to-noise ratio, top-1 agreement and, when labels are known, accuracy.
 
 Outputs are compared per sample. Class scores are rank-2 or rank-3 outputs (batch, [positions,]
