@@ -54,4 +54,18 @@ def load(source, **kwargs):
     return _load(source, **kwargs)
 
 
-__all__ = ["GraphoptError", "load", "optimize", "__version__"]
+# The extension API, imported on first use (a plain run never pays for it).
+_EXPORTS = {"Pass": "graphopt.pipeline.base", "PassResult": "graphopt.pipeline.base",
+            "PassContext": "graphopt.pipeline.base", "Rule": "graphopt.rewrite", "Op": "graphopt.rewrite",
+            "Var": "graphopt.rewrite", "Opt": "graphopt.rewrite", "Graph": "graphopt.ir", "Model": "graphopt.ir"}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
+
+
+__all__ = ["GraphoptError", "load", "optimize", "__version__", *_EXPORTS]

@@ -18,12 +18,17 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import onnx
 
 from graphopt.dsl.lower import parse_and_lower
-from graphopt.errors import GraphoptError, InvalidModelError, ValidationError
+from graphopt.errors import (
+    GraphoptError,
+    InvalidModelError,
+    PipelineError,
+    ValidationError,
+)
 from graphopt.ir import Model
 from graphopt.onnx_io import emit as backend
 from graphopt.onnx_io import load as frontend
 from graphopt.onnx_io.write import OutputTransaction
-from graphopt.pipeline.base import PassContext
+from graphopt.pipeline.base import Pass, PassContext
 from graphopt.pipeline.manager import PassManager, PassRecord
 from graphopt.pipeline.registry import Registry
 from graphopt.quant.calibration import CalibrationSettings
@@ -76,9 +81,21 @@ def default_registry() -> Registry:
 
 
 def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
+    """Pipeline steps from a `-p` string, or a list mixing such strings (pass names, aliases,
+    options), Pass objects and Pass classes (run with their default options)."""
     if isinstance(passes, str):
         return parse_and_lower(passes, registry)
-    return list(passes)
+    steps = []
+    for item in passes:
+        if isinstance(item, str):
+            steps.extend(parse_and_lower(item, registry))
+        elif isinstance(item, Pass):
+            steps.append(item)
+        elif isinstance(item, type) and issubclass(item, Pass):
+            steps.append(item())
+        else:
+            raise PipelineError(f"pipeline item {item!r} is not a pass name, a graphopt.Pass or a Pass class")
+    return steps
 
 
 def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:

@@ -21,7 +21,7 @@ from graphopt.passes.prune_weights import PruneWeights
 from graphopt.passes.quantize_int8 import QuantizeInt8
 from graphopt.passes.raise_opset import RaiseOpset
 
-from graphopt.pipeline.registry import Alias, Registry
+from graphopt.pipeline.registry import PLUGIN_GROUP, Alias, Registry
 
 PASSES = [
     DeadCodeElimination,
@@ -69,4 +69,5 @@ ALIASES = [
 
 
 def default_registry() -> Registry:
-    return Registry(PASSES, ALIASES)
+    """The built-in passes and aliases; other packages' passes join through entry points."""
+    return Registry(PASSES, ALIASES, plugin_group=PLUGIN_GROUP)

@@ -14,6 +14,7 @@ def command(argv: list[str]) -> int:
     p = Parser(prog="graphopt passes", description="List every pass and alias with its options.")
     p.parse_args(argv)
     reg = default_registry()
+    reg.load_plugins()
     out = ["Passes:"]
     for name in sorted(reg.passes):
         cls = reg.passes[name]

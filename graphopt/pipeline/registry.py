@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 from graphopt.errors import PipelineError
 from graphopt.pipeline.base import KEBAB, Pass
 from graphopt.pipeline.manager import FixedPoint
+
+log = logging.getLogger("graphopt")
 
 
 @dataclass(frozen=True)
@@ -26,15 +29,23 @@ class Alias:
     max_iterations: int = 8
 
 
+PLUGIN_GROUP = "graphopt.passes"  # the entry-point group other packages add passes through
+
+
 class Registry:
-    def __init__(self, passes: Sequence[type[Pass]], aliases: Sequence[Alias] = ()):
+    """Passes and aliases by name. With `plugin_group`, the passes other packages declare in that
+    entry-point group join the first time a name is not found here (or everything is listed):
+    a run that names only built-in passes never scans the installed packages."""
+
+    def __init__(self, passes: Sequence[type[Pass]], aliases: Sequence[Alias] = (),
+                 plugin_group: Optional[str] = None):
         self.passes: dict[str, type[Pass]] = {}
         self.aliases: dict[str, Alias] = {}
+        self.plugin_group = plugin_group
+        self.plugins_loaded = plugin_group is None
+        self.plugin_errors: list[str] = []  # what could not be loaded, said with every unknown name
         for p in passes:
-            self._claim(p.name, "pass")
-            if not dataclasses.is_dataclass(p.Options):
-                raise ValueError(f"pass {p.name}: Options must be a dataclass")
-            self.passes[p.name] = p
+            self._add_pass(p)
         for a in aliases:
             self._claim(a.name, "alias")
             self.aliases[a.name] = a
@@ -43,6 +54,35 @@ class Registry:
                 if m not in self.passes and m not in self.aliases:
                     raise ValueError(f"alias {a.name} names unknown pass {m}")
 
+    def _add_pass(self, p: type[Pass]) -> None:
+        self._claim(getattr(p, "name", ""), "pass")
+        if not dataclasses.is_dataclass(p.Options):
+            raise ValueError(f"pass {p.name}: Options must be a dataclass")
+        self.passes[p.name] = p
+
+    def load_plugins(self) -> None:
+        """Add the passes of every `graphopt.passes` entry point: a Pass subclass or a list of them.
+        A plugin that fails to load, or names a pass that exists already, is skipped with a warning."""
+        if self.plugins_loaded:
+            return
+        self.plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        for ep in sorted(entry_points(group=self.plugin_group), key=lambda e: e.name):
+            try:
+                obj = ep.load()
+                items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+                for item in items:
+                    if not (isinstance(item, type) and issubclass(item, Pass)):
+                        raise TypeError(f"{item!r} is not a graphopt Pass subclass")
+                for item in items:
+                    self._add_pass(item)
+            except Exception as e:  # someone else's package: report it, keep graphopt usable
+                text = " ".join(str(e).split())[:200] or type(e).__name__
+                msg = f"plugin {ep.name!r} ({ep.value}) was not loaded: {text}"
+                self.plugin_errors.append(msg)
+                log.warning("%s", msg)
+
     def _claim(self, name: str, kind: str) -> None:
         if not KEBAB.match(name or ""):
             raise ValueError(f"{kind} name {name!r} is not kebab-case")
@@ -50,6 +90,7 @@ class Registry:
             raise ValueError(f"duplicate pass or alias name {name!r}")
 
     def names(self) -> list[str]:
+        self.load_plugins()
         return sorted([*self.passes, *self.aliases])
 
     def suggest(self, name: str, candidates: Optional[Sequence[str]] = None) -> str:
@@ -57,11 +98,14 @@ class Registry:
         return f" (did you mean {close[0]!r}?)" if close else ""
 
     def lookup(self, name: str) -> Union[type[Pass], Alias]:
+        if name not in self.passes and name not in self.aliases:
+            self.load_plugins()
         if name in self.passes:
             return self.passes[name]
         if name in self.aliases:
             return self.aliases[name]
-        raise PipelineError(f"unknown pass {name!r}{self.suggest(name)}; `graphopt passes` lists them")
+        failed = f" ({'; '.join(self.plugin_errors)})" if self.plugin_errors else ""
+        raise PipelineError(f"unknown pass {name!r}{self.suggest(name)}; `graphopt passes` lists them{failed}")
 
     def option_names(self, alias: Alias) -> set[str]:
         """Every option some member of `alias` (recursively) takes."""

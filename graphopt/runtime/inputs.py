@@ -28,7 +28,14 @@ import numpy as np
 
 from graphopt.errors import GraphoptError
 from graphopt.ir import Graph, Model, Value
-from graphopt.ir.dtypes import NO_NUMPY_ARITHMETIC, SUBBYTE_TYPES, DataType, is_integer, itemsize, np_dtype
+from graphopt.ir.dtypes import (
+    NO_NUMPY_ARITHMETIC,
+    SUBBYTE_TYPES,
+    DataType,
+    is_integer,
+    itemsize,
+    np_dtype,
+)
 
 DEFAULT_BATCH = 1
 DEFAULT_DIM = 32
