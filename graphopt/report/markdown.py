@@ -25,6 +25,7 @@ def markdown(report: dict[str, Any], chart_prefix: str) -> tuple[str, dict[str, 
                          f"max rel error {val['max_rel']:.3g}")
     if report.get("rolled_back"):
         lines.append(f"- rolled back: {', '.join(report['rolled_back'])}")
+    lines += [f"- **WARNING**: {_cell(w)}" for w in report.get("warnings") or ()]
     lines += ["", "## Passes", "", "| # | pass | group | modified | nodes | seconds | stats |", "|---:|---|---|---|---:|---:|---|"]
     for p in report["passes"]:
         stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items()) or (p.get("error") or "")
