@@ -25,7 +25,7 @@ from graphopt.onnx_io import emit as backend
 from graphopt.onnx_io import load as frontend
 from graphopt.onnx_io.write import OutputTransaction
 from graphopt.pipeline.base import PassContext
-from graphopt.pipeline.manager import PassManager, PassRecord
+from graphopt.pipeline.manager import PassManager, PassRecord, pass_table
 from graphopt.pipeline.registry import Registry
 from graphopt.quant.calibration import CalibrationSettings
 from graphopt.runtime.validate import (
@@ -64,7 +64,7 @@ class Result:
             "nodes_after": self.nodes_after,
             "seconds": round(self.seconds, 4),
             "warnings": self.warnings,
-            "passes": [r.to_dict() for r in self.records],
+            "passes": pass_table(self.records),  # one row per pass; each round under "rounds"
             "rolled_back": self.rolled_back,
             "validation": self.validation.to_dict() if self.validation else None,
         }

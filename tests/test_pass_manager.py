@@ -617,3 +617,54 @@ def test_the_cap_is_a_warning_in_the_summary_and_both_reports(tmp_path, monkeypa
         assert f"graphopt: WARNING: {warning}\n" in err and "; 1 warning\n" in err
     assert json.loads((tmp_path / "r.json").read_text())["warnings"] == [warning]
     assert f"- **WARNING**: {warning}\n" in (tmp_path / "r.md").read_text()
+
+
+# -- the report: one row per pass --
+
+def test_the_report_has_one_row_per_pass_with_its_rounds(tmp_path):
+    from graphopt.report.markdown import markdown
+
+    result = api.optimize(model_from_text(MODEL), "cleanup,fold")
+    rows = result.report()["passes"]
+    fold = registry().aliases["fold"].members
+    assert [(r["name"], r["group"]) for r in rows] == [
+        ("eliminate-identity", "cleanup"), ("dce", "cleanup"), *[(m, "fold") for m in fold]]
+    first = rows[0]
+    assert len(first["rounds"]) == 2 and [r["iteration"] for r in first["rounds"]] == [0, 1]
+    assert first["modified"] and first["node_delta"] == -1 and first["stats"] == {"removed": 1}
+    assert first["seconds"] == pytest.approx(sum(r["seconds"] for r in first["rounds"]))
+    assert rows[1]["stats"] == {"nodes_removed": 1, "initializers_removed": 0}
+    assert all(len(r["rounds"]) == 1 and not r["modified"] for r in rows[2:])  # fold: one round, nothing to do
+    assert sum(len(r["rounds"]) for r in rows) == len(result.records) == 12
+    text, _ = markdown({"input": "m.onnx", **result.report()}, str(tmp_path / "r"))
+    table = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(table) == 10
+    assert table[0] == "| 0 | eliminate-identity | cleanup | 2 | yes | -1 | " \
+                       f"{first['seconds']:.3f} | removed=1 |"
+
+
+def test_pass_table_sums_numeric_stats_and_keeps_the_last_other_value():
+    from graphopt.pipeline.manager import PassRecord, pass_table
+
+    recs = [PassRecord(0, "p", "p", "g", 0, step=0, modified=True, stats={"n": 2, "note": "a", "flag": True},
+                       seconds=0.5, nodes_before=10, nodes_after=8),
+            PassRecord(1, "q", "q", "g", 0, step=1, nodes_before=8, nodes_after=8),
+            PassRecord(2, "p", "p", "g", 1, step=0, stats={"n": 3, "note": "b", "flag": False},
+                       seconds=0.25, nodes_before=8, nodes_after=7),
+            PassRecord(3, "g", "g", None, 0, kind="group")]
+    rows = pass_table(recs)
+    assert [(r["name"], len(r["rounds"]), r["modified"], r["node_delta"], r["seconds"]) for r in rows] == [
+        ("p", 2, True, -3, 0.75), ("q", 1, False, 0, 0.0)]
+    assert rows[0]["stats"] == {"n": 5, "note": "b", "flag": False}
+
+
+def test_verbose_logs_every_round(tmp_path, capsys):
+    from graphopt.cli import main
+
+    src = tmp_path / "m.onnx"
+    onnx.save(model_from_text(MODEL), src)
+    assert main([str(src), "-p", "cleanup", "-o", str(tmp_path / "o.onnx"), "-v"]) == 0
+    err = capsys.readouterr().err
+    for name in ("eliminate-identity", "dce"):
+        for k in (1, 2):
+            assert f"{name} [cleanup round {k}]" in err

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from numbers import Number
 from typing import Any, Iterable, Optional, Sequence
 
 from graphopt.errors import GraphoptError, PipelineError, UserInputError
@@ -255,6 +256,34 @@ class PassManager(Pass):
         ctx.reports.update(snapshot.reports)
         del ctx.near_misses[snapshot.near_misses:]
         self._clean = snapshot.model
+
+
+def pass_table(records: Iterable[PassRecord]) -> list[dict]:
+    """One row per pass of the pipeline (per step): its rounds, total time and node delta, whether
+    any round changed the graph, numeric stats summed (others: the last value), every round."""
+    rows: dict[int, dict] = {}
+    for rec in records:
+        if rec.kind != "pass":
+            continue
+        key = rec.step if rec.step is not None else -1 - rec.index
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {"step": rec.step, "name": rec.name, "label": rec.label, "group": rec.group,
+                               "modified": False, "seconds": 0.0, "node_delta": 0, "nodes_before": rec.nodes_before,
+                               "nodes_after": rec.nodes_after, "stats": {}, "error": None, "rolled_back": False,
+                               "rounds": []}
+        row["rounds"].append(rec.to_dict())
+        row["modified"] |= rec.modified
+        row["seconds"] += rec.seconds
+        row["node_delta"] += rec.nodes_after - rec.nodes_before
+        row["nodes_after"] = rec.nodes_after
+        row["rolled_back"] |= rec.rolled_back
+        row["error"] = rec.error or row["error"]
+        for k, v in rec.stats.items():
+            old = row["stats"].get(k)
+            numeric = isinstance(v, Number) and not isinstance(v, bool)
+            row["stats"][k] = old + v if numeric and isinstance(old, Number) and not isinstance(old, bool) else v
+    return list(rows.values())
 
 
 def _stats_text(stats: dict) -> str:
