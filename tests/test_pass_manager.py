@@ -508,6 +508,33 @@ def test_int8_with_calibration_then_a_failing_pass_writes_the_calibrated_scales(
     assert alone.pass_reports["quantize-int8"]["layers"] == report["layers"]
 
 
+def test_snapshots_are_taken_only_when_the_model_changed(monkeypatch):
+    from graphopt.ir import Model
+
+    clones = []
+    clone = Model.clone
+    monkeypatch.setattr(Model, "clone", lambda self: clones.append(1) or clone(self))
+    model = load()
+    records = PassManager(api.parse_pipeline("cleanup", registry())).execute(model, PassContext(model))
+    assert [r.modified for r in records] == [True, True, False, False]
+    assert len(clones) == 3  # before each of the first three; the fourth reuses the third's
+
+
+def test_a_lossy_pass_that_raises_inside_a_group_fails_the_run():
+    class LossyBoom(Pass):
+        name = "lossy-boom"
+        summary = "a lossy pass that raises"
+        lossless = False
+
+        def run(self, graph, ctx):
+            raise RuntimeError("boom")
+
+    model = load()
+    group = PassManager([registry().passes["dce"](), LossyBoom()], name="g", fixed_point=True)
+    with pytest.raises(PassFailed, match="pass lossy-boom failed: RuntimeError: boom"):
+        PassManager([group]).execute(model, PassContext(model))
+
+
 # -- nesting: a fixed-point group is a pass manager, itself a pass --
 
 CHAIN = """

@@ -3,8 +3,9 @@
 The pipeline is one pass manager; a fixed-point group inside it (`fixpoint N { ... }`, the
 `fold` alias) is another, nested like any pass. Every pass, group or not, is invoked through
 one method, `PassManager._invoke`, of the manager running the pipeline: it sets the step's
-scope, keeps a snapshot of the model, runs, verifies and records the invocation in the trace,
-and restores the snapshot when a lossless pass raises.
+scope, keeps a snapshot of the model (before a lossless pass, and only when the model changed
+since the last one), runs, verifies and records the invocation in the trace, and restores the
+snapshot when a lossless pass raises.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class PassManager(Pass):
 
     def _rounds(self, runner: "PassManager", ctx: PassContext) -> PassResult:
         rounds = self.max_iterations if self.fixed_point else 1
-        changed_any, start = False, len(runner.trace)
+        changed_any, start = False, len(runner.trace)  # start: where the last round's records begin
         for it in range(rounds):
             start = len(runner.trace)
             changed = False
@@ -160,7 +161,8 @@ class PassManager(Pass):
             pass
         finally:
             ctx.runner, self._clean = outer, None
-        self.warnings = [w for _, rec in self.trace for w in rec.warnings] + self.warnings
+        # once each: a group nested in a fixed point may reach its cap in several rounds
+        self.warnings = list(dict.fromkeys([w for _, rec in self.trace for w in rec.warnings] + self.warnings))
         return self.records()
 
     def records(self) -> list[PassRecord]:
@@ -184,7 +186,8 @@ class PassManager(Pass):
         self._check_limit(kind)
         rec = PassRecord(-1, p.name, p.label(), group_name, iteration, kind, step)
         rec.nodes_before = model.graph.count_nodes()
-        snapshot = self._take_snapshot(ctx) if p.lossless else None  # a lossy pass is never rolled back
+        # A lossy pass is never rolled back; a group's members are, one by one: neither needs a snapshot.
+        snapshot = self._take_snapshot(ctx) if p.lossless and not p.is_group else None
         outer_scope = ctx.scope
         ctx.scope = p.scope if p.scope is not None else outer_scope
         start = time.perf_counter()
@@ -198,14 +201,14 @@ class PassManager(Pass):
         except GraphoptError as e:
             if isinstance(e, (PipelineError, UserInputError, PassFailed)):
                 raise
-            if not p.lossless:  # the user asked for this lossy change: never hand back the model without it
+            if snapshot is None:  # lossy: the user asked for this change; never hand back the model without it
                 raise PassFailed(f"pass {p.name} failed: {e}") from None
             self._restore(snapshot, ctx)
             rec.error, rec.rolled_back = str(e), True
         except Exception as e:  # a bug in a pass must not take the user's model down with it
             if ctx.debug:
                 raise
-            if not p.lossless:
+            if snapshot is None:
                 raise PassFailed(f"pass {p.name} failed: {type(e).__name__}: {e}") from None
             self._restore(snapshot, ctx)
             rec.error, rec.rolled_back = f"{type(e).__name__}: {e}", True
