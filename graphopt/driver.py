@@ -2,7 +2,8 @@
 
 load → pin input shapes → run the pipeline → emit (checker + strict shape inference) →
 validate against the input with onnxruntime → on a mismatch, bisect the pass trace to the
-first invocation that broke it, roll that pass back (or fail under strict) → write atomically.
+first invocation that broke it (re-running prefixes of the pipeline through the pass manager),
+run the pipeline again without that pass (or fail under strict) → write atomically.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from graphopt.onnx_io import emit as backend
 from graphopt.onnx_io import load as frontend
 from graphopt.onnx_io.write import OutputTransaction
 from graphopt.pipeline.base import Pass, PassContext
-from graphopt.pipeline.manager import PassManager, PassRecord
+from graphopt.pipeline.manager import PassManager, PassRecord, pass_table
 from graphopt.pipeline.registry import Registry
 from graphopt.quant.calibration import CalibrationSettings
 from graphopt.runtime.validate import (
@@ -49,7 +50,7 @@ OVERLAP_MAX_BYTES = 1 << 30
 @dataclass
 class Result:
     model: Model
-    records: list[PassRecord]
+    records: list[PassRecord]  # every invocation of every pass, in order (each fixed-point round)
     validation: Optional[ValidationReport] = None
     rolled_back: list[str] = field(default_factory=list)
     output: Optional[str] = None
@@ -58,6 +59,7 @@ class Result:
     seconds: float = 0.0
     near_misses: list = field(default_factory=list)  # for --explain
     pass_reports: dict[str, Any] = field(default_factory=dict)  # details some passes give (int8: scales, accuracy)
+    warnings: list[str] = field(default_factory=list)  # e.g. a fixed-point group that reached its cap
 
     def report(self) -> dict[str, Any]:
         return {
@@ -66,7 +68,8 @@ class Result:
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "seconds": round(self.seconds, 4),
-            "passes": [r.to_dict() for r in self.records],
+            "warnings": self.warnings,
+            "passes": pass_table(self.records),  # one row per pass; each round under "rounds"
             "rolled_back": self.rolled_back,
             "validation": self.validation.to_dict() if self.validation else None,
         }
@@ -184,21 +187,20 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     if tx:
         tx.protect(ir.source_data_files)
     nodes_before = ir.graph.count_nodes()
-    # Passes are replayed from this copy to bisect a failure (tensor data is shared, not copied).
+    # Every run of the pipeline (the first, bisection prefixes, reruns without a culprit) starts
+    # from a copy of this one (tensor data is shared, not copied).
     original = ir.clone() if steps else None
 
-    near_misses: list = []
-    pass_reports: dict = {}
-
-    def run(disabled: set[str]) -> tuple[Model, PassManager, list[PassRecord]]:
+    def run(disabled: set[str], limit: Optional[int] = None) -> tuple[Model, PassManager, PassContext]:
+        """The pipeline on a copy of the input, the culprits so far disabled; with `limit`, only
+        its first `limit` pass invocations (quietly: a bisection step). Every run, the first and
+        the bisection's, goes through the pass manager with the same settings and context."""
         m = original.clone() if original is not None else ir
         pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
-        near_misses.clear()
         ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()),
-                          near_misses=near_misses, calibration=calib, reports=pass_reports)
-        pass_reports.clear()
-        records = pm.run(m, ctx, initial=original)
-        return m, pm, records
+                          calibration=calib)
+        pm.execute(m, ctx, limit=limit, quiet=limit is not None)
+        return m, pm, ctx
 
     rolled_back: list[str] = []
     with (tx if tx else _ScratchDir()) as dest, ThreadPoolExecutor(1) as background:
@@ -220,7 +222,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                 pending = background.submit(make_validator)
             else:
                 pending = None
-        result_model, pm, records = run(set())
+        result_model, pm, ctx = run(set())
         if validate:
             validator = pending.result() if pending else make_validator()
 
@@ -250,7 +252,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
 
         emitted, report, problem = build(result_model)
         while problem:
-            culprit = _bisect(original, pm, build, input_shapes) if original is not None else None
+            culprit = _bisect(original, pm, build, lambda upto: run(set(rolled_back), upto)[0]) \
+                if original is not None else None
             if culprit is None:
                 raise (ValidationError if report else InvalidModelError)(f"{problem} (before any pass ran)")
             msg = f"{problem}; first broken by pass {culprit}"
@@ -258,24 +261,18 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                 raise (ValidationError if report else InvalidModelError)(msg)
             log.warning("%s; rolling it back", msg)
             rolled_back.append(culprit)
-            result_model, pm, records = run(set(rolled_back))
+            result_model, pm, ctx = run(set(rolled_back))
             emitted, report, problem = build(result_model)
         if tx:
             tx.commit(emitted)
-    return Result(result_model, records, report, rolled_back, tx.target if tx else None, nodes_before,
-                  result_model.graph.count_nodes(), time.perf_counter() - start, list(near_misses), dict(pass_reports))
+    return Result(result_model, pm.records(), report, rolled_back, tx.target if tx else None, nodes_before,
+                  result_model.graph.count_nodes(), time.perf_counter() - start, list(ctx.near_misses),
+                  dict(ctx.reports), list(pm.warnings))
 
 
 def _lossy_passes(steps) -> list[str]:
     """Names of the lossy passes in a pipeline, in order, once each."""
-    from graphopt.pipeline.manager import FixedPoint
-
-    names: list[str] = []
-    for s in steps:
-        for n in (_lossy_passes(s.steps) if isinstance(s, FixedPoint) else [s.name] if not s.lossless else []):
-            if n not in names:
-                names.append(n)
-    return names
+    return list(dict.fromkeys(p.name for s in steps for p in s.flatten() if not p.lossless))
 
 
 def _held_out(calib: CalibrationSettings, model: Model):
@@ -302,21 +299,21 @@ def _reference(source, original: Model, dest):
     return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).ort_view()
 
 
-def _bisect(original: Model, pm: PassManager, build, input_shapes) -> Optional[str]:
-    """The name of the first pass invocation after which the model stops checking or validating."""
-    lo, hi = 0, len(pm.trace)  # the prefix of length lo is good; the prefix of length hi is not
+def _bisect(original: Model, pm: PassManager, build, prefix) -> Optional[str]:
+    """The name of the first pass invocation after which the model stops checking or validating.
+    `prefix(n)` is the model after the first n invocations of `pm`'s run, re-run the same way."""
+    records = pm.records()
+    lo, hi = 0, len(records)  # the prefix of length lo is good; the prefix of length hi is not
     if hi == 0 or build(original.clone())[2] is not None:
         return None  # it fails without any pass
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        m = original.clone()
-        pm.replay(m, PassContext(m, input_shapes), mid)
         try:
-            ok = build(m)[2] is None
+            ok = build(prefix(mid))[2] is None
         except GraphoptError:
             ok = False
         lo, hi = (mid, hi) if ok else (lo, mid)
-    return pm.trace[hi - 1][0].name
+    return records[hi - 1].name
 
 
 class _ScratchDir:

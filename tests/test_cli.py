@@ -46,7 +46,11 @@ def test_optimize_writes_a_validated_model_and_a_report(tmp_path, model_file, ca
     assert report["validation"]["ok"] and report["validation"]["bitwise_equal"]
     first = report["passes"][0]
     assert first["name"] == "eliminate-identity" and first["node_delta"] == -1 and first["modified"]
-    assert {"seconds", "stats", "group", "iteration"} <= set(first)
+    assert {"seconds", "stats", "group", "rounds"} <= set(first)
+    # one row per pass of the pipeline, each fixed-point round under "rounds"
+    assert [(p["name"], p["group"], len(p["rounds"])) for p in report["passes"]] == [
+        ("eliminate-identity", "cleanup", 2), ("dce", "cleanup", 2)]
+    assert [r["iteration"] for r in first["rounds"]] == [0, 1] and report["warnings"] == []
 
 
 def test_quiet_prints_nothing_and_verbose_logs_each_pass(tmp_path, model_file, capsys):

@@ -22,10 +22,7 @@ VALID = sorted(os.listdir(os.path.join(CORPUS, "valid")))
 
 
 def labels(steps):
-    from graphopt.pipeline.manager import FixedPoint
-
-    return [(s.name, s.max_iterations, labels(s.steps)) if isinstance(s, FixedPoint) else (s.label(), s.scope)
-            for s in steps]
+    return [(s.name, s.max_iterations, labels(s.passes)) if s.is_group else (s.label(), s.scope) for s in steps]
 
 
 @pytest.mark.parametrize("name", VALID)

@@ -21,6 +21,4 @@ def command(argv: list[str]) -> int:
 
 
 def _count_steps(steps) -> int:
-    from graphopt.pipeline.manager import FixedPoint
-
-    return sum(_count_steps(s.steps) if isinstance(s, FixedPoint) else 1 for s in steps)
+    return sum(len(s.flatten()) for s in steps)

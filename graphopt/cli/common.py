@@ -56,5 +56,5 @@ def inspect_model(model) -> dict:
 
         folded = model.clone()
         registry = default_registry()
-        PassManager([registry.expand_alias(registry.aliases["fold"])]).run(folded, PassContext(folded))
+        PassManager([registry.expand_alias(registry.aliases["fold"])]).execute(folded, PassContext(folded))
     return inspect(model, shapes_from=folded)

@@ -49,7 +49,7 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument("--initializers-as-constants", action="store_true",
                    help="accepted for compatibility: it is the default now")
     p.add_argument("--debug", action="store_true", help="verify the IR after every pass; show tracebacks")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every pass")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every pass, every round of a fixed-point group")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     return p
 
@@ -120,8 +120,11 @@ def command(argv: list[str]) -> int:
         val = (result.validation.summary() if result.validation
                else "skipped (--no-validate)" if not validate else "skipped (onnxruntime cannot run the result)")
         rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
+        for w in result.warnings:
+            print(f"graphopt: WARNING: {w}", file=sys.stderr)
+        warned = f"; {len(result.warnings)} warning{'s' if len(result.warnings) > 1 else ''}" if result.warnings else ""
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
-              f"{result.seconds:.2f}s; validation: {val}{rolled}", file=sys.stderr)
+              f"{result.seconds:.2f}s; validation: {val}{rolled}{warned}", file=sys.stderr)
     return 0
 
 

@@ -12,11 +12,10 @@ from typing import Optional
 from graphopt.dsl import ast
 from graphopt.dsl.parser import DslError, error_at, parse_file, parse_inline
 from graphopt.errors import PipelineError
-from graphopt.pipeline.base import NodeScope, Pass
-from graphopt.pipeline.manager import FixedPoint
+from graphopt.pipeline.base import NodeScope
+from graphopt.pipeline.manager import DEFAULT_MAX_ITERATIONS, PassManager
 from graphopt.pipeline.registry import Alias, Registry, make_options
 
-DEFAULT_FIXPOINT_CAP = 8
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 # setting block -> key -> type (a tuple lists the allowed words)
 SETTINGS: dict[str, dict[str, object]] = {
@@ -143,10 +142,10 @@ class _Lowering:
         out = []
         for st in steps:
             if isinstance(st, ast.FixPoint):
-                cap = st.max_iterations if st.max_iterations is not None else DEFAULT_FIXPOINT_CAP
+                cap = st.max_iterations if st.max_iterations is not None else DEFAULT_MAX_ITERATIONS
                 if cap < 1:
                     raise self.fail(st.pos, "a fixpoint needs at least 1 iteration")
-                out.append(FixedPoint("fixpoint", self.steps(st.steps), cap))
+                out.append(PassManager(self.steps(st.steps), name="fixpoint", fixed_point=True, max_iterations=cap))
             else:
                 out.extend(self.step(st))
         return out
@@ -222,10 +221,8 @@ class _Lowering:
 
 def _apply_scope(steps: list, scope: NodeScope) -> None:
     for s in steps:
-        if isinstance(s, FixedPoint):
-            _apply_scope(s.steps, scope)
-        elif isinstance(s, Pass):
-            s.scope = scope
+        for p in s.flatten():
+            p.scope = scope
 
 
 def parse_and_lower(text: str, registry: Registry) -> list:

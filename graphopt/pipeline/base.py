@@ -25,6 +25,7 @@ KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 class PassResult:
     modified: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # shown in the run summary and the report
 
 
 @dataclass
@@ -64,6 +65,7 @@ class PassContext:
     near_misses: list = field(default_factory=list)
     calibration: Any = None  # graphopt.quant.calibration.CalibrationSettings for passes that calibrate
     reports: dict[str, Any] = field(default_factory=dict)  # pass name -> details for --report
+    runner: Any = None  # the PassManager running the pipeline; groups invoke their members through it
 
     @property
     def opset(self) -> int:
@@ -81,6 +83,7 @@ class Pass:
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     lossless: ClassVar[bool] = True
+    is_group: ClassVar[bool] = False  # a pass manager: its run invokes other passes
 
     def __init__(self, options: Any = None, scope: Optional[NodeScope] = None):
         self.options = options if options is not None else self.Options()
@@ -92,6 +95,10 @@ class Pass:
     def label(self) -> str:
         opts = options_text(self.options)
         return f"{self.name}{{{opts}}}" if opts else self.name
+
+    def flatten(self) -> list["Pass"]:
+        """The passes this step runs, in pipeline order: itself, or a group's members, recursively."""
+        return [self]
 
 
 def options_text(options: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 from graphopt.errors import PipelineError
 from graphopt.pipeline.base import KEBAB, Pass
-from graphopt.pipeline.manager import FixedPoint
+from graphopt.pipeline.manager import DEFAULT_MAX_ITERATIONS, PassManager
 
 log = logging.getLogger("graphopt")
 
@@ -26,7 +26,7 @@ class Alias:
     summary: str
     members: tuple[str, ...]
     fixed_point: bool = False
-    max_iterations: int = 8
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
 
 
 PLUGIN_GROUP = "graphopt.passes"  # the entry-point group other packages add passes through
@@ -118,10 +118,12 @@ class Registry:
                 names |= {f.name for f in dataclasses.fields(target.Options)}
         return names
 
-    def expand_alias(self, alias: Alias, options: Optional[dict] = None) -> Union[FixedPoint, list]:
-        """The steps an alias stands for. Options given to an alias go to every member pass
-        that has an option of that name; an option no member knows is an error. A fixed-point
-        alias inside one that runs in order stays a fixed-point group."""
+    def expand_alias(self, alias: Alias, options: Optional[dict] = None) -> Union[PassManager, list]:
+        """The steps an alias stands for: a fixed-point group (a nested PassManager), or the list
+        of its members' steps. Options given to an alias go to every member pass that has an
+        option of that name; an option no member knows is an error. A fixed-point alias inside
+        one that runs in order stays a fixed-point group; inside another fixed-point alias its
+        members join the outer group."""
         options = options or {}
         unknown = set(options) - self.option_names(alias)
         if unknown:
@@ -132,15 +134,15 @@ class Registry:
             if isinstance(target, Alias):
                 mine = {k: v for k, v in options.items() if k in self.option_names(target)}
                 sub = self.expand_alias(target, mine)
-                if isinstance(sub, FixedPoint) and not alias.fixed_point:
-                    steps.append(sub)
+                if not target.fixed_point:
+                    steps.extend(sub)
                 else:
-                    steps.extend(sub.steps if isinstance(sub, FixedPoint) else sub)
+                    steps.extend(sub.passes if alias.fixed_point else [sub])
                 continue
             fields = {f.name for f in dataclasses.fields(target.Options)}
             steps.append(target(make_options(target, {k: v for k, v in options.items() if k in fields})))
         if alias.fixed_point:
-            return FixedPoint(alias.name, steps, alias.max_iterations)
+            return PassManager(steps, name=alias.name, fixed_point=True, max_iterations=alias.max_iterations)
         return steps
 
 

@@ -1,4 +1,4 @@
-"""`--report out.md`: the run's report as Markdown (a table per pass, validation, what changed),
+"""`--report out.md`: the run's report as Markdown (a row per pass, validation, what changed),
 with each lossy pass's per-layer error drawn as an SVG bar chart beside it."""
 
 from __future__ import annotations
@@ -25,11 +25,15 @@ def markdown(report: dict[str, Any], chart_prefix: str) -> tuple[str, dict[str, 
                          f"max rel error {val['max_rel']:.3g}")
     if report.get("rolled_back"):
         lines.append(f"- rolled back: {', '.join(report['rolled_back'])}")
-    lines += ["", "## Passes", "", "| # | pass | group | modified | nodes | seconds | stats |", "|---:|---|---|---|---:|---:|---|"]
-    for p in report["passes"]:
-        stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items()) or (p.get("error") or "")
-        lines.append(f"| {p['index']} | {p['label']} | {p['group'] or ''} | {'yes' if p['modified'] else 'no'} | "
-                     f"{p['nodes_before']} -> {p['nodes_after']} | {p['seconds']:.3f} | {_cell(stats)} |")
+    lines += [f"- **WARNING**: {_cell(w)}" for w in report.get("warnings") or ()]
+    # one row per pass of the pipeline; the JSON report has each round under "rounds"
+    lines += ["", "## Passes", "", "| # | pass | group | rounds | modified | node delta | seconds | stats |",
+              "|---:|---|---|---:|---|---:|---:|---|"]
+    for i, p in enumerate(report["passes"]):
+        stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items())
+        stats = "; ".join(s for s in (stats, p.get("error") or "") if s)
+        lines.append(f"| {i} | {_cell(p['label'])} | {p['group'] or ''} | {len(p['rounds'])} | "
+                     f"{'yes' if p['modified'] else 'no'} | {p['node_delta']:+d} | {p['seconds']:.3f} | {_cell(stats)} |")
     diff = report.get("inspect_diff")
     if diff:
         lines += ["", "## What changed", "", "| | before | after |", "|---|---:|---:|"]
