@@ -198,7 +198,7 @@ def test_dce_keeps_graph_outputs_and_overridable_initializers():
     proto = model_from_text(text)
     proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(2, np.float32), "w"))
     proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(2, np.float32), "dead"))
-    model = frontend.load(proto)
+    model = frontend.load(proto, keep_initializer_inputs=True)
     res = registry().passes["dce"]().run(model.graph, PassContext(model))
     # nothing here is dead except the initializer no one reads; `w` is a graph input
     assert res.modified and res.stats == {"nodes_removed": 0, "initializers_removed": 1}
