@@ -169,7 +169,8 @@ class _Lowering:
             names = self.registry.names() + list(self.rules)
             close = difflib.get_close_matches(st.name, names, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else "; `graphopt passes` lists them"
-            raise self.fail(st.pos, f"unknown pass {st.name!r}{hint}") from None
+            failed = f" ({'; '.join(self.registry.plugin_errors)})" if self.registry.plugin_errors else ""
+            raise self.fail(st.pos, f"unknown pass {st.name!r}{hint}{failed}") from None
         try:
             if isinstance(target, Alias):
                 expanded = self.registry.expand_alias(target, options)
