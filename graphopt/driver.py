@@ -34,6 +34,7 @@ from graphopt.pipeline.manager import PassManager, PassRecord, pass_table
 from graphopt.pipeline.registry import Registry
 from graphopt.quant.calibration import CalibrationSettings
 from graphopt.runtime.validate import (
+    InputsNotRunnable,
     LossyThresholds,
     Tolerance,
     ValidationReport,
@@ -60,9 +61,30 @@ class Result:
     near_misses: list = field(default_factory=list)  # for --explain
     pass_reports: dict[str, Any] = field(default_factory=dict)  # details some passes give (int8: scales, accuracy)
     warnings: list[str] = field(default_factory=list)  # e.g. a fixed-point group that reached its cap
+    # "validated", "not validated: <why>", "skipped by request" or "skipped: <why>"
+    validation_status: str = "skipped by request"
+    notes: list[str] = field(default_factory=list)  # e.g. checker findings the input already had
+
+    @property
+    def validated(self) -> bool:
+        return self.validation_status == "validated"
+
+    def to_proto(self) -> onnx.ModelProto:
+        """The optimized model as one ModelProto (weights inline; for models under 2 GiB)."""
+        return backend.to_proto(self.model)
+
+    def save(self, path: str, *, force: bool = False, external_data: Optional[bool] = None) -> str:
+        """Write the optimized model as graphopt writes its outputs (checked, atomic, never onto the
+        input or an existing file unless `force`); returns the path written."""
+        protected = (self.model.source_path, *self.model.source_data_files)
+        with OutputTransaction(path, force=force, protected=tuple(p for p in protected if p)) as tx:
+            tx.commit(backend.emit(self.model, tx.staging_dir(), tx.basename, external_data=external_data))
+        return tx.target
 
     def report(self) -> dict[str, Any]:
         return {
+            "validation_status": self.validation_status,
+            **({"notes": self.notes} if self.notes else {}),
             **({"pass_reports": self.pass_reports} if self.pass_reports else {}),
             "output": self.output,
             "nodes_before": self.nodes_before,
@@ -154,7 +176,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
              tolerance: Tolerance = Tolerance(), draws: int = 3, seed: int = 0,
              explain: Optional[set[str]] = None, registry: Optional[Registry] = None,
              calibration: Union[None, str, os.PathLike, Iterable, CalibrationSettings] = None,
-             thresholds: Optional[LossyThresholds] = None) -> Result:
+             thresholds: Optional[LossyThresholds] = None,
+             validation_data: Union[None, str, os.PathLike, Iterable] = None) -> Result:
     """Run a pipeline on a model; write it to `output` if given. See the module docstring.
 
     `calibration`: data for passes that calibrate (int8): an .npz keyed by input name (first
@@ -162,7 +185,11 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     `thresholds`: the accuracy a lossy pipeline must keep against the input.
     `keep_initializer_inputs`: initializers also listed as graph inputs stay overridable inputs
     (by default they are constants, as TensorRT and onnxsim treat them);
-    `initializers_as_constants` is accepted for compatibility and changes nothing."""
+    `initializers_as_constants` is accepted for compatibility and changes nothing.
+    `validation_data`: inputs to validate on (an .npz, a folder of them, or an iterable of feed
+    dicts); without it, calibration data is used, else inputs synthesized from the graph. If
+    the input model does not run on any synthesized inputs, the result is written unvalidated
+    and `Result.validation_status` says why (an error under `strict`)."""
     start = time.perf_counter()
     registry = registry or default_registry()
     steps = parse_pipeline(passes, registry)  # pipeline errors before any work
@@ -170,6 +197,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     calib.check()
     if calib.data is not None and not isinstance(calib.data, (str, os.PathLike)):
         calib.data = list(calib.data)  # read twice (calibration, then validation): a generator would run dry
+    if validation_data is not None and not isinstance(validation_data, (str, os.PathLike)):
+        validation_data = list(validation_data)
     lossy = _lossy_passes(steps)
     input_shapes = dict(input_shapes or {})
     protected: tuple[str, ...] = ()
@@ -211,10 +240,14 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
 
             def make_validator() -> Validator:
                 if lossy:  # accuracy on the samples the passes held out of calibration, if any
-                    held = _held_out(calib, ir)
+                    held = _validation_samples(validation_data, ir) if validation_data is not None \
+                        else _held_out(calib, ir)
                     return Validator(reference, ir, pinned=input_shapes, draws=draws, seed=seed,
                                      lossy=thresholds or LossyThresholds(), samples=held, batch_size=calib.batch_size)
-                return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed)
+                data = validation_data if validation_data is not None else calib.data
+                samples = _validation_samples(data, ir) if data is not None else None
+                return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed,
+                                 samples=samples, batch_size=calib.batch_size)
 
             # The reference runs on the second core while the passes run, unless the model is so
             # large that two copies of it (onnxruntime's and ours) should not be alive at once.
@@ -223,15 +256,43 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
             else:
                 pending = None
         result_model, pm, ctx = run(set())
+        status = "skipped by request"
+        notes: list[str] = []
         if validate:
-            validator = pending.result() if pending else make_validator()
+            try:
+                validator = pending.result() if pending else make_validator()
+                status = "validated"
+            except InputsNotRunnable as e:
+                why = (f"the input model does not run on generated inputs ({e}); pass --validate-data "
+                       f"with inputs it runs on")
+                if strict:
+                    raise InputsNotRunnable(f"not validated: {why}") from None
+                status = f"not validated: {why}"
+                log.warning("NOT VALIDATED: %s", why)
+        input_problem: list = []  # the checker's finding on the input model, once computed
+
+        def known_finding(problem: str) -> bool:
+            """Whether the input model already fails the checker the same way (not the output's fault)."""
+            if not input_problem:
+                try:
+                    backend.emit(ir, dest.staging_dir(), "input.onnx", external_data=external_data)
+                    input_problem.append(None)
+                except InvalidModelError as e:
+                    input_problem.append(str(e))
+            return input_problem[0] == problem
 
         def build(m: Model):
             """Emit and check `m`, then validate it: (emitted, report, problem or None)."""
             try:
                 emitted = backend.emit(m, dest.staging_dir(), dest.basename, external_data=external_data)
             except InvalidModelError as e:
-                return None, None, str(e)
+                if not known_finding(str(e)):
+                    return None, None, str(e)
+                note = f"the input model already fails the ONNX checker the same way: {str(e).split(': ', 1)[-1]}"
+                if note not in notes:
+                    notes.append(note)
+                    log.warning("%s", note)
+                emitted = backend.emit(m, dest.staging_dir(), dest.basename, external_data=external_data, check=False)
             if validator is None:
                 return emitted, None, None
             m.release_mapped_pages()
@@ -243,6 +304,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                 # e.g. bfloat16 on CPU: the model is for a target onnxruntime here cannot emulate
                 log.warning("validation skipped: onnxruntime's CPU kernels cannot run the result (%s); check it on "
                             "the target runtime", str(e).split(": ", 2)[-1][:160])
+                skipped.append("skipped: onnxruntime's CPU kernels cannot run the result")
                 return emitted, None, None
             if lossy:
                 _lint_quantized(m, report)
@@ -250,6 +312,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                     raise ValidationError(f"{', '.join(lossy)}: {report.summary()}")
             return emitted, report, None if report.ok else f"validation failed: {report.summary()}"
 
+        skipped: list[str] = []
         emitted, report, problem = build(result_model)
         while problem:
             culprit = _bisect(original, pm, build, lambda upto: run(set(rolled_back), upto)[0]) \
@@ -265,9 +328,22 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
             emitted, report, problem = build(result_model)
         if tx:
             tx.commit(emitted)
+    if skipped and status == "validated":
+        status = skipped[-1]
     return Result(result_model, pm.records(), report, rolled_back, tx.target if tx else None, nodes_before,
                   result_model.graph.count_nodes(), time.perf_counter() - start, list(ctx.near_misses),
-                  dict(ctx.reports), list(pm.warnings))
+                  dict(ctx.reports), list(pm.warnings), status, notes)
+
+
+VALIDATION_MAX_SAMPLES = 256  # of the user's data, a validation compares at most this many
+
+
+def _validation_samples(data, model: Model):
+    """The user's validation (or calibration) data as samples, checked against the model's inputs."""
+    from graphopt.quant.calibration import load_samples
+
+    samples = load_samples(data, model)
+    return samples.subset(0, VALIDATION_MAX_SAMPLES)
 
 
 def _lossy_passes(steps) -> list[str]:

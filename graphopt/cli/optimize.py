@@ -31,6 +31,9 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json|FILE.md", help="write per-pass stats, timings, validation and "
                    "what changed (inspect diff); .md writes Markdown with per-layer error charts (SVG) beside it")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--validate-data", metavar="DATA.npz|FOLDER",
+                   help="inputs to validate on: an .npz keyed by input name (first axis = samples) or a folder of "
+                   "them (default: --calib data, else inputs generated from how the graph uses each input)")
     p.add_argument("--calib", metavar="DATA.npz|FOLDER",
                    help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them")
     p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy", "mse"),
@@ -101,7 +104,8 @@ def command(argv: list[str]) -> int:
         keep_initializer_inputs=args.keep_initializer_inputs or setting("output", "keep_initializer_inputs", None, False),
         tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, 1e-5), atol=setting("validate", "atol", args.atol, 1e-6)),
         draws=setting("validate", "draws", None, 3), seed=setting("validate", "seed", None, 0),
-        explain=set(args.explain), calibration=calib, thresholds=thresholds)
+        explain=set(args.explain), calibration=calib, thresholds=thresholds,
+        validation_data=setting("validate", "data", args.validate_data, None))
     for name in args.explain:
         _print_explain(name, result.near_misses)
     if args.report:
@@ -117,14 +121,20 @@ def command(argv: list[str]) -> int:
             print(f"graphopt: int8: {n8} layers INT8, {len(q['layers']) - n8} fallen back to FP32, "
                   f"{len(q['skipped'])} left FP32 by placement{held}", file=sys.stderr)
         _print_pruning(result.pass_reports)
+        status = result.validation_status
         val = (result.validation.summary() if result.validation
-               else "skipped (--no-validate)" if not validate else "skipped (onnxruntime cannot run the result)")
+               else "skipped (--no-validate)" if status == "skipped by request"
+               else "NOT VALIDATED (see the warning above)" if status.startswith("not validated") else status)
         rolled = f"; rolled back: {', '.join(result.rolled_back)}" if result.rolled_back else ""
         for w in result.warnings:
             print(f"graphopt: WARNING: {w}", file=sys.stderr)
+        for note in result.notes:
+            print(f"graphopt: note: {note}", file=sys.stderr)
         warned = f"; {len(result.warnings)} warning{'s' if len(result.warnings) > 1 else ''}" if result.warnings else ""
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}{warned}", file=sys.stderr)
+    elif result.validation_status.startswith("not validated"):  # -q hides progress, never this
+        print(f"graphopt: WARNING: {args.output} is {result.validation_status}", file=sys.stderr)
     return 0
 
 

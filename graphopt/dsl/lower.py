@@ -19,7 +19,7 @@ from graphopt.pipeline.registry import Alias, Registry, make_options
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 # setting block -> key -> type (a tuple lists the allowed words)
 SETTINGS: dict[str, dict[str, object]] = {
-    "validate": {"enabled": bool, "rtol": float, "atol": float, "draws": int, "seed": int,
+    "validate": {"enabled": bool, "data": str, "rtol": float, "atol": float, "draws": int, "seed": int,
                  "min_cosine": float, "min_snr_db": float, "min_top1": float},
     "calibrate": {"data": str, "method": CALIBRATION_METHODS, "samples": int, "percentile": float,
                   "cache": str, "batch_size": int, "holdout": float, "memory_mb": int},
@@ -95,7 +95,7 @@ def load_pipeline(name_or_path: str, registry: Registry, opset: int = 17) -> Pip
             elif isinstance(st, ast.Settings):
                 for opt in st.options:
                     value = low.setting(st.kind, opt)
-                    if st.kind == "calibrate" and opt.name in PATH_SETTINGS:
+                    if st.kind in ("calibrate", "validate") and opt.name in PATH_SETTINGS:
                         value = _relative_to(f.source, value)
                     config.settings[st.kind][opt.name] = value
     return config

@@ -1,0 +1,143 @@
+"""Validation on inputs that make sense: the user's data, inputs synthesized from how the graph
+uses each input, and a loud "not validated" when the input model runs on none of them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from helpers import model_from_text
+from onnx import TensorProto, helper, numpy_helper
+
+import graphopt
+from graphopt.runtime.inputs import Synthesizer
+
+# y = table[int(|x| * 100)]: generated float inputs index far past the 2-row table.
+UNRUNNABLE = """
+<ir_version: 8, opset_import: ["" : 17]>
+m (float[3] x) => (float[3, 4] y) {
+    table = Constant <value = float[2, 4] {1, 2, 3, 4, 5, 6, 7, 8}> ()
+    hundred = Constant <value = float {100}> ()
+    a = Abs (x)
+    s = Mul (a, hundred)
+    i = Cast <to = 7> (s)
+    y = Gather (table, i)
+    unused = Identity (x)
+}
+"""
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "graphopt", *map(str, args)], capture_output=True, text=True)
+
+
+def test_a_model_that_runs_on_no_generated_input_is_written_and_says_so(tmp_path):
+    src, out, report = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "r.json"
+    onnx.save(model_from_text(UNRUNNABLE), str(src))
+    run = _cli(src, "-p", "fold", "-o", out, "--report", report)
+    assert run.returncode == 0, run.stderr
+    assert out.exists()
+    assert "NOT VALIDATED: the input model does not run on generated inputs (onnxruntime failed to run" in run.stderr
+    assert "pass --validate-data" in run.stderr and "validation: NOT VALIDATED" in run.stderr
+    assert json.loads(report.read_text())["validation_status"].startswith("not validated: the input model does not run")
+    quiet = _cli(src, "-p", "fold", "-o", tmp_path / "q.onnx", "-q")
+    assert quiet.returncode == 0 and "not validated" in quiet.stderr  # -q never hides it
+
+
+def test_strict_makes_not_validated_an_error(tmp_path):
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model_from_text(UNRUNNABLE), str(src))
+    run = _cli(src, "-p", "fold", "-o", out, "--strict")
+    assert run.returncode == 3 and not out.exists()
+    assert run.stderr.strip().splitlines()[-1].startswith("graphopt: error: not validated: the input model does not run")
+
+
+def test_validate_data_validates_what_generated_inputs_cannot(tmp_path):
+    src, out, data = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "v.npz"
+    onnx.save(model_from_text(UNRUNNABLE), str(src))
+    np.savez(data, x=np.array([[0.001, 0.0, -0.005], [0.0, 0.002, 0.0]], np.float32))
+    run = _cli(src, "-p", "fold", "-o", out, "--validate-data", data)
+    assert run.returncode == 0 and "NOT VALIDATED" not in run.stderr
+    assert "validation: outputs bitwise equal" in run.stderr
+    r = graphopt.optimize(model_from_text(UNRUNNABLE), "fold", validation_data=[{"x": np.zeros(3, np.float32)}])
+    assert r.validation_status == "validated" and r.validation.ok
+
+
+def test_calibration_data_validates_a_lossless_pipeline_when_no_validation_data_is_given():
+    feeds = [{"x": np.full(3, 0.001 * i, np.float32)} for i in range(3)]
+    r = graphopt.optimize(model_from_text(UNRUNNABLE), "fold", calibration=feeds)
+    assert r.validation_status == "validated" and r.validation.draws == 3
+
+
+def _embedding_model(rows: int = 2):
+    """token_type_ids index a `rows`-row table; a mask multiplies; a divisor divides."""
+    table = numpy_helper.from_array(np.arange(rows * 4, dtype=np.float32).reshape(rows, 4), "table")
+    nodes = [helper.make_node("Gather", ["table", "token_type_ids"], ["e"]),
+             helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["mf", "axis"], ["m3"]),
+             helper.make_node("Mul", ["e", "m3"], ["y"]),
+             helper.make_node("Div", ["n", "d"], ["q"]),
+             helper.make_node("Unsqueeze", ["x", "axes"], ["u"])]
+    inputs = [helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+              helper.make_tensor_value_info("n", TensorProto.INT32, [4]),
+              helper.make_tensor_value_info("d", TensorProto.INT32, [4]),
+              helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+              helper.make_tensor_value_info("axes", TensorProto.INT64, [2])]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in ("y", "q", "u")]
+    graph = helper.make_graph(nodes, "g", inputs, outputs,
+                              [table, numpy_helper.from_array(np.array([-1], np.int64), "axis")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_generated_inputs_fit_how_the_graph_uses_them():
+    model = graphopt.load(_embedding_model(rows=2))
+    feed = Synthesizer(model).feeds(4, seed=0)
+    for f in feed:
+        assert set(np.unique(f["token_type_ids"])) <= {0, 1}  # inside the 2-row table
+        assert set(np.unique(f["attention_mask"])) <= {0, 1}
+        assert np.all(f["d"] != 0)  # a divisor
+        assert sorted(f["axes"]) == sorted(set(f["axes"])) and np.all((0 <= f["axes"]) & (f["axes"] < 4))
+    r = graphopt.optimize(_embedding_model(rows=2), "fuse,fold")
+    assert r.validation_status == "validated" and r.validation.ok
+
+
+def test_symbolic_dims_grow_until_a_reflect_pad_fits():
+    """A reflect Pad of 40 needs the padded dim above 40: 32 fails, the ladder's next size runs."""
+    pads = numpy_helper.from_array(np.array([0, 40, 0, 40], np.int64), "pads")
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [pads])
+    r = graphopt.optimize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "fold")
+    assert r.validation_status == "validated" and r.validation.ok
+
+
+def test_string_and_sequence_inputs_are_validated():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (string[2] a, string[2] b, seq(float[3]) s) => (string[2] y, float[3] z) {
+        y = Identity (a)
+        i = Constant <value = int64 {0}> ()
+        z = SequenceAt (s, i)
+    }
+    """
+    r = graphopt.optimize(model_from_text(text), "fuse,fold")
+    assert r.validation_status == "validated" and r.validation.ok
+
+
+def test_a_checker_finding_the_input_already_has_is_not_held_against_the_output():
+    """onnx's own MeanVarianceNormalization function body fails its full check (test_mvn): the
+    run goes on, says so, and the output adds no new finding."""
+    node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+        onnx.checker.check_model(model, full_check=True)
+    r = graphopt.optimize(model, "fuse,fold")
+    assert r.validation_status == "validated" and r.validation.ok
+    assert r.notes and r.notes[0].startswith("the input model already fails the ONNX checker the same way")
