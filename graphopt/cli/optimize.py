@@ -11,6 +11,7 @@ import sys
 
 from graphopt.cli.common import Parser, setup_logging, write_text_atomically
 from graphopt.errors import GraphoptError
+from graphopt.quant import calibration
 
 log = logging.getLogger("graphopt")
 
@@ -36,7 +37,7 @@ def main_parser() -> argparse.ArgumentParser:
                    "them (default: --calib data, else inputs generated from how the graph uses each input)")
     p.add_argument("--calib", metavar="DATA.npz|FOLDER",
                    help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them")
-    p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy", "mse"),
+    p.add_argument("--calib-method", choices=calibration.METHODS,
                    help="how activation ranges are chosen (default entropy)")
     p.add_argument("--calib-cache", metavar="FILE.json",
                    help="calibration cache: ranges are read from it when it matches, written to it otherwise")
@@ -87,15 +88,12 @@ def command(argv: list[str]) -> int:
 
     shapes = {**(cfg.input_shapes if cfg else {}), **api.parse_input_shapes(args.input_shape)}
     validate = not args.no_validate and setting("validate", "enabled", None, True)
-    from graphopt.quant.calibration import CalibrationSettings
     from graphopt.runtime.validate import LossyThresholds
 
-    defaults = CalibrationSettings()
-    calib = CalibrationSettings(
-        data=setting("calibrate", "data", args.calib, None), method=setting("calibrate", "method", args.calib_method, defaults.method),
-        cache=setting("calibrate", "cache", args.calib_cache, None), progress=not args.quiet,
-        **{k: setting("calibrate", k, None, getattr(defaults, k))
-           for k in ("samples", "percentile", "batch_size", "holdout", "memory_mb")})
+    defaults = calibration.CalibrationSettings()
+    flags = {k: getattr(args, f.lstrip("-").replace("-", "_")) for k, f in calibration.CLI_FLAGS.items()}
+    calib = calibration.CalibrationSettings(progress=not args.quiet, **{
+        k: setting("calibrate", k, flags.get(k), getattr(defaults, k)) for k in calibration.USER_SETTINGS})
     thresholds = LossyThresholds(**{k: setting("validate", k, None, None) for k in ("min_cosine", "min_snr_db", "min_top1")})
     result = api.optimize(
         args.model, passes, output=args.output, input_shapes=shapes,

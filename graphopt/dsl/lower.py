@@ -15,14 +15,13 @@ from graphopt.errors import PipelineError
 from graphopt.pipeline.base import NodeScope
 from graphopt.pipeline.manager import DEFAULT_MAX_ITERATIONS, PassManager
 from graphopt.pipeline.registry import Alias, Registry, make_options
+from graphopt.quant import calibration
 
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 # setting block -> key -> type (a tuple lists the allowed words)
 SETTINGS: dict[str, dict[str, object]] = {
     "validate": {"enabled": bool, "data": str, "rtol": float, "atol": float, "draws": int, "seed": int,
                  "min_cosine": float, "min_snr_db": float, "min_top1": float},
-    "calibrate": {"data": str, "method": CALIBRATION_METHODS, "samples": int, "percentile": float,
-                  "cache": str, "batch_size": int, "holdout": float, "memory_mb": int},
+    "calibrate": calibration.USER_SETTINGS,
     "output": {"external_data": bool, "keep_initializer_inputs": bool, "initializers_as_constants": bool},
 }
 

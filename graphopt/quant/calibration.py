@@ -63,6 +63,13 @@ class CalibrationSettings:
             raise CalibrationError(f"calibration method {self.method!r}: use one of {', '.join(METHODS)}")
 
 
+# The settings a user gives, by the same names everywhere: a pipeline file's `calibrate {}` block
+# (its schema: name -> type, or the allowed words), the API's CalibrationSettings, and the command
+# line, whose flags for them are CLI_FLAGS (the others come from pipeline files or the API).
+USER_SETTINGS: dict[str, object] = {"data": str, "method": METHODS, "samples": int, "percentile": float,
+                                    "cache": str, "batch_size": int, "holdout": float, "memory_mb": int}
+CLI_FLAGS = {"data": "--calib", "method": "--calib-method", "cache": "--calib-cache"}
+
 # (setting, check, what it must be): shared with the pipeline language's `calibrate {}` block
 SETTING_RANGES = (
     ("samples", lambda v: v >= 1, "at least 1"),
