@@ -1,0 +1,150 @@
+"""graphopt on the real-model corpus (models nobody on the project wrote), beside onnxsim and onnxslim.
+
+    python benchmarks/corpus/build.py             # builds benchmarks/corpus/models/ (see its README)
+    python benchmarks/corpus.py [--only NAME,...] [--models DIR] [--json out.json] [--no-speed]
+
+Per model: the exit status and validation status of `-p none`, `-p fuse,fold`,
+`-p fuse,fold,promote` and `--pipeline trt-fp32` (each through the real CLI, with validation on:
+outputs compared with the input's); nodes after `-p fuse,fold` beside onnxsim's and onnxslim's;
+BatchNormalization left after a Conv; and, side by side in one run, wall time and peak RSS of
+`-p fuse,fold` with and without validation against onnxslim's (each tool a separate process,
+measured by /usr/bin/time -v, one after another on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import onnx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.join(HERE, "corpus", "models")
+PIPELINES = {"none": ["-p", "none"], "fuse,fold": ["-p", "fuse,fold"], "fuse,fold,promote": ["-p", "fuse,fold,promote"],
+             "trt-fp32": ["--pipeline", "trt-fp32"]}
+
+
+def measure(cmd: list[str], cwd: str) -> dict:
+    """Run `cmd` under /usr/bin/time -v: exit code, wall seconds, peak RSS (MB), last stderr line."""
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=cwd)
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", proc.stderr)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    seconds = sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.group(1).split(":")))) if wall else None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("graphopt") or "rror" in ln]
+    code = proc.returncode
+    status = re.search(r"Exit status: (\d+)", proc.stderr)
+    if status:
+        code = int(status.group(1))
+    return {"exit": code, "seconds": seconds, "rss_mb": int(rss.group(1)) / 1024 if rss else None,
+            "message": lines[-1][:300] if lines else ""}
+
+
+def nodes(path: str) -> tuple[int, int]:
+    """(nodes including subgraphs, BatchNormalization nodes reading a Conv output)."""
+    m = onnx.load(path, load_external_data=False)
+    total, bn_after_conv = 0, 0
+
+    def walk(g):
+        nonlocal total, bn_after_conv
+        producers = {o: n.op_type for n in g.node for o in n.output}
+        for n in g.node:
+            total += 1
+            if n.op_type == "BatchNormalization" and producers.get(n.input[0]) in ("Conv", "ConvTranspose"):
+                bn_after_conv += 1
+            for a in n.attribute:
+                for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    walk(sub)
+
+    walk(m.graph)
+    return total, bn_after_conv
+
+
+def run_model(name: str, path: str, speed: bool) -> dict:
+    graphopt = [sys.executable, "-m", "graphopt"]
+    row: dict = {"model": name, "nodes_in": nodes(path)[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, args in PIPELINES.items():
+            out = os.path.join(tmp, f"{label}.onnx")
+            report = os.path.join(tmp, f"{label}.json")
+            r = measure([*graphopt, path, *args, "-o", out, "--force", "--report", report], tmp)
+            if r["exit"] == 0 and os.path.exists(report):
+                rep = json.load(open(report))
+                r["validation_status"] = rep.get("validation_status")
+                r["nodes"], r["bn_after_conv"] = nodes(out)
+                r["rolled_back"] = rep.get("rolled_back") or []
+            row[label] = r
+        for tool, cmd in (("onnxsim", [shutil.which("onnxsim") or "onnxsim"]),
+                          ("onnxslim", [shutil.which("onnxslim") or "onnxslim"])):
+            out = os.path.join(tmp, f"{tool}.onnx")
+            r = measure([*cmd, path, out], tmp)
+            if r["exit"] == 0 and os.path.exists(out):
+                r["nodes"], r["bn_after_conv"] = nodes(out)
+            row[tool] = r
+        if speed:
+            out = os.path.join(tmp, "noval.onnx")
+            row["fuse,fold --no-validate"] = measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force",
+                                                      "--no-validate", "-q"], tmp)
+    return row
+
+
+def _fmt(x, spec=""):
+    return "-" if x is None else format(x, spec)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | in | none | fuse,fold | +promote | trt-fp32 | validation | graphopt | onnxsim | onnxslim | "
+             "BN after conv | wall ×slim (val / no-val) | RSS ×slim |",
+             "|---|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ff, slim, sim = r["fuse,fold"], r["onnxslim"], r["onnxsim"]
+        exits = [str(r[p]["exit"]) for p in PIPELINES]
+        val = ff.get("validation_status") or ff.get("message", "")
+        ratio = nv = rss = None
+        if slim.get("exit") == 0 and slim.get("seconds"):
+            ratio = ff["seconds"] / slim["seconds"] if ff.get("seconds") else None
+            noval = r.get("fuse,fold --no-validate", {})
+            nv = noval["seconds"] / slim["seconds"] if noval.get("seconds") else None
+            rss = ff["rss_mb"] / slim["rss_mb"] if ff.get("rss_mb") and slim.get("rss_mb") else None
+        lines.append(f"| {r['model']} | {r['nodes_in']} | {exits[0]} | {exits[1]} | {exits[2]} | {exits[3]} | "
+                     f"{val[:40]} | {_fmt(ff.get('nodes'))} | {_fmt(sim.get('nodes'))} | {_fmt(slim.get('nodes'))} | "
+                     f"{_fmt(ff.get('bn_after_conv'))} | {_fmt(ratio, '.2f')} / {_fmt(nv, '.2f')} | {_fmt(rss, '.2f')} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=MODELS)
+    ap.add_argument("--only", default="", help="comma list of model names")
+    ap.add_argument("--json", help="write every row here")
+    ap.add_argument("--no-speed", action="store_true", help="skip the --no-validate timing run")
+    args = ap.parse_args()
+    manifest = json.load(open(os.path.join(args.models, "manifest.json")))
+    models = manifest["models"] if "models" in manifest else manifest
+    only = {n for n in args.only.split(",") if n}
+    rows = []
+    for name, info in sorted(models.items()):
+        if only and name not in only:
+            continue
+        path = os.path.join(args.models, info.get("file", f"{name}.onnx"))
+        if info.get("build", "ok") != "ok" or not os.path.exists(path):
+            continue
+        row = run_model(name, path, not args.no_speed)
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{p} exit {row[p]['exit']}" for p in PIPELINES) +
+              f"; nodes {row['fuse,fold'].get('nodes')} (onnxsim {row['onnxsim'].get('nodes')}, "
+              f"onnxslim {row['onnxslim'].get('nodes')})", file=sys.stderr, flush=True)
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
