@@ -16,7 +16,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from graphopt.analysis.shapes import static_shape
 from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var, forward_reason
 
 
@@ -61,7 +60,7 @@ def _cast_like(m: Match) -> Optional[str]:
 def _same_shape(m: Match) -> Optional[str]:
     """Reshape, Flatten, Squeeze, Unsqueeze, Expand."""
     x, op = m.value("x"), m.root.op_type
-    a, b = static_shape(x), static_shape(m.root.outputs[0])
+    a, b = m.ctx.static_shape(x), m.ctx.static_shape(m.root.outputs[0])
     if a is not None and a == b:
         return None
     if op == "Squeeze" and _axes(m) == [] and m.ctx.opset >= 13 and x.shape is not None \
@@ -123,7 +122,7 @@ def _axes(m: Match):
 
 def _slices_everything(m: Match) -> bool:
     node = m.root
-    shape = static_shape(m.value("x"))
+    shape = m.ctx.static_shape(m.value("x"))
     if shape is None:
         return False
     if m.ctx.opset < 10:

@@ -152,8 +152,7 @@ class FuseBatchNorm(RulePass):
     name = "fuse-batchnorm"
     summary = "fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul"
     Options = FuseBatchNormOptions
-    rules = [BnIntoConv(), BnIntoGemm(), BnIntoMatMul()]
+    rules = [BnIntoConv(), BnIntoGemm(), BnIntoMatMul(), LowerBn()]  # lower-bn last: only where no fold applies
 
     def active_rules(self):
-        # lower-bn comes last: a BatchNorm is lowered only where no fold applies
-        return self.rules + [LowerBn()] if self.options.lower else self.rules
+        return [r for r in self.rules if self.options.lower or r.name != LowerBn.name]

@@ -11,7 +11,7 @@ from graphopt.ir import Graph
 from graphopt.ir.dtypes import DataType
 from graphopt.onnx_io import load as frontend
 from graphopt.pipeline.base import NodeScope, PassContext
-from graphopt.rewrite import Driver, Match, Op, Opt, RewriteContext, Rule, RulePass, Var, match, matches
+from graphopt.rewrite import Driver, Op, Opt, RewriteContext, Rule, RulePass, Var, match, matches
 
 OPSET = 17
 
@@ -192,6 +192,20 @@ def test_the_driver_tries_the_other_order_when_the_first_declines():
     fired, near = run(g, [TimesOne()], explain={"times-one"})
     assert fired == {"times-one": 1} and ops(g) == ["Relu"] and relu.inputs[0] is x
     assert [nm.reason for nm in near] == ["fired"]
+
+
+def test_a_decline_in_both_orders_is_one_near_miss_with_both_reasons():
+    g, x, c, neg, add = add_of_neg(True)
+
+    class Picky(Rule):
+        name = "picky"
+        pattern = Op("Add", Var("p"), Var("q"), commute=True)
+
+        def check(self, m):
+            return f"p is {m['p'].name}"
+
+    fired, near = run(g, [Picky()], explain={"picky"})
+    assert fired == {} and [nm.reason for nm in near] == ["p is n; in another operand order: p is c"]
 
 
 def test_commute_needs_two_inputs():

@@ -13,12 +13,14 @@ from graphopt.rewrite.rule import Rule
 class RulePass(Pass):
     """Applies `rules` to the graph and its subgraphs, within the step's scope, to a fixed point.
 
-    Subclasses set `name`, `summary` and `rules`; `shapes = False` skips shape inference (for
-    rules that read no inferred shape or type); `stat` names the one statistic counting every
-    firing (default: one count per rule name); `stats` and `active_rules` may be overridden.
+    Subclasses set `name`, `summary` and `rules` (every rule it may apply: `graphopt passes`
+    lists their names for --explain); `shapes = False` skips shape inference (for rules that read
+    no inferred shape or type); `stat` names the one statistic counting every firing (default: one
+    count per rule name). `active_rules` (rules selected by options), `applicable` and `stats`
+    may be overridden.
     """
 
-    rules: ClassVar[Sequence[Rule]] = ()
+    rules: Sequence[Rule] = ()  # a class attribute; user rule passes set it per instance
     shapes: ClassVar[bool] = True
     stat: ClassVar[Optional[str]] = None
 
