@@ -96,6 +96,23 @@ def test_a_decline_is_recorded_with_its_reason_only_under_explain():
     assert near == []
 
 
+def test_a_decline_is_recorded_once_per_run_not_once_per_round():
+    g, x, inner, outer, relu = double_neg_graph()
+    other = g.add_node("Neg", [x], ["c"], name="other")
+    g.add_node("Neg", [other.outputs[0]], ["d"], name="other2")  # a second round: this pair fires
+    g.outputs = g.outputs + [g.nodes[-1].outputs[0]]
+
+    class OnlyOther(DoubleNeg):
+        name = "only-other"
+
+        def check(self, m):
+            return None if m.root.name == "other2" else "not this one"
+
+    fired, near = run(g, [OnlyOther()], explain={"only-other"})
+    assert fired == {"only-other": 1}
+    assert sorted((nm.node, nm.reason) for nm in near) == [("other2", "fired"), ("outer", "not this one")]
+
+
 def test_a_firing_is_recorded_under_explain():
     g, *_ = double_neg_graph()
     _, near = run(g, [DoubleNeg()], explain={"double-neg"})

@@ -40,6 +40,7 @@ class Driver:
         self.max_rounds = max_rounds
         self.explain = explain or set()
         self.near_misses: list[NearMiss] = near_misses if near_misses is not None else []
+        self._declined: set = set()  # (rule, graph, node, reason) recorded in this run: once, not every round
 
     def applicable(self, graph: Graph) -> bool:
         """Whether any node of the graph (or its subgraphs) has an op type a rule is rooted at:
@@ -50,6 +51,7 @@ class Driver:
         """Apply the rules; how many times each fired, by rule name. `filter_node` (a pass's
         scope) must accept every node of a match for it to fire."""
         fired: dict[str, int] = {}
+        self._declined.clear()
         for g in list(graph.walk()):
             ctx = RewriteContext(g, self.opset)
             for _ in range(self.max_rounds):
@@ -88,7 +90,10 @@ class Driver:
         if reasons and rule.name in self.explain:
             distinct = list(dict.fromkeys(reasons))
             text = distinct[0] + "".join(f"; in another operand order: {r}" for r in distinct[1:])
-            self.near_misses.append(NearMiss(rule.name, node.name or node.op_type, text))
+            key = (rule.name, id(ctx.graph), node.id, text)
+            if key not in self._declined:
+                self._declined.add(key)
+                self.near_misses.append(NearMiss(rule.name, node.name or node.op_type, text))
         return False
 
     @staticmethod
