@@ -34,9 +34,7 @@ def _has_computed_shape_input(g: Graph, node) -> bool:
 
 
 def _computed(m: Match, name: str, what: str = "the shape") -> Optional[str]:
-    """Why input `name` is not a computed value (absent, or already a constant), or None."""
-    if m[name] is None:
-        return f"{what} is absent"
+    """Why input `name` (present) is not a computed value, or None."""
     if m.ctx.const(m.value(name)) is not None:
         return f"{what} is already a constant"
     return None
@@ -93,7 +91,8 @@ class StaticInput(Rule):
 
     def __init__(self, op: str, index: int):
         self.index = index
-        self.pattern = Op(op, *[Opt(Var(f"in{i}")) for i in range(6)])  # any inputs: only the op matters
+        # input `index` present, any others
+        self.pattern = Op(op, *[Var(f"in{i}") if i == index else Opt(Var(f"in{i}")) for i in range(6)])
 
     def check(self, m: Match) -> Optional[str]:
         name = f"in{self.index}"

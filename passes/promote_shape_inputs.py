@@ -27,7 +27,8 @@ class PromoteInput(Rule):
 
     def __init__(self, op: str, index: int):
         self.index = index
-        self.pattern = Op(op, *[Opt(Var(f"in{i}")) for i in range(6)])  # any inputs: only the op matters
+        # input `index` present, any others
+        self.pattern = Op(op, *[Var(f"in{i}") if i == index else Opt(Var(f"in{i}")) for i in range(6)])
 
     def data(self, m: Match) -> Optional[np.ndarray]:
         data = m.const(f"in{self.index}")  # folded once per match: check and rewrite share it
@@ -35,8 +36,6 @@ class PromoteInput(Rule):
 
     def check(self, m: Match) -> Optional[str]:
         v = m.value(f"in{self.index}")
-        if v is None:
-            return f"input {self.index} is absent"
         if v.const is not None and not v.is_graph_input:
             return f"input {self.index} is already an initializer"
         if self.data(m) is None:
