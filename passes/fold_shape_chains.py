@@ -57,7 +57,7 @@ class ReshapeShape(Rule):
         if target is None:
             return "the shape cannot be written as a constant with 0 and one -1"
         if target[1] != m.root.attr("allowzero", 0) and m.ctx.opset < 14:
-            return "the shape needs allowzero=0, which needs opset 14"
+            return "the constant shape needs allowzero changed, which needs opset 14"
         return None
 
     def rewrite(self, m: Match, b: Builder):
