@@ -378,3 +378,16 @@ def test_explain_covers_the_local_rewrites(tmp_path):
     assert got[0][0] == "noop-cast" and got[0][1] == "fired"
     assert ("noop-cast", "it changes the type, or x's type is unknown") in got
     assert any(r == "remove-identity" and "graph output" in why for r, why in got)
+
+
+def test_explain_names_an_existing_rule(tmp_path, capsys):
+    from graphopt.cli import main
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(model_from_text(TEXT).SerializeToString())
+    out = str(tmp_path / "o.onnx")
+    assert main([str(src), "-p", "fold", "-o", out, "--explain", "noop-cats", "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "no such rule" in err and "did you mean 'noop-cast'" in err
+    assert main([str(src), "-p", "fold", "-o", out, "--explain", "remove-identity", "--force"]) == 0
+    assert "explain remove-identity: no node matched its pattern" in capsys.readouterr().err
