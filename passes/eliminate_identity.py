@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from typing import Optional
+
+from graphopt.rewrite import Builder, Match, Op, Rule, RulePass, Var, forward_reason
 
 
-class EliminateIdentity(Pass):
+class RemoveIdentity(Rule):
+    name = "remove-identity"
+    pattern = Op("Identity", Var("x"))
+
+    def check(self, m: Match) -> Optional[str]:
+        return forward_reason(m, m.value("x"))
+
+    def rewrite(self, m: Match, b: Builder):
+        return [m["x"]]
+
+
+class EliminateIdentity(RulePass):
     name = "eliminate-identity"
     summary = "remove Identity nodes, keeping graph output names and subgraph reads intact"
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        removed = 0
-        for g in list(graph.walk()):
-            for node in g.nodes:
-                if node.op_type == "Identity" and node.is_standard and node.inputs[0] is not None \
-                        and ctx.in_scope(node):
-                    removed += g.bypass(node, node.inputs[0])
-        return PassResult(removed > 0, {"removed": removed})
+    rules = [RemoveIdentity()]
+    shapes = False
+    stat = "removed"

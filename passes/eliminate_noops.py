@@ -2,121 +2,135 @@
 
 Dropout in inference, Cast to the type it already has, Reshape/Flatten/Squeeze/Unsqueeze/Expand
 to the shape it already has, Transpose with the identity perm, Pad of zeros, Slice of everything,
-Concat/Sum/Max/Min of one input, and x*1, x/1, x+0, x-0 where the constant does not broadcast x
-to a larger shape or another type. Each case is decided from constants and statically known
-shapes only.
+Concat/Sum/Max/Min/Mean of one input, and x*1, x/1, x+0, x-0 where the constant does not
+broadcast x to a larger shape or another type. Each case is decided from constants and statically
+known shapes only.
+
+One rule per op type, `noop-<op>` (`--explain noop-cast`), each a pattern and a check saying why
+that node is not a no-op; the node's first input then replaces its output.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from graphopt.analysis.shapes import infer_shapes, static_shape
-from graphopt.ir import Graph, Node, Value
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var, forward_reason
 
 
-class EliminateNoops(Pass):
-    name = "eliminate-noops"
-    summary = "remove Dropout, same-type Cast, same-shape Reshape, identity Transpose, zero Pad, x*1, ..."
+class Noop(Rule):
+    """`op` nodes whose first input `x` is their output, as decided by `why_not(m)`."""
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        infer_shapes(ctx.model)
-        removed: dict[str, int] = {}
-        for g in list(graph.walk()):
-            for node in g.toposort():
-                if node not in g or not node.is_standard or not ctx.in_scope(node):
-                    continue
-                src = forwarded_input(g, node, ctx.opset)
-                if src is not None and g.bypass(node, src):
-                    removed[node.op_type] = removed.get(node.op_type, 0) + 1
-        return PassResult(bool(removed), {"removed": sum(removed.values()), **{f"removed_{k}": v for k, v in sorted(removed.items())}})
+    def __init__(self, op: str, arity: int, why_not: Callable[[Match], Optional[str]]):
+        self.op, self.why_not = op, why_not
+        self.name = f"noop-{op.lower()}"
+        self.pattern = Op(op, Var("x"), *[Opt(Var(f"in{i}")) for i in range(1, arity)])
+
+    def check(self, m: Match) -> Optional[str]:
+        if m.root.outputs[0] is None:
+            return "its output is absent"
+        return self.why_not(m) or forward_reason(m, m.value("x"))
+
+    def rewrite(self, m: Match, b: Builder):
+        return [m["x"]]
 
 
-def forwarded_input(g: Graph, node: Node, opset: int) -> Optional[Value]:
-    """The input `node` returns unchanged as its first output, or None."""
-    ins, outs = node.inputs, node.outputs
-    if not ins or ins[0] is None or not outs or outs[0] is None:
-        return None
-    x, y, op = ins[0], outs[0], node.op_type
-    if op == "Dropout":
-        training = g.const_value(ins[2]) if len(ins) > 2 and ins[2] is not None else np.array(False)
-        if training is None or bool(training) or (opset < 7 and node.attr("is_test", 0) == 0):
-            return None
-        return x
-    if op == "Cast":
-        return x if x.dtype is not None and x.dtype == node.attr("to") else None
-    if op == "CastLike":
-        return x if x.dtype is not None and len(ins) > 1 and ins[1] is not None and x.dtype == ins[1].dtype else None
-    if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand"):
-        a, b = static_shape(x), static_shape(y)
-        if a is not None and a == b:
-            return x
-        if op == "Squeeze" and _axes(g, node) == [] and opset >= 13 and x.shape is not None \
-                and not any(d == 1 or not isinstance(d, int) for d in x.shape):
-            return x  # no axes given and no dim of size 1
-        if op == "Expand" and x.shape is not None:
-            shape = g.const_value(ins[1])
-            if shape is not None and len(shape) <= len(x.shape) and all(int(d) == 1 for d in shape):
-                return x
-        return None
-    if op == "Transpose":
-        perm = node.attr("perm")
-        return x if perm is not None and list(perm) == list(range(len(perm))) else None
-    if op == "Pad":
-        pads = node.attr("pads") if opset < 11 else g.const_value(ins[1]) if len(ins) > 1 else None
-        if pads is None or any(int(p) != 0 for p in np.asarray(pads).ravel()):
-            return None
-        return x
-    if op == "Slice":
-        return x if _slices_everything(g, node, opset) else None
-    if op in ("Concat", "Sum", "Max", "Min", "Mean") and sum(v is not None for v in ins) == 1:
-        return x
-    if op in ("Mul", "Div", "Add", "Sub") and len(ins) == 2 and ins[1] is not None:
-        return _neutral_binary(g, node, x, ins[1])
+def _dropout(m: Match) -> Optional[str]:
+    training = m.ctx.const(m.value("in2")) if m["in2"] is not None else np.array(False)
+    if training is None or bool(training):
+        return "its training_mode is not a constant false"
+    if m.ctx.opset < 7 and m.root.attr("is_test", 0) == 0:
+        return "it is not in test mode (is_test=0)"
     return None
 
 
-def _neutral_binary(g: Graph, node: Node, x: Value, c: Value) -> Optional[Value]:
-    data = g.const_value(c)
+def _cast(m: Match) -> Optional[str]:
+    x = m.value("x")
+    return None if x.dtype is not None and x.dtype == m.root.attr("to") else "it changes the type, or x's type is unknown"
+
+
+def _cast_like(m: Match) -> Optional[str]:
+    x, like = m.value("x"), m.value("in1")
+    if x.dtype is not None and like is not None and x.dtype == like.dtype:
+        return None
+    return "it changes the type, or x's type is unknown"
+
+
+def _same_shape(m: Match) -> Optional[str]:
+    """Reshape, Flatten, Squeeze, Unsqueeze, Expand."""
+    x, op = m.value("x"), m.root.op_type
+    a, b = m.ctx.static_shape(x), m.ctx.static_shape(m.root.outputs[0])
+    if a is not None and a == b:
+        return None
+    if op == "Squeeze" and _axes(m) == [] and m.ctx.opset >= 13 and x.shape is not None \
+            and not any(d == 1 or not isinstance(d, int) for d in x.shape):
+        return None  # no axes given and no dim of size 1
+    if op == "Expand" and x.shape is not None:
+        shape = m.ctx.const(m.value("in1"))
+        if shape is not None and len(shape) <= len(x.shape) and all(int(d) == 1 for d in shape):
+            return None
+    return "the output's shape is not statically the input's"
+
+
+def _transpose(m: Match) -> Optional[str]:
+    perm = m.root.attr("perm")
+    return None if perm is not None and list(perm) == list(range(len(perm))) else "its perm is not the identity"
+
+
+def _pad(m: Match) -> Optional[str]:
+    pads = m.root.attr("pads") if m.ctx.opset < 11 else m.ctx.const(m["in1"])
+    if pads is None or any(int(p) != 0 for p in np.asarray(pads).ravel()):
+        return "its pads are not constant zeros"
+    return None
+
+
+def _slice(m: Match) -> Optional[str]:
+    return None if _slices_everything(m) else "it does not provably keep everything"
+
+
+def _one_input(m: Match) -> Optional[str]:
+    return None  # the pattern has only x: Concat/Sum/Max/Min/Mean of one input
+
+
+def _neutral_binary(m: Match) -> Optional[str]:
+    x, c, op = m.value("x"), m.value("in1"), m.root.op_type
+    data = m.ctx.const(c)
     if data is None or x.dtype is None or x.shape is None or data.dtype.kind not in "fiu":
-        return None
-    neutral = 1 if node.op_type in ("Mul", "Div") else 0
+        return "the other operand is not a constant, or x's type or shape is unknown"
+    neutral = 1 if op in ("Mul", "Div") else 0
     if data.size == 0 or not np.all(data == neutral):
-        return None
-    if node.op_type in ("Add", "Sub") and data.dtype.kind == "f":
-        return None  # -0.0 + 0.0 is +0.0: not bitwise the input
+        return f"the constant is not all {neutral}"
+    if op in ("Add", "Sub") and data.dtype.kind == "f":
+        return "-0.0 + 0.0 is +0.0: not bitwise the input"
     if c.dtype != x.dtype or len(data.shape) > len(x.shape):
-        return None
+        return "the constant would change x's type or rank"
     # the constant must not enlarge x by broadcasting
     for d_c, d_x in zip(reversed(data.shape), reversed(x.shape)):
         if d_c != 1 and d_c != d_x:
-            return None
-    return x
+            return "the constant would broadcast x to a larger shape"
+    return None
 
 
-def _axes(g: Graph, node: Node):
-    ins = node.inputs
-    if len(ins) > 1 and ins[1] is not None:
-        data = g.const_value(ins[1])
+def _axes(m: Match):
+    if m["in1"] is not None:
+        data = m.ctx.const(m["in1"])
         return None if data is None else [int(a) for a in data.ravel()]
-    a = node.attr("axes")
+    a = m.root.attr("axes")
     return [] if a is None else list(a)
 
 
-def _slices_everything(g: Graph, node: Node, opset: int) -> bool:
-    x = node.inputs[0]
-    shape = static_shape(x)
+def _slices_everything(m: Match) -> bool:
+    node = m.root
+    shape = m.ctx.static_shape(m.value("x"))
     if shape is None:
         return False
-    if opset < 10:
+    if m.ctx.opset < 10:
         starts, ends, axes, steps = node.attr("starts"), node.attr("ends"), node.attr("axes"), None
     else:
-        ins = node.inputs + [None] * 5
-        starts, ends, axes, steps = (g.const_value(v) if v is not None else None for v in ins[1:5])
-        if starts is None or ends is None or (ins[3] is not None and axes is None) or (ins[4] is not None and steps is None):
+        ins = [m[f"in{i}"] for i in range(1, 5)]
+        starts, ends, axes, steps = (m.ctx.const(v) if v is not None else None for v in ins)
+        if starts is None or ends is None or (ins[2] is not None and axes is None) or (ins[3] is not None and steps is None):
             return False
     starts = [int(s) for s in np.asarray(starts).ravel()]
     ends = [int(e) for e in np.asarray(ends).ravel()]
@@ -127,3 +141,26 @@ def _slices_everything(g: Graph, node: Node, opset: int) -> bool:
         if st != 1 or (s if s >= 0 else s + dim) > 0 or (e if e >= 0 else e + dim) < dim:
             return False
     return True
+
+
+# op type -> (inputs the pattern allows, check)
+_NOOPS = {
+    "Dropout": (3, _dropout), "Cast": (1, _cast), "CastLike": (2, _cast_like),
+    "Reshape": (2, _same_shape), "Flatten": (1, _same_shape), "Squeeze": (2, _same_shape),
+    "Unsqueeze": (2, _same_shape), "Expand": (2, _same_shape), "Transpose": (1, _transpose),
+    "Pad": (4, _pad), "Slice": (5, _slice),
+    "Concat": (1, _one_input), "Sum": (1, _one_input), "Max": (1, _one_input), "Min": (1, _one_input),
+    "Mean": (1, _one_input),
+    "Mul": (2, _neutral_binary), "Div": (2, _neutral_binary), "Add": (2, _neutral_binary), "Sub": (2, _neutral_binary),
+}
+
+
+class EliminateNoops(RulePass):
+    name = "eliminate-noops"
+    summary = "remove Dropout, same-type Cast, same-shape Reshape, identity Transpose, zero Pad, x*1, ..."
+    rules = [Noop(op, arity, check) for op, (arity, check) in _NOOPS.items()]
+
+    def stats(self, fired: dict[str, int]) -> dict:
+        ops = {r.name: r.op for r in self.rules}
+        by_op = {ops[name]: n for name, n in fired.items()}
+        return {"removed": sum(by_op.values()), **{f"removed_{k}": v for k, v in sorted(by_op.items())}}

@@ -6,21 +6,21 @@ constant using 0 (copy the input's dim at that position; allowzero is honoured: 
 to 0 only when the new shape has no literal zero) and at most one -1. An Expand shape with
 run-time dims keeps them with 1 where they equal the input's aligned dim. What cannot be
 expressed exactly is left alone.
+
+Each is a rule that edits the node in place (its shape input becomes a constant; the chain that
+computed it is left to dce): fold-reshape-shape, fold-expand-shape, and fold-static-input (one
+rule per shape-like input of Slice, Tile, ConstantOfShape, Resize and Range).
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from graphopt.analysis.shapes import infer_shapes
-from graphopt.analysis.symbolic import (
-    expand_target,
-    reshape_target,
-    shape_elements,
-    static_value,
-)
+from graphopt.analysis.symbolic import expand_target, reshape_target, shape_elements, static_value
 from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, RulePass, Var
 
 # op type -> indices of its shape-like inputs that must be all ints to become constant
 _STATIC_INPUTS = {"Slice": (1, 2, 3, 4), "Tile": (1,), "ConstantOfShape": (0,), "Resize": (3,),
@@ -33,67 +33,86 @@ def _has_computed_shape_input(g: Graph, node) -> bool:
     return any(i < len(ins) and ins[i] is not None and g.const_value(ins[i]) is None for i in indices)
 
 
-class FoldShapeChains(Pass):
+def _computed(m: Match, name: str, what: str = "the shape") -> Optional[str]:
+    """Why input `name` (present) is not a computed value, or None."""
+    if m.ctx.const(m.value(name)) is not None:
+        return f"{what} is already a constant"
+    return None
+
+
+class ReshapeShape(Rule):
+    name = "fold-reshape-shape"
+    pattern = Op("Reshape", Var("data"), Var("shape"))
+
+    @staticmethod
+    def target(m: Match) -> Optional[tuple[list[int], int]]:
+        elems = shape_elements(m.graph, m.value("shape"))
+        return None if elems is None else reshape_target(elems, m.value("data"), m.root.attr("allowzero", 0))
+
+    def check(self, m: Match) -> Optional[str]:
+        reason = _computed(m, "shape")
+        if reason:
+            return reason
+        target = self.target(m)
+        if target is None:
+            return "the shape cannot be written as a constant with 0 and one -1"
+        if target[1] != m.root.attr("allowzero", 0) and m.ctx.opset < 14:
+            return "the constant shape needs allowzero changed, which needs opset 14"
+        return None
+
+    def rewrite(self, m: Match, b: Builder):
+        values, allowzero = self.target(m)
+        if allowzero != m.root.attr("allowzero", 0):
+            b.set_attr(m.root, "allowzero", allowzero)
+        b.set_input(m.root, 1, b.const(np.array(values, np.int64), "shape"))
+
+
+class ExpandShape(Rule):
+    name = "fold-expand-shape"
+    pattern = Op("Expand", Var("data"), Var("shape"))
+
+    @staticmethod
+    def target(m: Match) -> Optional[list[int]]:
+        elems = shape_elements(m.graph, m.value("shape"))
+        return None if elems is None else expand_target(elems, m.value("data"))
+
+    def check(self, m: Match) -> Optional[str]:
+        return _computed(m, "shape") or (None if self.target(m) is not None else
+                                         "the shape cannot be written as a constant")
+
+    def rewrite(self, m: Match, b: Builder):
+        b.set_input(m.root, 1, b.const(np.array(self.target(m), np.int64), "shape"))
+
+
+class StaticInput(Rule):
+    """Input `index` of an `op` node, computed from static dims and constants, becomes a constant."""
+
+    name = "fold-static-input"
+
+    def __init__(self, op: str, index: int):
+        self.index = index
+        # input `index` present, any others
+        self.pattern = Op(op, *[Var(f"in{i}") if i == index else Opt(Var(f"in{i}")) for i in range(6)])
+
+    def check(self, m: Match) -> Optional[str]:
+        name = f"in{self.index}"
+        reason = _computed(m, name, f"input {self.index}")
+        if reason:
+            return reason
+        if static_value(m.graph, m.value(name)) is None:
+            return f"input {self.index} is not known before run time"
+        return None
+
+    def rewrite(self, m: Match, b: Builder):
+        b.set_input(m.root, self.index, b.const(static_value(m.graph, m.value(f"in{self.index}")), f"in{self.index}"))
+
+
+class FoldShapeChains(RulePass):
     name = "fold-shape-chains"
     summary = "turn Shape/Gather/Concat/... chains feeding Reshape, Expand, Slice, ... into constants"
+    rules = [ReshapeShape(), ExpandShape()] + [StaticInput(op, i) for op, idx in _STATIC_INPUTS.items() for i in idx]
+    stat = "inputs_folded"
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        if not any(_has_computed_shape_input(g, n) for g in graph.walk() for n in g.nodes):
-            return PassResult(False, {"inputs_folded": 0})  # nothing to fold: skip shape inference
-        infer_shapes(ctx.model)
-        folded = 0
-        for g in list(graph.walk()):
-            for node in g.toposort():
-                if not node.is_standard or not ctx.in_scope(node):
-                    continue
-                if node.op_type == "Reshape" and ctx.opset >= 5:
-                    folded += self._reshape(g, node, ctx.opset)
-                elif node.op_type == "Expand":
-                    folded += self._expand(g, node)
-                for i in _STATIC_INPUTS.get(node.op_type, ()):
-                    folded += self._static(g, node, i)
-        return PassResult(folded > 0, {"inputs_folded": folded})
-
-    @staticmethod
-    def _reshape(g: Graph, node, opset: int) -> int:
-        data, shape = node.inputs[0], node.inputs[1]
-        if data is None or shape is None or g.const_value(shape) is not None:
-            return 0
-        elems = shape_elements(g, shape)
-        if elems is None:
-            return 0
-        allowzero = node.attr("allowzero", 0)
-        target = reshape_target(elems, data, allowzero)
-        if target is None:
-            return 0
-        values, new_allowzero = target
-        if new_allowzero != allowzero:
-            if opset < 14:
-                return 0
-            g.set_attr(node, "allowzero", new_allowzero)
-        g.set_input(node, 1, g.add_constant(np.array(values, np.int64), shape.name + "_const"))
-        return 1
-
-    @staticmethod
-    def _expand(g: Graph, node) -> int:
-        data, shape = node.inputs[0], node.inputs[1]
-        if data is None or shape is None or g.const_value(shape) is not None:
-            return 0
-        elems = shape_elements(g, shape)
-        target = expand_target(elems, data) if elems is not None else None
-        if target is None:
-            return 0
-        g.set_input(node, 1, g.add_constant(np.array(target, np.int64), shape.name + "_const"))
-        return 1
-
-    @staticmethod
-    def _static(g: Graph, node, i: int) -> int:
-        ins = node.inputs
-        if i >= len(ins) or ins[i] is None or g.const_value(ins[i]) is not None:
-            return 0
-        v = ins[i]
-        arr = static_value(g, v)
-        if arr is None:
-            return 0
-        g.set_input(node, i, g.add_constant(arr, v.name + "_const"))
-        return 1
+    def applicable(self, graph: Graph, driver: Driver) -> bool:
+        # nothing to fold: skip shape inference
+        return any(_has_computed_shape_input(g, n) for g in graph.walk() for n in g.nodes)

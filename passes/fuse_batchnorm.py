@@ -15,20 +15,15 @@ from typing import Optional
 import numpy as np
 
 from graphopt.analysis.constants import fold_value
-from graphopt.analysis.shapes import infer_shapes
-from graphopt.ir import Graph
 from graphopt.ir.dtypes import np_dtype
 from graphopt.ir.layouts import out_channels, scale_output_channels
-from graphopt.pipeline.base import Pass, PassContext, PassResult
-from graphopt.rewrite.driver import Driver
-from graphopt.rewrite.pattern import Match, Op, Opt, Var
-from graphopt.rewrite.rule import Builder, Rule
+from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 BN_PARAMS = (Var("scale"), Var("bias"), Var("mean"), Var("var"))
 
 
-def _bn_check(m: Match, opset: int) -> Optional[str]:
-    return bn_foldable(m.graph, m.nodes["bn"], [m.values[k] for k in ("scale", "bias", "mean", "var")], opset)
+def _bn_check(m: Match) -> Optional[str]:
+    return bn_foldable(m.graph, m.node("bn"), [m.value(k) for k in ("scale", "bias", "mean", "var")], m.ctx.opset)
 
 
 def bn_foldable(g, bn, params, opset: int) -> Optional[str]:
@@ -48,11 +43,10 @@ def bn_foldable(g, bn, params, opset: int) -> Optional[str]:
     return None
 
 
-def _bn_affine(m: Match, opset: int) -> tuple[np.ndarray, np.ndarray]:
+def _bn_affine(m: Match) -> tuple[np.ndarray, np.ndarray]:
     """(s, t) with bn(y) = y * s + t per channel, in float64."""
-    g = m.graph
-    scale, bias, mean, var = (fold_value(g, m.values[k], opset).astype(np.float64) for k in ("scale", "bias", "mean", "var"))
-    eps = m.nodes["bn"].attr("epsilon", 1e-5)
+    scale, bias, mean, var = (m.const(k).astype(np.float64) for k in ("scale", "bias", "mean", "var"))
+    eps = m.node("bn").attr("epsilon", 1e-5)
     s = scale / np.sqrt(var + eps)
     return s, bias - mean * s
 
@@ -62,54 +56,48 @@ class BnIntoConv(Rule):
     pattern = Op("BatchNormalization", Op(("Conv", "ConvTranspose"), Var("x"), Var("w"), Opt(Var("b")), name="conv"),
                  *BN_PARAMS, name="bn")
 
-    def __init__(self, opset: int):
-        self.opset = opset
-
     def check(self, m: Match) -> Optional[str]:
-        w = fold_value(m.graph, m.values["w"], self.opset)
+        w = m.const("w")
         if w is None or w.dtype.kind != "f":
             return "the conv weight is not a constant float tensor"
-        if m.values["b"] is not None and fold_value(m.graph, m.values["b"], self.opset) is None:
+        if m["b"] is not None and m.const("b") is None:
             return "the conv bias is not constant"
-        return _bn_check(m, self.opset)
+        return _bn_check(m)
 
     def rewrite(self, m: Match, b: Builder):
-        conv, g = m.nodes["conv"], m.graph
-        w = fold_value(g, m.values["w"], self.opset)
+        conv = m.node("conv")
+        w = m.const("w")
         group = conv.attr("group", 1)
-        s, t = _bn_affine(m, self.opset)
-        bias = fold_value(g, m.values["b"], self.opset) if m.values["b"] is not None else np.zeros(out_channels(conv.op_type, w, group))
+        s, t = _bn_affine(m)
+        bias = m.const("b") if m["b"] is not None else np.zeros(out_channels(conv.op_type, w, group))
         new_w = scale_output_channels(conv.op_type, w, s, group)
         new_b = (bias.astype(np.float64) * s + t).astype(w.dtype)
-        return [b.op(conv.op_type, [m.values["x"], b.const(new_w, "weight"), b.const(new_b, "bias")], dict(conv.attrs))]
+        return [b.op(conv.op_type, [m["x"], b.const(new_w, "weight"), b.const(new_b, "bias")], dict(conv.attrs))]
 
 
 class BnIntoGemm(Rule):
     name = "bn-into-gemm"
     pattern = Op("BatchNormalization", Op("Gemm", Var("a"), Var("w"), Opt(Var("c")), name="gemm"), *BN_PARAMS, name="bn")
 
-    def __init__(self, opset: int):
-        self.opset = opset
-
     def check(self, m: Match) -> Optional[str]:
-        w = fold_value(m.graph, m.values["w"], self.opset)
+        w = m.const("w")
         if w is None or w.dtype.kind != "f" or w.ndim != 2:
             return "the Gemm weight is not a constant 2-D float tensor"
-        if m.values["c"] is not None and fold_value(m.graph, m.values["c"], self.opset) is None:
+        if m["c"] is not None and m.const("c") is None:
             return "the Gemm bias is not constant"
-        return _bn_check(m, self.opset)
+        return _bn_check(m)
 
     def rewrite(self, m: Match, b: Builder):
-        gemm, g = m.nodes["gemm"], m.graph
-        w = fold_value(g, m.values["w"], self.opset)
-        s, t = _bn_affine(m, self.opset)
+        gemm = m.node("gemm")
+        w = m.const("w")
+        s, t = _bn_affine(m)
         trans_b = gemm.attr("transB", 0)
         new_w = (w.astype(np.float64) * (s[:, None] if trans_b else s[None, :])).astype(w.dtype)
         beta = gemm.attr("beta", 1.0)
-        c = fold_value(g, m.values["c"], self.opset) if m.values["c"] is not None else np.zeros(len(s))
+        c = m.const("c") if m["c"] is not None else np.zeros(len(s))
         new_c = (beta * c.astype(np.float64) * s + t).astype(w.dtype)
         attrs = {k: a for k, a in gemm.attrs.items() if k != "beta"}
-        return [b.op("Gemm", [m.values["a"], b.const(new_w, "weight"), b.const(new_c, "bias")], attrs)]
+        return [b.op("Gemm", [m["a"], b.const(new_w, "weight"), b.const(new_c, "bias")], attrs)]
 
 
 class BnIntoMatMul(Rule):
@@ -118,23 +106,20 @@ class BnIntoMatMul(Rule):
     name = "bn-into-matmul"
     pattern = Op("BatchNormalization", Op("MatMul", Var("a"), Var("w"), name="mm"), *BN_PARAMS, name="bn")
 
-    def __init__(self, opset: int):
-        self.opset = opset
-
     def check(self, m: Match) -> Optional[str]:
-        a = m.values["a"]
+        a = m.value("a")
         if a.shape is None or len(a.shape) != 2:
             return "the MatMul input is not known to be 2-D"
-        w = fold_value(m.graph, m.values["w"], self.opset)
+        w = m.const("w")
         if w is None or w.dtype.kind != "f" or w.ndim != 2:
             return "the MatMul weight is not a constant 2-D float tensor"
-        return _bn_check(m, self.opset)
+        return _bn_check(m)
 
     def rewrite(self, m: Match, b: Builder):
-        w = fold_value(m.graph, m.values["w"], self.opset)
-        s, t = _bn_affine(m, self.opset)
+        w = m.const("w")
+        s, t = _bn_affine(m)
         new_w = (w.astype(np.float64) * s[None, :]).astype(w.dtype)
-        return [b.op("Gemm", [m.values["a"], b.const(new_w, "weight"), b.const(t.astype(w.dtype), "bias")])]
+        return [b.op("Gemm", [m["a"], b.const(new_w, "weight"), b.const(t.astype(w.dtype), "bias")])]
 
 
 class LowerBn(Rule):
@@ -143,18 +128,15 @@ class LowerBn(Rule):
     name = "lower-bn"
     pattern = Op("BatchNormalization", Var("x"), *BN_PARAMS, name="bn")
 
-    def __init__(self, opset: int):
-        self.opset = opset
-
     def check(self, m: Match) -> Optional[str]:
-        x = m.values["x"]
+        x = m.value("x")
         if x.shape is None or len(x.shape) < 2 or x.dtype is None:
             return "the input's rank is unknown"
-        return _bn_check(m, self.opset)
+        return _bn_check(m)
 
     def rewrite(self, m: Match, b: Builder):
-        s, t = _bn_affine(m, self.opset)
-        x = m.values["x"]
+        s, t = _bn_affine(m)
+        x = m.value("x")
         dtype = np_dtype(x.dtype)  # BatchNorm-15 allows parameters of another type than x
         shape = (-1,) + (1,) * (len(x.shape) - 2)
         mul = b.op("Mul", [x, b.const(s.astype(dtype).reshape(shape), "scale")])
@@ -166,17 +148,11 @@ class FuseBatchNormOptions:
     lower: bool = field(default=False, metadata={"help": "lower BatchNorms that cannot be folded to Mul+Add"})
 
 
-class FuseBatchNorm(Pass):
+class FuseBatchNorm(RulePass):
     name = "fuse-batchnorm"
     summary = "fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul"
     Options = FuseBatchNormOptions
+    rules = [BnIntoConv(), BnIntoGemm(), BnIntoMatMul(), LowerBn()]  # lower-bn last: only where no fold applies
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        driver = Driver.for_pass([BnIntoConv(ctx.opset), BnIntoGemm(ctx.opset), BnIntoMatMul(ctx.opset)], ctx)
-        if not driver.applicable(graph):
-            return PassResult(False)
-        infer_shapes(ctx.model)
-        fired = driver.run(graph, ctx.in_scope)
-        if self.options.lower:
-            fired.update(Driver.for_pass([LowerBn(ctx.opset)], ctx).run(graph, ctx.in_scope))
-        return PassResult(bool(fired), dict(sorted(fired.items())))
+    def active_rules(self):
+        return [r for r in self.rules if self.options.lower or r.name != LowerBn.name]

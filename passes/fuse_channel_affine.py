@@ -11,14 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.analysis.constants import fold_value
-from graphopt.analysis.shapes import infer_shapes
-from graphopt.ir import Graph
 from graphopt.ir.layouts import out_channels, per_channel, scale_output_channels
-from graphopt.pipeline.base import Pass, PassContext, PassResult
-from graphopt.rewrite.driver import Driver
-from graphopt.rewrite.pattern import Match, Op, Opt, Var
-from graphopt.rewrite.rule import Builder, Rule
+from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "BatchNormalization")
 
@@ -29,16 +23,16 @@ def _layer_pattern():
 
 
 class ChannelAffine(Rule):
-    def __init__(self, op: str, const_first: bool, opset: int):
-        self.op, self.opset = op, opset
+    """`op`(layer, c), and for Mul and Add also `op`(c, layer): one rule per op."""
+
+    def __init__(self, op: str):
+        self.op = op
         self.name = f"{op.lower()}-into-layer"
-        inputs = (Var("c"), _layer_pattern()) if const_first else (_layer_pattern(), Var("c"))
-        self.pattern = Op(op, *inputs, name="affine")
+        self.pattern = Op(op, _layer_pattern(), Var("c"), name="affine", commute=op in ("Mul", "Add"))
 
     def _vector(self, m: Match) -> Optional[np.ndarray]:
-        layer, g = m.nodes["layer"], m.graph
-        c = fold_value(g, m.values["c"], self.opset)
-        w = fold_value(g, m.values["p1"], self.opset)
+        layer = m.node("layer")
+        c, w = m.const("c"), m.const("p1")
         if c is None or w is None or c.dtype != w.dtype or c.dtype.kind != "f":
             return None
         if layer.op_type == "BatchNormalization":
@@ -52,20 +46,18 @@ class ChannelAffine(Rule):
         return per_channel(c, w.ndim, out_channels(layer.op_type, w, layer.attr("group", 1)))
 
     def check(self, m: Match) -> Optional[str]:
-        layer, g = m.nodes["layer"], m.graph
-        if self.op in ("Sub", "Div") and m.values["c"] is not m.nodes["affine"].inputs[1]:
-            return "the constant is the left operand of a Sub/Div"
+        layer = m.node("layer")
         if layer.op_type == "BatchNormalization":
             from graphopt.passes.fuse_batchnorm import bn_foldable
 
-            reason = bn_foldable(g, layer, [m.values[k] for k in ("p1", "p2", "p3", "p4")], self.opset)
+            reason = bn_foldable(m.graph, layer, [m.value(k) for k in ("p1", "p2", "p3", "p4")], m.ctx.opset)
             if reason:
                 return reason
             params = ("p1", "p2", "p3", "p4")
         else:
             params = ("p1", "p2")
         for p in params:
-            if m.values[p] is not None and fold_value(g, m.values[p], self.opset) is None:
+            if m[p] is not None and m.const(p) is None:
                 return f"the layer's input {p} is not constant"
         if self._vector(m) is None:
             return "the constant is not per-channel, or its type differs"
@@ -74,17 +66,17 @@ class ChannelAffine(Rule):
         return None
 
     def rewrite(self, m: Match, b: Builder):
-        layer, g = m.nodes["layer"], m.graph
+        layer = m.node("layer")
         v = self._vector(m)
         mul, add = {"Mul": (v, 0.0), "Div": (1.0 / v, 0.0), "Add": (1.0, v), "Sub": (1.0, -v)}[self.op]
         mul = np.broadcast_to(np.asarray(mul, np.float64), v.shape)
         add = np.broadcast_to(np.asarray(add, np.float64), v.shape)
-        p = [fold_value(g, m.values[k], self.opset) if m.values[k] is not None else None for k in ("p1", "p2", "p3", "p4")]
+        p = [m.const(k) for k in ("p1", "p2", "p3", "p4")]
         dtype = p[0].dtype
         if layer.op_type == "BatchNormalization":  # y = (x - mean) * s + bias: scale s and bias
             scale, bias = p[0] * mul, p[1] * mul + add
-            ins = [m.values["x"], b.const(scale.astype(dtype), "scale"), b.const(bias.astype(dtype), "bias"),
-                   m.values["p3"], m.values["p4"]]
+            ins = [m["x"], b.const(scale.astype(dtype), "scale"), b.const(bias.astype(dtype), "bias"),
+                   m["p3"], m["p4"]]
             return [b.op("BatchNormalization", ins, dict(layer.attrs))]
         if layer.op_type == "Gemm":
             trans_b = layer.attr("transB", 0)
@@ -93,25 +85,16 @@ class ChannelAffine(Rule):
             c = (beta * p[1].astype(np.float64)) if p[1] is not None else np.zeros(len(v))
             c = c * mul + add if c.ndim <= 1 else c * mul[None, :] + add[None, :]
             attrs = {k: a for k, a in layer.attrs.items() if k != "beta"}
-            return [b.op("Gemm", [m.values["x"], b.const(w.astype(dtype), "weight"), b.const(c.astype(dtype), "bias")], attrs)]
+            return [b.op("Gemm", [m["x"], b.const(w.astype(dtype), "weight"), b.const(c.astype(dtype), "bias")], attrs)]
         group = layer.attr("group", 1)
         w = scale_output_channels(layer.op_type, p[0], mul, group)  # in the weight's dtype
         bias = p[1].astype(np.float64) if p[1] is not None else np.zeros(len(v))
         bias = bias * mul + add
-        return [b.op(layer.op_type, [m.values["x"], b.const(w.astype(dtype), "weight"), b.const(bias.astype(dtype), "bias")],
+        return [b.op(layer.op_type, [m["x"], b.const(w.astype(dtype), "weight"), b.const(bias.astype(dtype), "bias")],
                      dict(layer.attrs))]
 
 
-class FuseChannelAffine(Pass):
+class FuseChannelAffine(RulePass):
     name = "fuse-channel-affine"
     summary = "fold per-channel constant Mul/Div/Add/Sub into the Conv/ConvTranspose/Gemm/BatchNorm before it"
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        rules = [ChannelAffine(op, first, ctx.opset) for op in ("Mul", "Add", "Sub", "Div")
-                 for first in (False, True) if not (first and op in ("Sub", "Div"))]
-        driver = Driver.for_pass(rules, ctx)
-        if not driver.applicable(graph):
-            return PassResult(False)
-        infer_shapes(ctx.model)
-        fired = driver.run(graph, ctx.in_scope)
-        return PassResult(bool(fired), dict(sorted(fired.items())))
+    rules = [ChannelAffine(op) for op in ("Mul", "Add", "Sub", "Div")]

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from graphopt.analysis.shapes import infer_shapes
-from graphopt.ir import Graph
 from graphopt.ir.dtypes import DataType
-from graphopt.pipeline.base import Pass, PassContext, PassResult
-from graphopt.rewrite.driver import Driver
-from graphopt.rewrite.pattern import Match, Op, Var
-from graphopt.rewrite.rule import Builder, Rule
+from graphopt.rewrite import Builder, Match, Op, Rule, RulePass, Var
 
 
 class MatMulAdd(Rule):
     name = "matmul-add-to-gemm"
-
-    def __init__(self, bias_first: bool):
-        mm = Op("MatMul", Var("a"), Var("b"), name="mm")
-        self.pattern = Op("Add", Var("c"), mm, name="add") if bias_first else Op("Add", mm, Var("c"), name="add")
+    pattern = Op("Add", Op("MatMul", Var("a"), Var("b"), name="mm"), Var("c"), name="add", commute=True)
 
     def check(self, m: Match) -> Optional[str]:
-        a, b, c = m.values["a"], m.values["b"], m.values["c"]
+        a, b, c = m.value("a"), m.value("b"), m.value("c")
         if a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
             return "MatMul inputs are not known to be 2-D"
         if a.dtype not in (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16) or c.dtype != a.dtype:
@@ -36,17 +28,11 @@ class MatMulAdd(Rule):
         return None
 
     def rewrite(self, m: Match, b: Builder):
-        return [b.op("Gemm", [m.values["a"], m.values["b"], m.values["c"]])]
+        return [b.op("Gemm", [m["a"], m["b"], m["c"]])]
 
 
-class FuseMatMulAdd(Pass):
+class FuseMatMulAdd(RulePass):
     name = "fuse-matmul-add"
     summary = "turn 2-D MatMul + Add into Gemm where the shapes allow"
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        driver = Driver.for_pass([MatMulAdd(False), MatMulAdd(True)], ctx)
-        if not driver.applicable(graph):
-            return PassResult(False, {"fused": 0})
-        infer_shapes(ctx.model)
-        fired = driver.run(graph, ctx.in_scope)
-        return PassResult(bool(fired), {"fused": fired.get("matmul-add-to-gemm", 0)})
+    rules = [MatMulAdd()]
+    stat = "fused"

@@ -6,12 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.analysis.constants import fold_value
-from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
-from graphopt.rewrite.driver import Driver
-from graphopt.rewrite.pattern import Match, Op, Opt, Var
-from graphopt.rewrite.rule import Builder, Rule
+from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 
 class PadIntoConv(Rule):
@@ -19,24 +14,21 @@ class PadIntoConv(Rule):
     pattern = Op("Conv", Op("Pad", Var("x"), Opt(Var("pads")), Opt(Var("value")), Opt(Var("axes")), name="pad"),
                  Var("w"), Opt(Var("b")), name="conv")
 
-    def __init__(self, opset: int):
-        self.opset = opset
-
     def _pads(self, m: Match) -> Optional[np.ndarray]:
-        pad = m.nodes["pad"]
-        if self.opset < 11:
+        pad = m.node("pad")
+        if m.ctx.opset < 11:
             pads = pad.attr("pads")
             return None if pads is None else np.array(pads, np.int64)
-        return fold_value(m.graph, m.values["pads"], self.opset)
+        return m.const("pads")
 
     def check(self, m: Match) -> Optional[str]:
-        pad, conv = m.nodes["pad"], m.nodes["conv"]
+        pad, conv = m.node("pad"), m.node("conv")
         if pad.attr("mode", b"constant") != b"constant":
             return "the Pad is not constant-mode"
-        if m.values["axes"] is not None:
+        if m["axes"] is not None:
             return "the Pad has explicit axes"
-        value = pad.attr("value", 0.0) if self.opset < 11 else (
-            fold_value(m.graph, m.values["value"], self.opset) if m.values["value"] is not None else 0.0)
+        value = pad.attr("value", 0.0) if m.ctx.opset < 11 else (
+            m.const("value") if m["value"] is not None else 0.0)
         if value is None or np.any(np.asarray(value) != 0):
             return "the Pad value is not zero"
         if conv.attr("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
@@ -50,7 +42,7 @@ class PadIntoConv(Rule):
         return None
 
     def rewrite(self, m: Match, b: Builder):
-        conv = m.nodes["conv"]
+        conv = m.node("conv")
         pads = self._pads(m)
         rank = len(pads) // 2
         k = rank - 2
@@ -58,13 +50,12 @@ class PadIntoConv(Rule):
         new = [old[i] + int(pads[2 + i]) for i in range(k)] + [old[k + i] + int(pads[rank + 2 + i]) for i in range(k)]
         attrs = dict(conv.attrs)
         attrs["pads"] = new
-        return [b.op("Conv", [m.values["x"], m.values["w"], m.values["b"]], attrs)]
+        return [b.op("Conv", [m["x"], m["w"], m["b"]], attrs)]
 
 
-class FusePadConv(Pass):
+class FusePadConv(RulePass):
     name = "fuse-pad-conv"
     summary = "fold a zero Pad of the spatial dims into the following Conv"
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        fired = Driver.for_pass([PadIntoConv(ctx.opset)], ctx).run(graph, ctx.in_scope)
-        return PassResult(bool(fired), {"fused": fired.get("pad-into-conv", 0)})
+    rules = [PadIntoConv()]
+    shapes = False
+    stat = "fused"

@@ -11,13 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.analysis.shapes import infer_shapes
 from graphopt.analysis.symbolic import dim_elements, reshape_target
-from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
-from graphopt.rewrite.driver import Driver
-from graphopt.rewrite.pattern import Match, Op, Opt, Var
-from graphopt.rewrite.rule import Builder, Rule
+from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
@@ -27,13 +22,10 @@ class ReshapeChain(Rule):
     pattern = Op(RESHAPES, Op(RESHAPES, Var("x"), Opt(Var("inner_arg")), name="inner"),
                  Opt(Var("outer_arg")), name="outer")
 
-    def __init__(self, opset: int):
-        self.opset = opset
-
     def target(self, m: Match) -> Optional[tuple[list[int], int]]:
-        outer = m.nodes["outer"]
+        outer = m.node("outer")
         if outer.op_type == "Reshape":
-            shape = m.graph.const_value(m.values["outer_arg"])
+            shape = m.ctx.const(m.value("outer_arg"))
             allowzero = outer.attr("allowzero", 0)
             if shape is not None and (allowzero or not np.any(shape == 0)):
                 return [int(d) for d in shape], allowzero
@@ -42,30 +34,24 @@ class ReshapeChain(Rule):
             return None
         if any(e == 0 for e in elems):
             return (list(elems), 1) if all(isinstance(e, int) for e in elems) else None
-        return reshape_target(elems, m.values["x"], 0)
+        return reshape_target(elems, m["x"], 0)
 
     def check(self, m: Match) -> Optional[str]:
         target = self.target(m)
         if target is None:
             return "the merged shape cannot be written as one constant"
-        if target[1] and self.opset < 14:
+        if target[1] and m.ctx.opset < 14:
             return "allowzero needs opset 14"
         return None
 
     def rewrite(self, m: Match, b: Builder):
         shape, allowzero = self.target(m)
         attrs = {"allowzero": 1} if allowzero else None
-        return [b.op("Reshape", [m.values["x"], b.const(np.array(shape, np.int64), "shape")], attrs)]
+        return [b.op("Reshape", [m["x"], b.const(np.array(shape, np.int64), "shape")], attrs)]
 
 
-class MergeReshapes(Pass):
+class MergeReshapes(RulePass):
     name = "merge-reshapes"
     summary = "merge consecutive Reshape/Flatten/Squeeze/Unsqueeze into one Reshape (allowzero honoured)"
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        driver = Driver.for_pass([ReshapeChain(ctx.opset)], ctx)
-        if not driver.applicable(graph):
-            return PassResult(False, {"merged": 0})
-        infer_shapes(ctx.model)
-        fired = driver.run(graph, ctx.in_scope)
-        return PassResult(bool(fired), {"merged": fired.get("reshape-chain", 0)})
+    rules = [ReshapeChain()]
+    stat = "merged"

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
-from graphopt.rewrite.driver import Driver
-from graphopt.rewrite.pattern import Match, Op, Var
-from graphopt.rewrite.rule import Builder, Rule
+from graphopt.rewrite import Builder, Match, Op, Rule, RulePass, Var
 
 
 class TransposePair(Rule):
@@ -16,22 +12,21 @@ class TransposePair(Rule):
     pattern = Op("Transpose", Op("Transpose", Var("x"), name="inner"), name="outer")
 
     def check(self, m: Match) -> Optional[str]:
-        if m.nodes["inner"].attr("perm") is None or m.nodes["outer"].attr("perm") is None:
+        if m.node("inner").attr("perm") is None or m.node("outer").attr("perm") is None:
             return "a Transpose without perm reverses dims of unknown rank"
         return None
 
     def rewrite(self, m: Match, b: Builder):
-        p1, p2 = m.nodes["inner"].attr("perm"), m.nodes["outer"].attr("perm")
+        p1, p2 = m.node("inner").attr("perm"), m.node("outer").attr("perm")
         perm = [p1[i] for i in p2]  # out[i] = inner[p2[i]] = x[p1[p2[i]]]
         if perm == list(range(len(perm))):
-            return [m.values["x"]]  # they cancel
-        return [b.op("Transpose", [m.values["x"]], {"perm": perm})]
+            return [m["x"]]  # they cancel
+        return [b.op("Transpose", [m["x"]], {"perm": perm})]
 
 
-class MergeTransposes(Pass):
+class MergeTransposes(RulePass):
     name = "merge-transposes"
     summary = "cancel or merge consecutive Transposes"
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        fired = Driver.for_pass([TransposePair()], ctx).run(graph, ctx.in_scope)
-        return PassResult(bool(fired), {"merged": fired.get("transpose-pair", 0)})
+    rules = [TransposePair()]
+    shapes = False
+    stat = "merged"

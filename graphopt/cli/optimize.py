@@ -80,6 +80,8 @@ def command(argv: list[str]) -> int:
         cfg = load_pipeline(args.pipeline, api.default_registry())
         passes = cfg.steps
 
+    _check_explain_names(args.explain, cfg)
+
     def setting(block, key, flag, default):
         """An explicit command-line flag wins over the pipeline file, which wins over the default."""
         if flag is not None:
@@ -174,6 +176,22 @@ def _print_pruning(reports: dict) -> None:
         print(f"graphopt: prune-channels: {len(c['layers'])} layers thinned, {len(c['skipped'])} kept whole; params "
               f"{b['params']} -> {a['params']}, FLOPs {b['flops']} -> {a['flops']} "
               f"(-{100 * (1 - a['flops_one'] / max(b['flops_one'], 1)):.1f}%)", file=sys.stderr)
+
+
+def _check_explain_names(names, cfg) -> None:
+    """--explain names a built-in rule (`graphopt passes` lists them) or a rule of the pipeline file."""
+    import difflib
+
+    from graphopt.driver import default_registry
+    from graphopt.rewrite import RulePass
+
+    known = {r.name for cls in default_registry().passes.values() if issubclass(cls, RulePass) for r in cls.rules}
+    known |= set(cfg.rules) if cfg else set()
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else "; `graphopt passes` lists the rules of each pass"
+            raise GraphoptError(f"--explain {name!r}: no such rule{hint}")
 
 
 def _print_explain(rule: str, near_misses) -> None:

@@ -10,6 +10,7 @@ from graphopt.cli.common import Parser
 
 def command(argv: list[str]) -> int:
     from graphopt.driver import default_registry
+    from graphopt.rewrite import RulePass
 
     p = Parser(prog="graphopt passes", description="List every pass and alias with its options.")
     p.parse_args(argv)
@@ -19,6 +20,8 @@ def command(argv: list[str]) -> int:
     for name in sorted(reg.passes):
         cls = reg.passes[name]
         out.append(f"  {name:24s} {cls.summary}")
+        if issubclass(cls, RulePass) and cls.rules:
+            out.append(f"  {'':24s}   rules (--explain RULE): {', '.join(dict.fromkeys(r.name for r in cls.rules))}")
         for f in dataclasses.fields(cls.Options):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             help_ = f.metadata.get("help", "")

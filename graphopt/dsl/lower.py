@@ -65,7 +65,7 @@ def resolve_pipeline_source(name_or_path: str) -> tuple[str, str]:
     raise PipelineError(f"{name_or_path}: no such pipeline file or shipped pipeline{hint}")
 
 
-def load_pipeline(name_or_path: str, registry: Registry, opset: int = 17) -> PipelineConfig:
+def load_pipeline(name_or_path: str, registry: Registry) -> PipelineConfig:
     """Parse a pipeline file (with its includes), resolve every name, compile its rules."""
     source, text = resolve_pipeline_source(name_or_path)
     config = PipelineConfig()
@@ -80,7 +80,7 @@ def load_pipeline(name_or_path: str, registry: Registry, opset: int = 17) -> Pip
                 if st.name in registry.passes or st.name in registry.aliases:
                     raise error_at(st.pos, f"rule name {st.name!r} is already a pass or alias", texts[st.pos.source])
                 try:
-                    config.rules.setdefault(st.name, []).extend(compile_rule(st, opset))
+                    config.rules.setdefault(st.name, []).append(compile_rule(st))
                 except RuleError as e:
                     raise error_at(e.pos, str(e), texts.get(e.pos.source)) from None
     low = _Lowering(registry, config.rules, texts)

@@ -9,25 +9,21 @@ built-in passes use (same safety checks, same stamping, same --explain).
 
 A match statement's argument that names another match statement's output is that node; any
 other name captures a value (the same name twice must be the same value); `_` is an absent
-input. Add, Mul, Max, Min, Sum, And, Or, Xor and Equal also match with their two inputs swapped.
+input. Add, Mul, Max, Min, Sum, And, Or, Xor and Equal with two inputs compile to commutative
+patterns (`Op(..., commute=True)`): they also match with their inputs swapped.
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Optional
 
 import numpy as np
 import onnx
 
-from graphopt.analysis.constants import fold_value
 from graphopt.dsl import ast
-from graphopt.ir import Graph, Value
+from graphopt.ir import Node, Value
 from graphopt.ir.graph import STANDARD_DOMAINS
-from graphopt.pipeline.base import Pass, PassContext, PassResult
-from graphopt.rewrite.driver import Driver
-from graphopt.rewrite.pattern import Absent, Match, Op, Var
-from graphopt.rewrite.rule import Builder, Rule
+from graphopt.rewrite import Absent, Builder, Match, Op, Rule, RulePass, Var
 
 COMMUTATIVE = {"Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Xor", "Equal"}
 FUNCTIONS = {"value", "is_const", "rank", "dtype", "shape", "single_use", "attr", "broadcastable", "approx",
@@ -47,8 +43,8 @@ class RuleError(Exception):
 
 
 # ------------------------------------------------------------------------------ compiling
-def compile_rule(rule: ast.Rule, opset: int = 17) -> list["UserRule"]:
-    """The driver rules for one rule block: one per arrangement of commutative inputs."""
+def compile_rule(rule: ast.Rule) -> "UserRule":
+    """The driver rule for one rule block."""
     by_out = {s.out: s for s in rule.match}
     if len(by_out) != len(rule.match):
         raise RuleError(rule.pos, f"rule {rule.name!r}: a match output is assigned twice")
@@ -71,27 +67,19 @@ def compile_rule(rule: ast.Rule, opset: int = 17) -> list["UserRule"]:
         raise RuleError(rule.pos, f"rule {rule.name!r}: the replace block must assign {root.out!r}, the match's root")
     for expr in rule.where + tuple(a.value for s in rule.match + rule.replace for a in s.attrs):
         _check_expr(expr, defined)
-    swaps = [s.out for s in rule.match if s.op in COMMUTATIVE and len(s.args) == 2]
-    variants = []
-    for flips in itertools.product((False, True), repeat=len(swaps)):
-        flipped = {out for out, f in zip(swaps, flips) if f}
-        variants.append(UserRule(rule, _pattern(root, by_out, flipped), opset))
-    return variants
+    return UserRule(rule, _pattern(root, by_out))
 
 
-def _pattern(stmt: ast.OpStmt, by_out: dict, flipped: set) -> Op:
-    args = list(stmt.args)
-    if stmt.out in flipped:
-        args.reverse()
+def _pattern(stmt: ast.OpStmt, by_out: dict) -> Op:
     inputs = []
-    for a in args:
+    for a in stmt.args:
         if a is None:
             inputs.append(Absent())
         elif a in by_out:
-            inputs.append(_pattern(by_out[a], by_out, flipped))
+            inputs.append(_pattern(by_out[a], by_out))
         else:
             inputs.append(Var(a))
-    return Op(stmt.op, *inputs, name=stmt.out)
+    return Op(stmt.op, *inputs, name=stmt.out, commute=stmt.op in COMMUTATIVE and len(inputs) == 2)
 
 
 def _check_op(s: ast.OpStmt) -> None:
@@ -127,17 +115,16 @@ def _check_expr(e, names: set) -> None:
 
 # ------------------------------------------------------------------------------ running
 class UserRule(Rule):
-    def __init__(self, rule: ast.Rule, pattern: Op, opset: int):
+    def __init__(self, rule: ast.Rule, pattern: Op):
         self.name = rule.name
         self.benefit = rule.benefit
         self.pattern = pattern
         self.ast = rule
-        self.opset = opset
 
     def check(self, m: Match) -> Optional[str]:
-        env = _Env(m, self.opset)
+        env = _Env(m)
         for s in self.ast.match:
-            node = m.nodes[s.out]
+            node = m.node(s.out)
             for a in s.attrs:
                 try:
                     want = env.eval(a.value)
@@ -156,7 +143,7 @@ class UserRule(Rule):
         return None
 
     def rewrite(self, m: Match, b: Builder):
-        env = _Env(m, self.opset)
+        env = _Env(m)
         built: dict[str, Value] = {}
         for s in self.ast.replace:
             ins = [None if a is None else (built[a] if a in built else env.value_of(a)) for a in s.args]
@@ -171,13 +158,13 @@ def _root_name(rule: ast.Rule) -> str:
 
 
 class _Env:
-    def __init__(self, m: Match, opset: int):
-        self.m, self.opset = m, opset
+    def __init__(self, m: Match):
+        self.m, self.opset = m, m.ctx.opset
 
     def value_of(self, name: str) -> Value:
-        if name in self.m.nodes:
-            return self.m.nodes[name].outputs[0]
-        v = self.m.values.get(name)
+        v = self.m[name]
+        if isinstance(v, Node):
+            return v.outputs[0]
         if v is None:
             raise Unknown(f"{name} is absent")
         return v
@@ -213,13 +200,13 @@ class _Env:
 
     # functions available in `where` and in computed attributes
     def fn_value(self, e):
-        data = fold_value(self.m.graph, self._value(e), self.opset)
+        data = self.m.ctx.fold(self._value(e))
         if data is None:
             raise Unknown(f"{format_expr(e)} is not constant")
         return data.item() if data.size == 1 else data.tolist()
 
     def fn_is_const(self, e):
-        return fold_value(self.m.graph, self._value(e), self.opset) is not None
+        return self.m.ctx.fold(self._value(e)) is not None
 
     def fn_rank(self, e):
         v = self._value(e)
@@ -244,8 +231,8 @@ class _Env:
         return len(v.uses) == 1 and not v.is_graph_output
 
     def fn_attr(self, node_ref, name):
-        node = self.m.nodes.get(getattr(node_ref, "name", None))
-        if node is None:
+        node = self.m.captures.get(getattr(node_ref, "name", None))
+        if not isinstance(node, Node):
             raise Unknown(f"{format_expr(node_ref)} is not a matched node")
         value = node.attr(self.eval(name))
         return value.decode() if isinstance(value, bytes) else value
@@ -311,27 +298,16 @@ def _attr_value(v):
 
 
 # ------------------------------------------------------------------------------ the pass
-class UserRulesPass(Pass):
+class UserRulesPass(RulePass):
     """Runs user rules through the shared driver; created by the pipeline lowering."""
 
     summary = "user rewrite rule"
+    stat = "fired"
 
     def __init__(self, name: str, rules: list[UserRule], scope=None):
         super().__init__(None, scope)
         self.name = name
         self.rules = rules
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from graphopt.analysis.shapes import infer_shapes
-
-        for rule in self.rules:
-            rule.opset = ctx.opset  # `opset()` in a rule is the model's
-        driver = Driver.for_pass(self.rules, ctx)
-        if not driver.applicable(graph):
-            return PassResult(False, {"fired": 0})
-        infer_shapes(ctx.model)
-        fired = driver.run(graph, ctx.in_scope)
-        return PassResult(bool(fired), {"fired": sum(fired.values())})
 
 
 # ------------------------------------------------------------------------------ printing

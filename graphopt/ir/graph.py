@@ -482,16 +482,25 @@ class Graph:
         """Remove `node`, whose output `output` equals `value`, rewiring its readers to `value`.
         Declines (returns False) when the node's other outputs are used, or when that output is
         a graph output that `value` cannot carry the name of (an Identity would be needed)."""
-        outs = node.outputs
-        out = outs[output]
-        if any(v is not None and i != output and self.has_uses(v) for i, v in enumerate(outs)):
+        if self.why_not_bypass(node, value, output) is not None:
             return False
-        if out is not None and out.is_graph_output and (value.is_graph_output or not self.can_take_output_name(value)):
-            return False
+        out = node.outputs[output]
         if out is not None:
             self.replace_all_uses(out, value)
         self.remove_node(node)
         return True
+
+    def why_not_bypass(self, node: Node, value: Value, output: int = 0) -> Optional[str]:
+        """Why `bypass(node, value, output)` would decline, or None."""
+        outs = node.outputs
+        for i, v in enumerate(outs):
+            if v is not None and i != output and self.has_uses(v):
+                return f"its output {v.name!r} is read"
+        out = outs[output]
+        if out is not None and out.is_graph_output and (value.is_graph_output or not self.can_take_output_name(value)):
+            return (f"its output {out.name!r} is a graph output and {value.name!r} cannot take its name "
+                    "(an Identity would be needed)")
+        return None
 
     def insert_after_output(self, old: Value, op_type: str, attrs: Optional[dict] = None) -> Node:
         """Put a one-input node between graph output `old` and the outside: the new node's output
