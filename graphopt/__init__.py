@@ -56,7 +56,8 @@ def load(source, **kwargs):
 
 # The extension API, imported on first use (a plain run never pays for it).
 _EXPORTS = {"Pass": "graphopt.pipeline.base", "PassResult": "graphopt.pipeline.base",
-            "PassContext": "graphopt.pipeline.base", "Rule": "graphopt.rewrite", "Op": "graphopt.rewrite",
+            "PassContext": "graphopt.pipeline.base", "Rule": "graphopt.rewrite", "RulePass": "graphopt.rewrite",
+            "Op": "graphopt.rewrite",
             "Var": "graphopt.rewrite", "Opt": "graphopt.rewrite", "Graph": "graphopt.ir", "Model": "graphopt.ir"}
 
 

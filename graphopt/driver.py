@@ -33,6 +33,7 @@ from graphopt.pipeline.base import Pass, PassContext
 from graphopt.pipeline.manager import PassManager, PassRecord, pass_table
 from graphopt.pipeline.registry import Registry
 from graphopt.quant.calibration import CalibrationSettings
+from graphopt.rewrite import Rule, RulePass
 from graphopt.runtime.validate import (
     InputsNotRunnable,
     LossyThresholds,
@@ -107,7 +108,8 @@ def default_registry() -> Registry:
 
 def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
     """Pipeline steps from a `-p` string, or a list mixing such strings (pass names, aliases,
-    options), Pass objects and Pass classes (run with their default options)."""
+    options), Pass objects, Pass classes (run with their default options) and Rules (each runs
+    as a pass of its own)."""
     if isinstance(passes, str):
         return parse_and_lower(passes, registry)
     steps = []
@@ -118,8 +120,10 @@ def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
             steps.append(item)
         elif isinstance(item, type) and issubclass(item, Pass):
             steps.append(item())
+        elif isinstance(item, Rule) or isinstance(item, type) and issubclass(item, Rule):
+            steps.append(RulePass.of(item if isinstance(item, Rule) else item())())
         else:
-            raise PipelineError(f"pipeline item {item!r} is not a pass name, a graphopt.Pass or a Pass class")
+            raise PipelineError(f"pipeline item {item!r} is not a pass name, a graphopt.Pass or a graphopt.Rule")
     return steps
 
 

@@ -22,6 +22,7 @@ from graphopt.passes.quantize_int8 import QuantizeInt8
 from graphopt.passes.raise_opset import RaiseOpset
 
 from graphopt.pipeline.registry import PLUGIN_GROUP, Alias, Registry
+from graphopt.rewrite import Rule, RulePass
 
 PASSES = [
     DeadCodeElimination,
@@ -68,6 +69,13 @@ ALIASES = [
 ]
 
 
+def rule_as_pass(item):
+    """A Rule (instance or subclass) from a plugin as a pass named after it; anything else as is."""
+    if isinstance(item, type) and issubclass(item, Rule):
+        item = item()
+    return RulePass.of(item) if isinstance(item, Rule) else item
+
+
 def default_registry() -> Registry:
-    """The built-in passes and aliases; other packages' passes join through entry points."""
-    return Registry(PASSES, ALIASES, plugin_group=PLUGIN_GROUP)
+    """The built-in passes and aliases; other packages' passes and rules join through entry points."""
+    return Registry(PASSES, ALIASES, plugin_group=PLUGIN_GROUP, plugin_adapter=rule_as_pass)

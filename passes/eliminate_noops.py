@@ -16,7 +16,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var, forward_reason
+from graphopt.rewrite import (
+    Builder,
+    Match,
+    Op,
+    Opt,
+    Rule,
+    RulePass,
+    Var,
+    forward_reason,
+)
 
 
 class Noop(Rule):

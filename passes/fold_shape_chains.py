@@ -18,7 +18,12 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.analysis.symbolic import expand_target, reshape_target, shape_elements, static_value
+from graphopt.analysis.symbolic import (
+    expand_target,
+    reshape_target,
+    shape_elements,
+    static_value,
+)
 from graphopt.ir import Graph
 from graphopt.rewrite import Builder, Driver, Match, Op, Opt, Rule, RulePass, Var
 

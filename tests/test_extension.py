@@ -59,6 +59,23 @@ def test_a_list_of_names_is_a_pipeline_and_a_pass_class_runs_with_defaults():
     assert [n.op_type for n in result.model.graph.nodes] == ["Relu"]
 
 
+class DoubleNeg(graphopt.Rule):
+    """Neg(Neg(x)) -> x."""
+
+    name = "double-neg"
+    pattern = graphopt.Op("Neg", graphopt.Op("Neg", graphopt.Var("x"), name="inner"), name="outer")
+
+    def rewrite(self, m, b):
+        return [m["x"]]
+
+
+def test_a_rule_in_the_list_runs_as_a_pass_of_its_name():
+    result = graphopt.optimize(model_from_text(MODEL), ["cleanup", DoubleNeg(), "dce"], explain={"double-neg"})
+    assert [n.op_type for n in result.model.graph.nodes] == ["Relu"]
+    assert [r.stats for r in result.records if r.name == "double-neg"] == [{"double-neg": 1}]
+    assert [(nm.rule, nm.reason) for nm in result.near_misses] == [("double-neg", "fired")]
+
+
 def test_a_list_item_that_is_no_pass_is_a_pipeline_error():
     with pytest.raises(PipelineError, match="pipeline item 42 is not a pass name"):
         graphopt.optimize(model_from_text(MODEL), ["fold", 42])
@@ -80,7 +97,17 @@ class DropRelu(graphopt.Pass):
         return graphopt.PassResult(n > 0, {"dropped": n})
 
 
-PASSES = [DropRelu]
+class DoubleNeg(graphopt.Rule):
+    """team plugin rule: Neg(Neg(x)) -> x"""
+
+    name = "double-neg"
+    pattern = graphopt.Op("Neg", graphopt.Op("Neg", graphopt.Var("x"), name="inner"), name="outer")
+
+    def rewrite(self, m, b):
+        return [m["x"]]
+
+
+PASSES = [DropRelu, DoubleNeg]
 '''
 
 
@@ -99,12 +126,12 @@ def test_an_entry_point_adds_passes_usable_from_the_command_line(tmp_path):
     src = tmp_path / "m.onnx"
     onnx.save(model_from_text(MODEL), str(src))
     out = tmp_path / "out.onnx"
-    run = subprocess.run([sys.executable, "-m", "graphopt", str(src), "-p", "drop-relu", "-o", str(out),
-                          "--no-validate"], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-m", "graphopt", str(src), "-p", "drop-relu,double-neg,cleanup", "-o",
+                          str(out), "--no-validate"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
-    assert "Relu" not in [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert [n.op_type for n in onnx.load(str(out)).graph.node] == ["Identity"]  # y = x keeps its name
     listing = subprocess.run([sys.executable, "-m", "graphopt", "passes"], capture_output=True, text=True, env=env)
-    assert "drop-relu" in listing.stdout and "team plugin" in listing.stdout
+    assert "drop-relu" in listing.stdout and "team plugin" in listing.stdout and "double-neg" in listing.stdout
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     assert np.array_equal(run_ort(onnx.load(str(out)), {"x": x})[0], x)
 

@@ -38,12 +38,14 @@ class Registry:
     a run that names only built-in passes never scans the installed packages."""
 
     def __init__(self, passes: Sequence[type[Pass]], aliases: Sequence[Alias] = (),
-                 plugin_group: Optional[str] = None):
+                 plugin_group: Optional[str] = None, plugin_adapter=None):
         self.passes: dict[str, type[Pass]] = {}
         self.aliases: dict[str, Alias] = {}
         self.plugin_group = plugin_group
         self.plugins_loaded = plugin_group is None
         self.plugin_errors: list[str] = []  # what could not be loaded, said with every unknown name
+        # turns what an entry point gives that is not a Pass class (a rule) into Pass classes
+        self.plugin_adapter = plugin_adapter
         for p in passes:
             self._add_pass(p)
         for a in aliases:
@@ -61,7 +63,8 @@ class Registry:
         self.passes[p.name] = p
 
     def load_plugins(self) -> None:
-        """Add the passes of every `graphopt.passes` entry point: a Pass subclass or a list of them.
+        """Add the passes of every `graphopt.passes` entry point: a Pass subclass, a Rule (subclass or
+        instance, which runs as a pass of its own name), or a list of those.
         A plugin that fails to load, or names a pass that exists already, is skipped with a warning."""
         if self.plugins_loaded:
             return
@@ -71,10 +74,13 @@ class Registry:
         for ep in sorted(entry_points(group=self.plugin_group), key=lambda e: e.name):
             try:
                 obj = ep.load()
-                items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
-                for item in items:
+                items = []
+                for item in (list(obj) if isinstance(obj, (list, tuple)) else [obj]):
+                    if not (isinstance(item, type) and issubclass(item, Pass)) and self.plugin_adapter:
+                        item = self.plugin_adapter(item)
                     if not (isinstance(item, type) and issubclass(item, Pass)):
-                        raise TypeError(f"{item!r} is not a graphopt Pass subclass")
+                        raise TypeError(f"{item!r} is neither a graphopt Pass subclass nor a Rule")
+                    items.append(item)
                 for item in items:
                     self._add_pass(item)
             except Exception as e:  # someone else's package: report it, keep graphopt usable

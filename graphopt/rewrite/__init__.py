@@ -18,7 +18,16 @@
 """
 
 from graphopt.rewrite.driver import Driver, NearMiss
-from graphopt.rewrite.pattern import Absent, Match, Op, Opt, RewriteContext, Var, match, matches
+from graphopt.rewrite.pattern import (
+           Absent,
+           Match,
+           Op,
+           Opt,
+           RewriteContext,
+           Var,
+           match,
+           matches,
+)
 from graphopt.rewrite.rule import Builder, Rule, forward_reason
 from graphopt.rewrite.rule_pass import RulePass
 

@@ -24,6 +24,15 @@ class RulePass(Pass):
     shapes: ClassVar[bool] = True
     stat: ClassVar[Optional[str]] = None
 
+    @classmethod
+    def of(cls, *rules: Rule, name: Optional[str] = None, summary: str = "") -> type["RulePass"]:
+        """A RulePass class applying `rules` (named after the first rule unless `name` is given):
+        how a rule joins a pipeline list or the registry."""
+        rule_name = name or rules[0].name
+        return type(f"RulePass[{rule_name}]", (cls,), {
+            "name": rule_name, "summary": summary or (type(rules[0]).__doc__ or f"rule {rule_name}").strip().splitlines()[0],
+            "rules": list(rules), "__module__": type(rules[0]).__module__})
+
     def active_rules(self) -> Sequence[Rule]:
         """The rules this run applies (a pass whose options select rules overrides this)."""
         return self.rules
