@@ -68,3 +68,18 @@ def seeded_feeds(model: onnx.ModelProto, seed: int = 0, dim: int = 2) -> dict:
         else:
             feeds[vi.name] = np.asarray(rng.standard_normal(shape).astype(dt))
     return feeds
+
+
+def optimized(text, pipeline: str, **kw):
+    """(ops after, records, result) of a strict, validated run of `pipeline` on an ONNX-text model
+    (or a ModelProto); asserts a second run changes nothing."""
+    from graphopt import driver
+    from graphopt.onnx_io.emit import to_proto
+
+    proto = model_from_text(text) if isinstance(text, str) else text
+    result = driver.optimize(proto, pipeline, strict=True, **kw)
+    assert result.validation.ok
+    again = driver.optimize(to_proto(result.model), pipeline, strict=True, validate=False, **kw)
+    assert not any(r.modified for r in again.records), f"second run changed: {[r.name for r in again.records if r.modified]}"
+    ops = [n.op_type for n in result.model.graph.toposort() if n.op_type != "Constant"]
+    return ops, result.records, result

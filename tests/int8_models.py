@@ -130,3 +130,46 @@ def unnamed_net(opset: int = 17, seed: int = 0, residual: bool = True) -> onnx.M
 def unnamed_feeds(n: int = 32, seed: int = 1) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------ small builders for single cases
+REVIEW_RNG = np.random.default_rng(11)
+
+
+def w(*shape, scale=0.3):
+    return (REVIEW_RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def build(nodes, inputs, outputs, inits, opset=17, check=True):
+    g = helper.make_graph(nodes, "m", inputs, outputs, [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    if check:
+        onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def fvi(name, shape, t=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def qdq_count(result):
+    return sum(n.op_type == "QuantizeLinear" for n in result.model.graph.nodes)
+
+
+def argmax_model():
+    return build([helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"),
+                  helper.make_node("Relu", ["h"], ["r"]),
+                  helper.make_node("Gemm", ["r", "w2"], ["s"], name="fc2"),
+                  helper.make_node("ArgMax", ["s"], ["cls"], axis=1, keepdims=0)],
+                 [fvi("x", ["N", 16])], [fvi("cls", ["N"], TensorProto.INT64)],
+                 {"w1": w(16, 32), "w2": w(32, 8)})
+
+def concat_model():
+    """conv_a, conv_b -> inner Concat; that and a constant -> outer Concat -> conv."""
+    return build([helper.make_node("Conv", ["x", "wa"], ["a"], name="ca"),
+                  helper.make_node("Conv", ["x", "wb"], ["b"], name="cb"),
+                  helper.make_node("Concat", ["a", "b"], ["ab"], axis=1, name="inner"),
+                  helper.make_node("Concat", ["ab", "k"], ["abk"], axis=1, name="outer"),
+                  helper.make_node("Conv", ["abk", "wc"], ["y"], name="cc")],
+                 [fvi("x", ["N", 4, 5, 5])], [fvi("y", ["N", 4, 5, 5])],
+                 {"wa": w(4, 4, 1, 1), "wb": w(4, 4, 1, 1), "k": w(1, 4, 5, 5, scale=3.0), "wc": w(4, 12, 1, 1)})

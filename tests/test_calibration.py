@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
-from int8_models import small_cnn
+from int8_models import REVIEW_RNG, build, fvi, qdq_count, small_cnn, w
+from onnx import helper, numpy_helper
 
 import graphopt
+from graphopt.cli import main
 from graphopt.quant import calibration
 from graphopt.quant.calibration import (
     AbsHistogram,
@@ -200,3 +203,84 @@ def test_entropy_keeps_the_full_range_of_a_few_discrete_values():
     h = AbsHistogram()
     h.add(rng.integers(0, 17, 50_000) / 16.0 * (rng.random(50_000) < 0.4))
     assert h.threshold("entropy") == h.amax == 1.0
+
+
+def test_fixed_batch_model_calibrates_in_whole_batches(tmp_path):
+    model = build([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                  [fvi("x", [4, 8, 6, 6])], [fvi("y", [4, 8, 6, 6])], {"w": w(8, 8, 3, 3)})
+    np.savez(tmp_path / "c.npz", x=REVIEW_RNG.standard_normal((44, 8, 6, 6)).astype(np.float32))
+    result = graphopt.optimize(model, "int8", calibration=str(tmp_path / "c.npz"))
+    cal = result.pass_reports["quantize-int8"]["calibration"]
+    assert cal["samples"] % 4 == 0 and cal["held_out"] % 4 == 0 and cal["samples"] + cal["held_out"] == 44
+    assert qdq_count(result) == 1
+    np.savez(tmp_path / "one.npz", x=REVIEW_RNG.standard_normal((4, 8, 6, 6)).astype(np.float32))
+    one = graphopt.optimize(model, "int8", calibration=str(tmp_path / "one.npz"))
+    assert one.pass_reports["quantize-int8"]["calibration"]["held_out"] == 0  # one batch: all of it calibrates
+    np.savez(tmp_path / "few.npz", x=REVIEW_RNG.standard_normal((6, 8, 6, 6)).astype(np.float32))
+    with pytest.raises(CalibrationError, match=r"has shape \[6, 8, 6, 6\]; the model takes \[4, 8, 6, 6\]"):
+        graphopt.optimize(model, "int8", calibration=str(tmp_path / "few.npz"), validate=False)
+
+def test_cache_tells_models_and_feeds_apart(tmp_path):
+    cache = str(tmp_path / "c.json")
+    feeds = [{"x": REVIEW_RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(10)]
+
+    def source(model, data):
+        r = graphopt.optimize(model, "int8", calibration=CalibrationSettings(data=data, cache=cache), validate=False)
+        return r.pass_reports["quantize-int8"]["calibration"]["source"]
+
+    assert source(small_cnn(), feeds).startswith("calibrated")
+    assert source(small_cnn(), feeds) == f"cache {cache}"
+    heavier = small_cnn()
+    for t in heavier.graph.initializer:
+        if t.name.endswith("_w"):
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 10, t.name))
+    assert source(heavier, feeds).startswith("calibrated")  # same graph, other weights
+    other = [{"x": f["x"] * 3} for f in feeds]
+    assert source(heavier, other).startswith("calibrated")  # same model, other feeds
+
+def test_cache_that_cannot_be_written_is_an_error(tmp_path, capsys):
+    path = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(), path)
+    out = tmp_path / "o.onnx"
+    code = main([str(path), "-p", "int8", "--calib-cache", str(tmp_path / "nope" / "c.json"), "-o", str(out),
+                 "--no-validate"])
+    err = capsys.readouterr().err
+    assert code == 1 and "calibration cache" in err and "does not exist" in err and not out.exists()
+
+@pytest.mark.parametrize("settings, message", [
+    ({"holdout": 1.0}, "calibration setting holdout=1.0: must be at least 0 and below 1"),
+    ({"samples": 0}, "calibration setting samples=0: must be at least 1"),
+    ({"percentile": 0.0}, "calibration setting percentile=0.0: must be above 0 and at most 100"),
+])
+def test_calibration_settings_are_checked(settings, message):
+    with pytest.raises(CalibrationError) as e:
+        graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(**settings))
+    assert str(e.value) == message
+
+def test_folder_mixing_labelled_and_unlabelled_files(tmp_path):
+    (tmp_path / "d").mkdir()
+    x = REVIEW_RNG.standard_normal((10, 3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "d" / "a.npz", x=x[:6], labels=np.zeros(6, np.int64))
+    np.savez(tmp_path / "d" / "b.npz", x=x[6:])
+    result = graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(data=str(tmp_path / "d"), holdout=0.5))
+    assert result.validation.ok
+
+def test_labels_must_be_integers(tmp_path):
+    np.savez(tmp_path / "c.npz", x=REVIEW_RNG.standard_normal((4, 3, 16, 16)).astype(np.float32), labels=np.array(list("abcd")))
+    with pytest.raises(CalibrationError, match="'labels' must hold integer class indices, not <U1"):
+        graphopt.optimize(small_cnn(), "int8", calibration=str(tmp_path / "c.npz"), validate=False)
+
+def test_input_of_unknown_rank_asks_for_its_shape():
+    model = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [fvi("x", None)], [fvi("y", None)], {"w": w(16, 8)},
+                  check=False)
+    with pytest.raises(CalibrationError, match="input 'x' has no known rank; give its shape with --input-shape x:"):
+        graphopt.optimize(model, "int8", validate=False)
+    result = graphopt.optimize(model, "int8", input_shapes={"x": (2, 16)}, validate=False)
+    assert qdq_count(result) == 1
+
+def test_input_named_labels_is_an_input():
+    model = build([helper.make_node("MatMul", ["labels", "w"], ["y"], name="mm")],
+                  [fvi("labels", ["N", 16])], [fvi("y", ["N", 8])], {"w": w(16, 8)})
+    feeds = [{"labels": REVIEW_RNG.standard_normal((1, 16)).astype(np.float32)} for _ in range(8)]
+    result = graphopt.optimize(model, "int8", calibration=feeds)
+    assert qdq_count(result) == 1 and result.validation.ok

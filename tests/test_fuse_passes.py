@@ -4,9 +4,11 @@ checker and onnxruntime equality are asserted by `optimized`)."""
 import numpy as np
 import onnx
 import pytest
-from helpers import run_ort
+from helpers import optimized, run_ort
 from onnx import TensorProto, helper, numpy_helper
-from test_fold_passes import optimized
+
+from graphopt import driver as api
+from graphopt.runtime.validate import Tolerance
 
 RNG = np.random.default_rng(7)
 
@@ -212,3 +214,46 @@ def test_fusions_recurse_into_subgraphs_with_outer_weights():
     then_ops = [n.op_type for n in result.model.graph.nodes[0].attr("then_branch").nodes]
     assert then_ops == ["Conv"]  # the new weights live in the branch; the outer ones still feed else
     assert records[0].stats == {"bn-into-conv": 1}
+
+
+def test_lowered_batchnorm_uses_the_input_type():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 3, 4])
+    rng = np.random.default_rng(0)
+    params = [numpy_helper.from_array(rng.uniform(0.5, 1.5, 3).astype(np.float32), n) for n in ("s", "b", "m", "v")]
+    g = helper.make_graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])], "g", [x], [y], params)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+    result = api.optimize(m, "fuse-batchnorm{lower=true}", strict=True, tolerance=Tolerance(rtol=1e-3, atol=1e-3))
+    assert [n.op_type for n in result.model.graph.nodes] == ["Mul", "Add"]
+
+
+def spatial0_model(follow_with_mul: bool):
+    rng = np.random.default_rng(1)
+    shape = [3, 2, 3] if follow_with_mul else [3, 4, 4]
+    params = [numpy_helper.from_array(rng.uniform(0.5, 1.5, shape).astype(np.float32), n) for n in ("s", "b", "m", "v")]
+    if follow_with_mul:
+        nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["c"], spatial=0),
+                 helper.make_node("Mul", ["c", "k"], ["y"])]
+        inits = params + [numpy_helper.from_array(rng.uniform(0.5, 1.5, (1, 3, 1, 1)).astype(np.float32), "k")]
+        x_shape = [1, 3, 2, 3]
+    else:
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+                 helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], spatial=0)]
+        inits = params + [numpy_helper.from_array(rng.standard_normal((3, 2, 1, 1)).astype(np.float32), "w")]
+        x_shape = [1, 2, 4, 4]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 7)], ir_version=4)
+
+
+@pytest.mark.parametrize("follow_with_mul", [False, True])
+def test_batchnorm_with_per_element_statistics_is_not_folded(follow_with_mul):
+    result = api.optimize(spatial0_model(follow_with_mul), "fuse", strict=True)
+    assert "BatchNormalization" in [n.op_type for n in result.model.graph.nodes]
+
+
+def test_scoped_rules_do_not_rewrite_nodes_outside_the_scope():
+    m = model([helper.make_node("Conv", ["x", "w"], ["c"], name="stem/conv"), bn_node("c", "y", name="body/bn")],
+              [numpy_helper.from_array(arr(6, 4, 3, 3), "w")] + bn_inits(6), [("x", [1, 4, 5, 5])], [("y", None)])
+    result = api.optimize(m, 'fuse-batchnorm except nodes ["stem/*"]', strict=True)
+    assert [n.op_type for n in result.model.graph.nodes] == ["Conv", "BatchNormalization"]

@@ -5,17 +5,32 @@ where it must not."""
 from __future__ import annotations
 
 import collections
+import json
 
 import numpy as np
 import onnx
 import pytest
 from helpers import run_ort
-from int8_models import mlp, small_cnn, unnamed_feeds, unnamed_net
-from onnx import numpy_helper
+from int8_models import (
+    REVIEW_RNG,
+    argmax_model,
+    build,
+    concat_model,
+    fvi,
+    mlp,
+    qdq_count,
+    small_cnn,
+    unnamed_feeds,
+    unnamed_net,
+    w,
+)
+from onnx import helper, numpy_helper
 
 import graphopt
+from graphopt.cli import main
 from graphopt.errors import GraphoptError, PipelineError, ValidationError
 from graphopt.lint.qdq_lint import qdq_lint
+from graphopt.pipeline.manager import PassFailed
 from graphopt.quant.calibration import CalibrationSettings
 from graphopt.runtime.validate import LossyThresholds
 
@@ -391,3 +406,67 @@ def test_convs_fused_from_unnamed_nodes_are_each_quantized(tmp_path):
     conv_labels = [L["node"] for L in report["layers"] if L["kind"] == "conv"]
     assert len(conv_labels) == len(set(conv_labels)) == 5 and all(conv_labels)
     assert set(precision(result).values()) == {"int8"}
+
+
+def test_scalar_input_model_quantizes():
+    model = build([helper.make_node("Mul", ["x", "s"], ["xs"]), helper.make_node("MatMul", ["xs", "w"], ["y"], name="mm")],
+                  [fvi("x", ["N", 16]), fvi("s", [])], [fvi("y", ["N", 8])], {"w": w(16, 8)})
+    feeds = [{"x": REVIEW_RNG.standard_normal((2, 16)).astype(np.float32), "s": np.float32(1.5)} for _ in range(8)]
+    result = graphopt.optimize(model, "int8", calibration=feeds)
+    assert qdq_count(result) == 1 and result.validation.ok
+
+def test_grouped_conv_transpose_gets_one_weight_scale(tmp_path):
+    model = build([helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up", group=2)],
+                  [fvi("x", ["N", 8, 5, 5])], [fvi("y", ["N", 8, 7, 7])], {"w": w(8, 4, 3, 3)})
+    feeds = [{"x": REVIEW_RNG.standard_normal((1, 8, 5, 5)).astype(np.float32)} for _ in range(8)]
+    result = graphopt.optimize(model, "int8", calibration=feeds, output=str(tmp_path / "o.onnx"))
+    dq = next(n for n in onnx.load(tmp_path / "o.onnx").graph.node if n.op_type == "DequantizeLinear"
+              and n.output[0].startswith("w"))
+    assert not any(a.name == "axis" for a in dq.attribute)
+    assert result.validation.ok
+
+def test_a_failing_lossy_pass_fails_the_run(tmp_path, monkeypatch):
+    from graphopt.quant import calibration
+
+    def broken(*args, **kwargs):
+        raise GraphoptError("onnxruntime failed to run model: boom")
+
+    monkeypatch.setattr(calibration, "collect_ranges", broken)
+    out = tmp_path / "o.onnx"
+    with pytest.raises(PassFailed, match="pass quantize-int8 failed: onnxruntime failed to run model: boom"):
+        graphopt.optimize(small_cnn(), "int8", calibration=[{"x": np.ones((1, 3, 16, 16), np.float32)}] * 4,
+                          output=str(out), validate=False)
+    assert not out.exists()
+
+def test_nested_concats_and_constant_inputs_share_one_scale(tmp_path):
+    feeds = [{"x": REVIEW_RNG.standard_normal((1, 4, 5, 5)).astype(np.float32)} for _ in range(8)]
+    out = str(tmp_path / "o.onnx")
+    model = concat_model()
+    k = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "k")
+    result = graphopt.optimize(model, "int8", calibration=feeds, output=out)
+    assert result.validation.ok
+    m = onnx.load(out)
+    producer = {o: n for n in m.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    scales = set()
+    for n in m.graph.node:
+        if n.op_type == "Concat":
+            for i in n.input:
+                dq = producer[i]
+                assert dq.op_type == "DequantizeLinear", (n.name, i)
+                scales.add(float(inits[dq.input[1]]))
+    cc = next(n for n in m.graph.node if n.name == "cc")
+    scales.add(float(inits[producer[cc.input[0]].input[1]]))
+    assert len(scales) == 1
+    assert scales.pop() >= float(np.abs(k).max()) / 127 * 0.999  # the constant is not clipped
+    assert qdq_lint(graphopt.load(out)) == []
+
+def test_report_json_is_valid_with_an_int_output(tmp_path, capsys):
+    path = tmp_path / "am.onnx"
+    onnx.save(argmax_model(), path)
+    np.savez(tmp_path / "c.npz", x=REVIEW_RNG.standard_normal((20, 16)).astype(np.float32))
+    rep = tmp_path / "r.json"
+    code = main([str(path), "-p", "int8", "--calib", str(tmp_path / "c.npz"), "-o", str(tmp_path / "o.onnx"),
+                 "--report", str(rep)])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(rep.read_text())["validation"]["accuracy"]["top1_agreement"] is not None

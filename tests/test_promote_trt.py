@@ -6,8 +6,7 @@ import subprocess
 import numpy as np
 import onnx
 import pytest
-from helpers import golden, model_from_text, run_ort
-from test_fold_passes import optimized
+from helpers import golden, model_from_text, optimized, run_ort
 
 from graphopt import driver as api
 from graphopt.lint.trt_check import trt_check

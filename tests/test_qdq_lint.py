@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from int8_models import small_cnn
+from int8_models import build, fvi, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
@@ -109,3 +109,17 @@ def test_cli_exit_codes(tmp_path):
     run = subprocess.run([sys.executable, "-m", "graphopt", "qdq-lint", str(good)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout
     assert run.stdout.strip() == "graphopt qdq-lint: 0 errors, 0 warnings"
+
+
+def test_qdq_lint_checks_the_weight_axis():
+    wq = np.ones((4, 2, 1, 1), np.int8)
+    for axis, message in ((7, "axis 7 is out of range for a rank-4 tensor"),
+                          (1, "per-channel scales along axis 1 of the weight of Conv 'conv'; its output channels are axis 0")):
+        scales = np.full(2 if axis == 1 else 4, 0.1, np.float32)
+        m = build([helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=axis),
+                   helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+                  [fvi("x", [1, 2, 3, 3])], [fvi("y", [1, 4, 3, 3])],
+                  {"wq": wq, "ws": scales, "wz": np.zeros(scales.shape, np.int8)}, opset=19, check=False)
+        model = graphopt.load(m)
+        model.graph.value("w").shape = (4, 2, 1, 1)
+        assert message in {f.message for f in qdq_lint(model)}

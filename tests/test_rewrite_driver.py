@@ -11,7 +11,17 @@ from graphopt.ir import Graph
 from graphopt.ir.dtypes import DataType
 from graphopt.onnx_io import load as frontend
 from graphopt.pipeline.base import NodeScope, PassContext
-from graphopt.rewrite import Driver, Op, Opt, RewriteContext, Rule, RulePass, Var, match, matches
+from graphopt.rewrite import (
+    Driver,
+    Op,
+    Opt,
+    RewriteContext,
+    Rule,
+    RulePass,
+    Var,
+    match,
+    matches,
+)
 
 OPSET = 17
 
