@@ -392,6 +392,7 @@ def run_case(case: dict, passes: str, tmp: str, phase, validate: bool = True) ->
         return rec
     rec["graphopt_seconds"] = round(time.perf_counter() - t1, 3)
     rec["rolled_back"] = list(getattr(result, "rolled_back", []) or [])
+    rec["validation_status"] = getattr(result, "validation_status", None)
     rec["nodes_before"] = getattr(result, "nodes_before", None)
     rec["nodes_after"] = getattr(result, "nodes_after", None)
     if not os.path.exists(out_path):
