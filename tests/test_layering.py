@@ -81,3 +81,28 @@ def test_a_pass_never_sees_networkx_or_protobuf(path, module):
     text = open(path).read()
     forbidden = ("networkx", "._g", "onnx.helper", "import onnx", "from onnx", "google.protobuf")
     assert not [f for f in forbidden if f in text], module
+
+
+def test_the_pass_library_is_found_from_a_source_checkout():
+    """Without an install that maps passes/ to graphopt.passes (a plain checkout on sys.path),
+    graphopt finds the pass library beside its package, so `python -m graphopt` runs there."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "")]
+sys.path.insert(0, {ROOT!r})
+for name in [m for m in sys.modules if m == "graphopt" or m.startswith("graphopt.")]:
+    del sys.modules[name]
+import graphopt, graphopt.passes
+assert graphopt.__file__.startswith({ROOT!r}), graphopt.__file__
+print(graphopt.passes.__file__)
+from graphopt.cli.main import main
+sys.exit(main(["passes"]))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == os.path.join(ROOT, "passes", "__init__.py")
+    assert "fold-constants" in run.stdout
