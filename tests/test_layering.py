@@ -91,7 +91,8 @@ def test_the_pass_library_is_found_from_a_source_checkout():
 
     code = f"""
 import sys
-sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
+sys.meta_path[:] = [f for f in sys.meta_path
+                    if not (f if isinstance(f, type) else type(f)).__module__.startswith("__editable__")]
 sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "")]
 sys.path.insert(0, {ROOT!r})
 for name in [m for m in sys.modules if m == "graphopt" or m.startswith("graphopt.")]:
