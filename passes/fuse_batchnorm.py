@@ -16,7 +16,7 @@ import numpy as np
 
 from graphopt.analysis.constants import fold_value
 from graphopt.ir.dtypes import np_dtype
-from graphopt.ir.layouts import out_channels, scale_output_channels
+from graphopt.ir.layouts import out_channels, scale_layer_outputs, scale_output_channels
 from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 BN_PARAMS = (Var("scale"), Var("bias"), Var("mean"), Var("var"))
@@ -91,8 +91,7 @@ class BnIntoGemm(Rule):
         gemm = m.node("gemm")
         w = m.const("w")
         s, t = _bn_affine(m)
-        trans_b = gemm.attr("transB", 0)
-        new_w = (w.astype(np.float64) * (s[:, None] if trans_b else s[None, :])).astype(w.dtype)
+        new_w = scale_layer_outputs(gemm, w, s)
         beta = gemm.attr("beta", 1.0)
         c = m.const("c") if m["c"] is not None else np.zeros(len(s))
         new_c = (beta * c.astype(np.float64) * s + t).astype(w.dtype)

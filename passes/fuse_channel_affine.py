@@ -11,7 +11,13 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.ir.layouts import out_channels, per_channel, scale_output_channels
+from graphopt.ir.layouts import (
+    out_channels,
+    per_channel,
+    scale_layer_outputs,
+    scale_output_channels,
+    weight_axes,
+)
 from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "BatchNormalization")
@@ -41,8 +47,7 @@ class ChannelAffine(Rule):
                 return None
             return per_channel(c, len(out.shape), len(w))
         if layer.op_type == "Gemm":
-            n = w.shape[0] if layer.attr("transB", 0) else w.shape[1]
-            return per_channel(c, 2, n)
+            return per_channel(c, 2, w.shape[weight_axes(layer, 2)[0]])
         return per_channel(c, w.ndim, out_channels(layer.op_type, w, layer.attr("group", 1)))
 
     def check(self, m: Match) -> Optional[str]:
@@ -79,8 +84,7 @@ class ChannelAffine(Rule):
                    m["p3"], m["p4"]]
             return [b.op("BatchNormalization", ins, dict(layer.attrs))]
         if layer.op_type == "Gemm":
-            trans_b = layer.attr("transB", 0)
-            w = p[0].astype(np.float64) * (mul[:, None] if trans_b else mul[None, :])
+            w = scale_layer_outputs(layer, p[0], mul)
             beta = layer.attr("beta", 1.0)
             c = (beta * p[1].astype(np.float64)) if p[1] is not None else np.zeros(len(v))
             c = c * mul + add if c.ndim <= 1 else c * mul[None, :] + add[None, :]

@@ -28,6 +28,7 @@ from graphopt.analysis.cost import model_cost
 from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Node, Tensor, Value
+from graphopt.ir.layouts import weight_axes
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.quant import budget as lossy
 from graphopt.quant.layer_options import LossyLayerOptions, excluded
@@ -171,9 +172,9 @@ def analyze(g: Graph, producer: Node) -> tuple[Optional[Chain], Optional[str]]:
     else:
         if producer.attr("transA", 0) or w.ndim != 2:
             return None, "its input is transposed (transA) or its weight is not 2-D"
-        trans_b = producer.attr("transB", 0)
-        chain = Chain(producer, w.shape[0] if trans_b else w.shape[1])
-        chain.slices.append((producer, 1, 0 if trans_b else 1))
+        axis = weight_axes(producer, 2)[0]
+        chain = Chain(producer, w.shape[axis])
+        chain.slices.append((producer, 1, axis))
         bias_axis = -1
     if len(ins) > 2 and ins[2] is not None:
         b = g.const_value(ins[2])
@@ -250,7 +251,7 @@ def _follow(g: Graph, start: Value, chain: Chain) -> Optional[str]:
                 wb = g.const_value(user.inputs[1])
                 if wb is None or wb.ndim != 2:
                     return f"{where} has a weight that is not a constant matrix"
-                chain.slices.append((user, 1, 1 if op == "Gemm" and user.attr("transB", 0) else 0))
+                chain.slices.append((user, 1, weight_axes(user, 2)[1]))
             elif op == "Flatten" and user.attr("axis", 1) == 1 and all(d == 1 for d in v.shape[2:]):
                 work.append(user.outputs[0])  # [N, C, 1, 1] -> [N, C]: channel i stays feature i
             else:

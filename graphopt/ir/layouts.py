@@ -76,5 +76,15 @@ def scale_output_channels(op_type: str, w: np.ndarray, s: np.ndarray, group: int
     return (ws * ss).reshape(w.shape)
 
 
+def scale_layer_outputs(node, w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """A layer node's weight with every output channel multiplied by `s` (any layer op)."""
+    if node.op_type in ("Conv", "ConvTranspose"):
+        return scale_output_channels(node.op_type, w, s, node.attr("group", 1))
+    axis = weight_axes(node, w.ndim)[0]
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    return (w.astype(np.float64) * s.reshape(shape)).astype(w.dtype)
+
+
 def out_channels(op_type: str, w: np.ndarray, group: int = 1) -> int:
     return w.shape[0] if op_type == "Conv" else w.shape[1] * group
