@@ -333,6 +333,7 @@ class Graph:
                  *, domain: str = "", name: Optional[str] = None) -> Node:
         """Create a node. `outputs` is a count or a list of existing producer-less values or
         name hints (None leaves an optional output absent)."""
+        self.scope.mutations += 1
         node = Node(self, self._new_id(), op_type, domain, "")
         node.name = self.scope.claim_node(name or "")
         self._ops[node.id] = node
@@ -394,6 +395,7 @@ class Graph:
                 return v
         if outer.graph is not self.parent:
             outer = self.parent.capture(outer)  # nested: the parent captures it first
+        self.scope.mutations += 1
         local = Value(self, self._new_id(), "")
         local.is_capture = True
         local.dtype, local.shape, local.type_proto = outer.dtype, outer.shape, outer.type_proto
@@ -543,6 +545,7 @@ class Graph:
         self._drop_value(value)
 
     def _drop_value(self, v: Value) -> None:
+        self.scope.mutations += 1
         if v.is_capture:  # the owner stops reading the outer value
             attr, idx = self.owner_slot
             key = Capture(attr, idx, v.id)
@@ -557,7 +560,17 @@ class Graph:
     # ---------------------------------------------------------------- traversal
     def toposort(self) -> list[Node]:
         """Execution order: creation order wherever that is valid, each node after its
-        producers. Deterministic, and the identity on an already-sorted input model."""
+        producers. Deterministic, and the identity on an already-sorted input model. Cached
+        until the model changes (every structural change bumps the mutation counter)."""
+        key = (id(self.scope), self.scope.mutations)
+        cached = self.__dict__.get("_topo")
+        if cached is not None and cached[0] == key:
+            return list(cached[1])
+        order = self._toposort()
+        self._topo = (key, order)
+        return list(order)
+
+    def _toposort(self) -> list[Node]:
         g, ops = self._g, self._ops
         state: dict[int, int] = {}  # 1 = on stack, 2 = done
         order: list[Node] = []
@@ -611,20 +624,28 @@ class Graph:
         ids = next(self._ids)
         self._ids = itertools.count(ids)  # copying the counter consumed one id; keep ids dense
         new._ids = itertools.count(ids)
+        # Objects are built without __init__ (every slot is set here): snapshots before passes
+        # clone the model often. Attr objects are never changed in place (set_attr replaces them),
+        # so they are shared, except the subgraphs a GRAPH attribute holds.
+        values, by_name, ops = new._values, new._by_name, new._ops
         for vid, v in self._values.items():
-            c = Value(new, vid, v._name)
-            c.dtype, c.shape, c.const, c.type_proto = v.dtype, v.shape, v.const, v.type_proto
-            c.doc_string, c.metadata, c.is_capture = v.doc_string, dict(v.metadata), v.is_capture
-            new._values[vid] = c
+            c = Value.__new__(Value)
+            c.id, c.graph, c._name, c.dtype, c.shape, c.const = vid, new, v._name, v.dtype, v.shape, v.const
+            c.type_proto, c.doc_string, c.is_capture = v.type_proto, v.doc_string, v.is_capture
+            c.metadata = dict(v.metadata) if v.metadata else {}
+            values[vid] = c
             if not v.is_capture:
-                new._by_name[c._name] = c
+                by_name[c._name] = c
         for nid, n in self._ops.items():
-            c = Node(new, nid, n.op_type, n.domain, n.name)
-            c.overload, c.n_inputs, c.n_outputs = n.overload, n.n_inputs, n.n_outputs
-            c.doc_string, c.metadata = n.doc_string, dict(n.metadata)
-            new._ops[nid] = c
+            c = Node.__new__(Node)
+            c.id, c.graph, c.op_type, c.domain, c.name, c.overload = nid, new, n.op_type, n.domain, n.name, n.overload
+            c.n_inputs, c.n_outputs, c.doc_string = n.n_inputs, n.n_outputs, n.doc_string
+            c.metadata = dict(n.metadata) if n.metadata else {}
+            c.attrs = dict(n.attrs)
+            ops[nid] = c
             for k, a in n.attrs.items():
-                c.attrs[k] = Attr(a.type, _clone_attr_value(a.value, new, c, k), a.ref_attr_name, a.doc_string)
+                if a.type in (_GRAPH, _GRAPHS):
+                    c.attrs[k] = Attr(a.type, _clone_attr_value(a.value, new, c, k), a.ref_attr_name, a.doc_string)
         new.inputs = [new._values[v.id] for v in self.inputs]
         new.outputs = [new._values[v.id] for v in self.outputs]
         return new

@@ -9,6 +9,7 @@ Tensors are immutable: a pass that changes a weight makes a new Tensor.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from typing import Optional
@@ -80,7 +81,7 @@ class Tensor:
     # -- queries -------------------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
