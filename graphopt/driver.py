@@ -65,6 +65,7 @@ class Result:
     # "validated", "not validated: <why>", "skipped by request" or "skipped: <why>"
     validation_status: str = "skipped by request"
     notes: list[str] = field(default_factory=list)  # e.g. checker findings the input already had
+    known_checker_problem: Optional[str] = None  # the checker's finding the input already had, if any
 
     @property
     def validated(self) -> bool:
@@ -79,7 +80,14 @@ class Result:
         input or an existing file unless `force`); returns the path written."""
         protected = (self.model.source_path, *self.model.source_data_files)
         with OutputTransaction(path, force=force, protected=tuple(p for p in protected if p)) as tx:
-            tx.commit(backend.emit(self.model, tx.staging_dir(), tx.basename, external_data=external_data))
+            try:
+                emitted = backend.emit(self.model, tx.staging_dir(), tx.basename, external_data=external_data)
+            except InvalidModelError as e:
+                if str(e) != self.known_checker_problem:  # only what the input already had is let through
+                    raise
+                emitted = backend.emit(self.model, tx.staging_dir(), tx.basename, external_data=external_data,
+                                       check=False)
+            tx.commit(emitted)
         return tx.target
 
     def report(self) -> dict[str, Any]:
@@ -267,7 +275,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                 validator = pending.result() if pending else make_validator()
                 status = "validated"
             except InputsNotRunnable as e:
-                why = (f"the input model does not run on generated inputs ({e}); pass --validate-data "
+                why = (f"onnxruntime cannot load the input model ({e})" if "cannot load" in str(e) else
+                       f"the input model does not run on generated inputs ({e}); pass --validate-data "
                        f"with inputs it runs on")
                 if strict:
                     raise InputsNotRunnable(f"not validated: {why}") from None
@@ -303,7 +312,9 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
             try:
                 report = validator.check(emitted.ort_view())
             except GraphoptError as e:
-                if not (lossy and "NOT_IMPLEMENTED" in str(e)):
+                if not lossy:  # the input ran on these inputs: the passes broke it, find which
+                    return None, None, f"validation failed: {e}"
+                if "NOT_IMPLEMENTED" not in str(e):
                     raise
                 # e.g. bfloat16 on CPU: the model is for a target onnxruntime here cannot emulate
                 log.warning("validation skipped: onnxruntime's CPU kernels cannot run the result (%s); check it on "
@@ -336,7 +347,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         status = skipped[-1]
     return Result(result_model, pm.records(), report, rolled_back, tx.target if tx else None, nodes_before,
                   result_model.graph.count_nodes(), time.perf_counter() - start, list(ctx.near_misses),
-                  dict(ctx.reports), list(pm.warnings), status, notes)
+                  dict(ctx.reports), list(pm.warnings), status, notes,
+                  input_problem[0] if input_problem and notes else None)
 
 
 VALIDATION_MAX_SAMPLES = 256  # of the user's data, a validation compares at most this many

@@ -105,6 +105,8 @@ class FoldConstants(Pass):
     def _foldable(node: Node) -> bool:
         if node.op_type == "Identity" and node.outputs[0] is not None and node.outputs[0].is_graph_output:
             return False  # it carries a graph output's name for a constant: nothing left to fold
+        if "broadcast" in node.attrs:
+            return False  # pre-opset-7 broadcasting by attributes: numpy would broadcast differently
         if node.attr("to") in NO_NUMPY_ARITHMETIC or any(
                 v is not None and v.dtype in NO_NUMPY_ARITHMETIC for v in node.inputs + node.outputs):
             return False  # float8 / 4-bit arithmetic is left to the runtime that defines it

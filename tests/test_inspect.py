@@ -234,3 +234,21 @@ def test_pruning_summary_and_inspect_agree_on_flops(tmp_path):
     assert report["after"]["params"] == inspect(r.model)["params"]
     assert {k: report["before"][k] for k in ("params", "macs", "flops")} == {
         k: inspect(model)[k] for k in ("params", "macs", "flops")}
+
+
+def test_weights_in_constant_nodes_are_weights_not_activations():
+    """The same 64x64 weight as an initializer or a Constant node: same params, bytes and peak."""
+    from onnx import TensorProto, helper
+
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
+    as_init = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", *io,
+                                                  [numpy_helper.from_array(w, "w")]))
+    as_node = helper.make_model(helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w)),
+         helper.make_node("MatMul", ["x", "w"], ["y"])], "g", *io))
+    a, b = inspect(graphopt.load(as_init)), inspect(graphopt.load(as_node))
+    assert a["params"] == b["params"] == 4096
+    assert a["peak_activation_bytes"] == b["peak_activation_bytes"] == 2 * 64 * 4
+    assert a["weight_bytes"] == b["weight_bytes"] == {"float32": 4096 * 4}

@@ -15,6 +15,11 @@ import pytest
 from helpers import ROOT
 
 SAMPLE = 40
+# inputs whose valid values depend on other inputs' values: written, and loudly "not validated"
+UNVALIDATABLE = {"test_affine_grid_2d_align_corners_expanded", "test_affine_grid_2d_expanded",
+                 "test_affine_grid_3d_align_corners_expanded", "test_affine_grid_3d_expanded", "test_col2im",
+                 "test_col2im_5d", "test_col2im_dilations", "test_col2im_pads", "test_col2im_strides",
+                 "test_melweightmatrix", "test_reflect_pad", "test_tensorscatter_3d"}
 
 
 def _load_benchmark():
@@ -40,4 +45,5 @@ def test_node_case_reproduces_its_reference_outputs(case, tmp_path):
     rec = bench.run_case(case, "fuse,fold", str(tmp_path), lambda phase: None)
     assert rec["status"] in ("reproduced", "not-eligible"), (rec.get("message"), rec.get("where"))
     if rec["status"] == "reproduced":
-        assert rec["validation_status"] == "validated" or rec["validation_status"].startswith("not validated")
+        want = "not validated" if case["name"] in UNVALIDATABLE else "validated"
+        assert rec["validation_status"].startswith(want), rec["validation_status"]

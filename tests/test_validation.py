@@ -141,3 +141,87 @@ def test_a_checker_finding_the_input_already_has_is_not_held_against_the_output(
     r = graphopt.optimize(model, "fuse,fold")
     assert r.validation_status == "validated" and r.validation.ok
     assert r.notes and r.notes[0].startswith("the input model already fails the ONNX checker the same way")
+
+
+def test_pre_opset_7_broadcast_attributes_stop_rules_and_say_data_cannot_help():
+    """Add(MatMul(a, b), c, broadcast=1, axis=0) adds c along axis 0 (opset 6): no Gemm may be
+    made of it, and onnxruntime, which has no Add(6) kernel, cannot check anything."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["p"]), helper.make_node("Add", ["p", "c"], ["y"], broadcast=1, axis=0)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+                          [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "b"),
+                           numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "c")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
+    r = graphopt.optimize(m, "fuse,fold", explain={"matmul-add-to-gemm"})
+    assert [n.op_type for n in r.model.graph.nodes] == ["MatMul", "Add"]
+    assert any("pre-opset-7 broadcast" in nm.reason for nm in r.near_misses)
+    assert r.validation_status.startswith("not validated: onnxruntime cannot load the input model")
+    assert "--validate-data" not in r.validation_status
+
+
+class IdentityToRelu(graphopt.Pass):
+    """Valid ONNX that onnxruntime's CPU cannot run (no int16 Relu kernel)."""
+
+    name = "identity-to-relu"
+    summary = "test only"
+
+    def run(self, graph, ctx):
+        n = 0
+        for node in graph.nodes:
+            if node.op_type == "Identity":
+                graph.add_node("Relu", node.inputs, [node.outputs[0].name + "_r"])
+                relu = graph.nodes[-1]
+                graph.replace_all_uses(node.outputs[0], relu.outputs[0])
+                graph.remove_node(node)
+                n += 1
+        return graphopt.PassResult(n > 0, {})
+
+
+def test_a_pass_whose_output_onnxruntime_cannot_run_is_found_and_rolled_back():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (int16[4] x) => (int16[4] y) {
+        a = Identity (x)
+        y = Neg (a)
+    }
+    """
+    r = graphopt.optimize(model_from_text(text), [IdentityToRelu(), "dce"])
+    assert r.rolled_back == ["identity-to-relu"] and r.validation_status == "validated" and r.validation.ok
+
+
+def test_save_writes_a_result_whose_input_already_failed_the_checker(tmp_path):
+    node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
+    r = graphopt.optimize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), "fold")
+    assert r.save(str(tmp_path / "o.onnx")) == str(tmp_path / "o.onnx") and (tmp_path / "o.onnx").exists()
+
+
+def test_an_input_indexing_two_tables_stays_inside_the_smaller():
+    for order in (0, 1):
+        big = numpy_helper.from_array(np.ones((1000, 2), np.float32), "big")
+        small = numpy_helper.from_array(np.ones((2, 2), np.float32), "small")
+        nodes = [helper.make_node("Gather", ["big", "ids"], ["a"]), helper.make_node("Gather", ["small", "ids"], ["b"]),
+                 helper.make_node("Add", ["a", "b"], ["y"])]
+        nodes[:2] = nodes[:2][::-1] if order else nodes[:2]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [big, small])
+        r = graphopt.optimize(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "fold")
+        assert r.validation_status == "validated", order
+
+
+def test_onehot_indices_run_over_the_depth_and_gathernd_tuples_over_their_axes():
+    nodes = [helper.make_node("OneHot", ["i", "depth", "values"], ["h"]),
+             helper.make_node("GatherND", ["data", "t"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(10, np.int64), "depth"),
+             numpy_helper.from_array(np.array([0, 1], np.float32), "values"),
+             numpy_helper.from_array(np.ones((32, 4), np.float32), "data")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", TensorProto.INT64, [64]),
+                                       helper.make_tensor_value_info("t", TensorProto.INT64, [8, 2])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("h", "y")], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    feed = Synthesizer(graphopt.load(m)).feeds(1, seed=0)[0]
+    assert len(set(feed["i"].tolist())) > 3 and feed["i"].max() < 10
+    assert feed["t"][:, 0].max() < 32 and feed["t"][:, 1].max() < 4 and feed["t"][:, 0].max() >= 4
+    assert graphopt.optimize(m, "fold").validation_status == "validated"

@@ -166,18 +166,28 @@ def node_cost(g: Graph, node: Node) -> tuple[Poly, Poly]:
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
-def weight_ids(g: Graph) -> set[int]:
-    """Ids of the initializers that are weights (see the module docstring)."""
-    ids = set()
-    for v in g.initializers:
+# integer weights of the QOperator ops: (op, input index)
+INTEGER_WEIGHT_INPUTS = {("DequantizeLinear", 0), ("QLinearConv", 3), ("QLinearMatMul", 3), ("ConvInteger", 1),
+                         ("MatMulInteger", 1)}
+
+
+def weights(g: Graph) -> dict[int, int]:
+    """Value id -> elements of every weight (see the module docstring): initializers and the
+    outputs of Constant nodes."""
+    out = {}
+    constants = [v for v in g.initializers] + [n.outputs[0] for n in g.nodes
+                                               if n.op_type == "Constant" and n.is_standard and n.outputs]
+    for v in constants:
         uses = g.uses(v)
-        if not uses:
+        if not uses or v.dtype is None:
             continue
         if is_float(v.dtype) and not all(u.op_type in QDQ_OPS and k in (1, 2) for u, k in uses):
-            ids.add(v.id)
-        elif is_integer(v.dtype) and any(u.op_type == "DequantizeLinear" and k == 0 for u, k in uses):
-            ids.add(v.id)
-    return ids
+            pass
+        elif not (is_integer(v.dtype) and any((u.op_type, k) in INTEGER_WEIGHT_INPUTS for u, k in uses)):
+            continue
+        data = v.const if v.const is not None else None
+        out[v.id] = data.size if data is not None else int(np.asarray(g.const_value(v)).size)
+    return out
 
 
 @dataclass
@@ -217,15 +227,15 @@ def model_cost(model: Model, order: Optional[list[Node]] = None) -> ModelCost:
     """Costs of every node of the main graph (shapes are inferred first)."""
     infer_shapes(model)
     g = model.graph
-    weights = weight_ids(g)
+    sizes = weights(g)
     charged: set[int] = set()
     out = ModelCost()
     for node in order if order is not None else g.toposort():
         params = 0
         for v in node.inputs:
-            if v is not None and v.id in weights and v.id not in charged:
+            if v is not None and v.id in sizes and v.id not in charged:
                 charged.add(v.id)
-                params += v.const.size
+                params += sizes[v.id]
         macs, flops = node_cost(g, node)
         out.nodes.append(NodeCost(node.name, node.op_type, params, macs, flops))
     return out

@@ -10,6 +10,7 @@ snapshot when a lossless pass raises.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -248,7 +249,7 @@ class PassManager(Pass):
         if self._clean is None:
             self._clean = ctx.model.clone()
         # the reports are taken every time: a pass may report without changing the graph
-        return _Snapshot(self._clean, dict(ctx.reports), len(ctx.near_misses))
+        return _Snapshot(self._clean, copy.deepcopy(ctx.reports), len(ctx.near_misses))
 
     def _restore(self, snapshot: _Snapshot, ctx: PassContext) -> None:
         """Put the model, the reports and the near misses back as they were in `snapshot`."""

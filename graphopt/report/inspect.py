@@ -71,6 +71,10 @@ def inspect(model: Model, shapes_from: Optional[Model] = None) -> dict:
     for sub in g.walk():
         for v in sub.initializers:
             weight_bytes[str(np.dtype(np_dtype(v.const.dtype)))] += v.const.nbytes
+        for n in sub.nodes:  # weights some exporters keep in Constant nodes
+            data = sub.const_value(n.outputs[0]) if n.op_type == "Constant" and n.is_standard and n.outputs else None
+            if data is not None and data.dtype != object:
+                weight_bytes[str(data.dtype)] += data.nbytes
     symbols = sorted({s for v in g.inputs + g.outputs for d in (v.shape or ()) if isinstance(d, str) for s in [d]})
     return {
         **cost.to_dict(),
@@ -105,7 +109,8 @@ def peak_activation_bytes(g: Graph, order: list[Node]) -> int:
     activations, nor is anything computed from constants alone (a dequantized INT8 weight)."""
     constant = {v.id for v in g.initializers}
     for node in order:
-        if node.n_inputs and all(v is None or v.id in constant for v in node.inputs):
+        if (node.op_type == "Constant" or node.n_inputs and all(v is None or v.id in constant for v in node.inputs)) \
+                and not any(True for _ in node.subgraphs()):
             constant.update(v.id for v in node.outputs if v is not None)
     last_use: dict[int, int] = {}
     for i, node in enumerate(order):

@@ -79,7 +79,7 @@ class Driver:
         for m in matches(rule.pattern, node, ctx):
             if filter_node and not all(filter_node(n) for n in m.matched):
                 continue  # a scoped step rewrites only nodes inside its scope
-            reason = _escapes(m) or rule.check(m)
+            reason = _legacy_broadcast(m) or _escapes(m) or rule.check(m)
             if reason:
                 reasons.append(reason)
                 continue
@@ -115,6 +115,16 @@ class Driver:
         for n in dead:  # root first: inner nodes become dead after it goes
             if n in g and not any(v is not None and g.has_uses(v) for v in n.outputs):
                 g.remove_node(n)
+
+
+def _legacy_broadcast(m: Match) -> Optional[str]:
+    """Before opset 7, Add/Mul/... and Gemm broadcast by attributes (`broadcast=1, axis=k` lines a
+    1-D operand up with axis k): rules reason with today's numpy-style broadcasting, so a match
+    that touches such a node is refused (raise-opset converts it)."""
+    for n in m.matched:
+        if "broadcast" in n.attrs:
+            return f"{n.op_type} {n.label} uses pre-opset-7 broadcast attributes (run raise-opset first)"
+    return None
 
 
 def _escapes(m: Match) -> Optional[str]:

@@ -158,11 +158,15 @@ def _use_of(g: Graph, v: Value) -> Use:
                 continue
             key = (node.op_type, k)
             data = node.inputs[0] if node.inputs else None
-            if key in INDEX_INPUTS:
-                table = node.inputs[2 if node.op_type == "OneHot" else 0]
-                axis = node.attr("axis", 0) if node.op_type in ("Gather", "GatherElements", "ScatterElements",
-                                                                 "Scatter") else 0
-                found.append(Use("index", g.const_value(table) if node.op_type == "OneHot" else (table, axis)))
+            if key in (("GatherND", 1), ("ScatterND", 1)):  # index tuples: column j indexes axis batch_dims + j
+                found.append(Use("index_nd", (data, node.attr("batch_dims", 0))))
+            elif key in INDEX_INPUTS:
+                if node.op_type == "OneHot":  # indices run over [0, depth)
+                    found.append(Use("index", [g.const_value(node.inputs[1])]))
+                else:
+                    axis = node.attr("axis", 0) if node.op_type in ("Gather", "GatherElements", "ScatterElements",
+                                                                     "Scatter") else 0
+                    found.append(Use("index", [(data, axis)]))
             elif key in AXES_INPUTS or (node.op_type.startswith("Reduce") and k == 1):
                 rank = len(data.shape) if data is not None and data.shape is not None else None
                 if rank is not None and node.op_type == "Unsqueeze" and node.outputs[0] is not None \
@@ -192,8 +196,17 @@ def _use_of(g: Graph, v: Value) -> Use:
             if node.op_type in PASS_ON and k == 0:
                 work.extend((o, depth + 1) for o in node.outputs if o is not None)
     order = ("axes", "squeeze", "split", "resize_scales", "resize_sizes", "affine_size", "lengths", "reshape", "ones",
-             "index", "positive", "unit", "mask")
-    return min(found, key=lambda u: order.index(u.kind)) if found else Use()
+             "index_nd", "index", "positive", "unit", "mask")
+    if not found:
+        return Use()
+    best = min(found, key=lambda u: order.index(u.kind))
+    same = [u for u in found if u.kind == best.kind]
+    if best.kind == "index":  # every table it indexes: the smallest bounds it
+        return Use("index", [b for u in same for b in u.bound])
+    if best.kind == "positive":  # every range it must lie in
+        lo, hi = max(u.bound[0] for u in same), min(u.bound[1] for u in same)
+        return Use("positive", (lo, hi) if lo < hi else best.bound)
+    return best
 
 
 # ------------------------------------------------------------------------------ drawing values
@@ -301,13 +314,16 @@ def _tensor(elem_type: int, shape: tuple, use: Use, rng: np.random.Generator, di
     if use.kind == "ones":
         return np.ones(shape, dt)
     if use.kind == "index" and integer:
-        bound = use.bound
-        if isinstance(bound, tuple):
-            bound = dim_of(*bound)
-        elif isinstance(bound, np.ndarray):
-            bound = int(bound.ravel()[0]) if bound.size else None
-        high = max(int(bound), 1) if bound is not None else 2
+        bounds = [dim_of(*b) if isinstance(b, tuple) else (int(b.ravel()[0]) if isinstance(b, np.ndarray) and b.size
+                                                           else None) for b in use.bound]
+        known = [b for b in bounds if b is not None]
+        high = max(min(known), 1) if known else 2
         return rng.integers(0, high, size=shape).astype(dt)
+    if use.kind == "index_nd" and integer:
+        data, batch_dims = use.bound
+        cols = shape[-1] if shape else 1
+        highs = [max(dim_of(data, batch_dims + j) or 2, 1) for j in range(cols)]
+        return np.stack([rng.integers(0, h, size=shape[:-1]) for h in highs], axis=-1).astype(dt).reshape(shape)
     if use.kind == "positive":
         lo, hi = use.bound
         if integer:
