@@ -37,6 +37,7 @@ _SHAPE_VALUE_INPUTS: dict[str, tuple[int, ...]] = {
     "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,), "StringSplit": (0,), "CenterCropPad": (1,),
     "If": (0,), "Loop": (0, 1),
 }
+_OUTPUT_TYPED = {"ConstantOfShape", "EyeLike", "RandomNormalLike", "RandomUniformLike"}  # types name the output
 _RANDOM = {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike", "Bernoulli", "Multinomial"}
 
 PROMOTE = "run -p promote"
@@ -58,6 +59,8 @@ class _Checker:
         self.findings: list[Finding] = []
         self.trace = _Trace()
         self.functions = {f.name for f in model.functions}
+        self.op_types: dict[tuple[str, str], Finding] = {}
+        self.op_type_counts: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ reporting
     def add(self, severity: str, where: str, op_type: str, rule: str, message: str, src: str = "doc") -> None:
@@ -83,6 +86,12 @@ class _Checker:
                     self.check_node(g, node)
         finally:
             sys.setrecursionlimit(old)
+        for key, f in self.op_types.items():
+            n = self.op_type_counts[key]
+            if n > 1:
+                i = self.findings.index(f)
+                self.findings[i] = Finding(f.severity, f.node, f.op_type, f"{f.message} ({n} {key[0]} nodes on "
+                                           f"{key[1]}; this is the first)", f.rule, f.version, f.source)
         return self.findings
 
     def check_opset(self) -> None:
@@ -212,8 +221,11 @@ class _Checker:
 
     def check_op_types(self, node: Node, spec: dict) -> None:
         types = spec["types"]
-        v = next((x for x in node.inputs if x is not None), None) or next((x for x in node.outputs if x is not None),
-                                                                           None)
+        if node.op_type in _OUTPUT_TYPED:
+            v = node.outputs[0] if node.outputs else None
+        else:
+            v = next((x for x in node.inputs if x is not None), None) or next(
+                (x for x in node.outputs if x is not None), None)
         if not types or v is None or v.dtype in (None, 0) or v.type_proto is not None:
             return
         name = dtypes.name(v.dtype)
@@ -221,10 +233,18 @@ class _Checker:
         if policy.get("policy") == "cast_down":
             name = policy["to"]
         short = _TYPE_NAMES.get(name, name)
-        if short not in types and not (short == "UINT8" and node.op_type in ("Cast", "DequantizeLinear")):
-            self.add("warning", node.label, node.op_type, f"op-type.{node.op_type}.{short}",
-                     f"{node.op_type} on {short} ({v.name!r}) is outside the types {self.trt} documents for it "
-                     f"({', '.join(types)}); the parser may reject it or the build may fail", "doc")
+        if short in types or (short == "UINT8" and node.op_type in ("Cast", "DequantizeLinear")):
+            return
+        key = (node.op_type, short)
+        if key in self.op_types:  # one finding per op and type: count the rest
+            self.op_type_counts[key] += 1
+            return
+        self.op_type_counts[key] = 1
+        self.add("warning", node.label, node.op_type, f"op-type.{node.op_type}.{short}",
+                 f"{node.op_type} on {short} ({v.name!r}) is outside the types {self.trt} documents for it "
+                 f"({', '.join(types)}; operators.md, which can be narrower than the importer): the parser may "
+                 "reject it or the build may fail", "doc")
+        self.op_types[key] = self.findings[-1]
 
     def check_inputs(self, g: Graph, node: Node, spec: dict) -> None:
         op, where, ins = node.op_type, node.label, node.inputs

@@ -6808,6 +6808,11 @@ _OPS_10_15 = {'Abs': {'supported': True,
          'runtime_ok_inputs': {},
          'restrictions': []}}
 
+# Corrections from the parser source where operators.md lists fewer types than the importer takes
+# (onnxOpImporters.cpp at 10.0/10.1: NonZero accepts FLOAT, HALF, BF16, INT32, INT64, INT8 and BOOL).
+for _ops in (_OPS_10_0, _OPS_10_1):
+    _ops["NonZero"] = dict(_ops["NonZero"], types=("FP32", "FP16", "BF16", "INT32", "INT64", "INT8", "BOOL"))
+
 TRT: Dict[str, Dict[str, Any]] = {
     "8.6": {
         "opsets": (7, 17),
