@@ -384,3 +384,12 @@ def test_op_types_outside_the_documented_ones_are_one_warning_per_op_and_type():
     # NonZero on BOOL: narrower in operators.md than in the 10.x importer, which takes it
     nz = build([oh.make_node("NonZero", ["x"], ["y"])], [("x", T.BOOL, [4])], [("y", T.INT64, None)])
     assert not [f for f in check(nz, "10") if "op-type" in f.rule]
+
+
+def test_a_data_dependent_initializer_input_is_an_error_that_says_promotion_cannot_help():
+    m = build([oh.make_node("ReduceSum", ["x", "axes"], ["y"])], [("x", T.FLOAT, [3, 4]), ("axes", T.INT64, [1])],
+              [("y", T.FLOAT, None)], opset=13)
+    (f,) = [f for f in check(m) if f.severity == "error"]
+    assert f.rule == "trt10.initializer-input.ReduceSum.axes"
+    assert "values of input 'axes'" in f.message and "promotion cannot" in f.message
+    assert "run -p promote" not in f.message

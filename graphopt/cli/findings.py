@@ -13,7 +13,8 @@ def trt_check_command(argv: list[str]) -> int:
     from graphopt.lint.trt_check import trt_check
 
     def options(p: Parser) -> None:
-        versions = sorted(set(trt_matrix.VERSIONS) | set(trt_matrix.ALIASES), key=lambda v: [int(x) for x in v.split(".")])
+        versions = sorted(set(trt_matrix.VERSIONS) | set(trt_matrix.ALIASES),
+                          key=lambda v: [int(x) for x in v.split(".")])
         p.add_argument("--trt", default=trt_matrix.DEFAULT, choices=versions, metavar="VERSION",
                        help=f"the TensorRT version whose ONNX parser to check against: {', '.join(versions)} (default "
                        f"{trt_matrix.DEFAULT} = {trt_matrix.resolve(trt_matrix.DEFAULT)}, the newest 10.x checked "
@@ -28,9 +29,9 @@ def trt_check_command(argv: list[str]) -> int:
 def qdq_lint_command(argv: list[str]) -> int:
     from graphopt.lint.qdq_lint import qdq_lint
 
-    return _findings_command(argv, "qdq-lint", lambda model, args: qdq_lint(model), "List Q/DQ placements TensorRT's explicit quantization "
-                             "rejects (zero points, scales, axes, quantized bias, residual Adds, unpaired Q/DQ). "
-                             "Exit code 4 when there are errors.")
+    return _findings_command(argv, "qdq-lint", lambda model, args: qdq_lint(model),
+                             "List Q/DQ placements TensorRT's explicit quantization rejects (zero points, scales, "
+                             "axes, quantized bias, residual Adds, unpaired Q/DQ). Exit code 4 when there are errors.")
 
 
 def _findings_command(argv: list[str], name: str, check, description: str, options=None) -> int:

@@ -303,7 +303,7 @@ class _Checker:
         if name in ("to", "dtype") and isinstance(value, int):
             value = dtypes.name(value)
         bad = False
-        if "forbidden" in rec and rec["forbidden"]:
+        if rec.get("forbidden"):
             bad = True
         elif "equals" in rec:
             bad = value != rec["equals"]
@@ -417,7 +417,7 @@ class _Trace:
             return None, ""  # a 1-D tensor of the input's rank
         by_value = _SHAPE_VALUE_INPUTS.get(node.op_type, ())
         if node.op_type in ("NonZero", "Unique", "Compress", "NonMaxSuppression", "StringSplit"):
-            kind, why = self.worst([self.value(node.inputs[i]) for i in by_value if i < len(node.inputs)])
+            kind, _ = self.worst([self.value(node.inputs[i]) for i in by_value if i < len(node.inputs)])
             if kind == "data":
                 return kind, f"the data-dependent output shape of {node.op_type} {node.label!r}"
         results = []
