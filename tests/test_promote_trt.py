@@ -1,7 +1,4 @@
-"""`promote` (TensorRT constant-shape promotion) and `trt-check`."""
-
-import shutil
-import subprocess
+"""`promote` (TensorRT constant-shape promotion); trt-check itself is tested in test_trt_check.py."""
 
 import numpy as np
 import onnx
@@ -58,59 +55,8 @@ def test_promote_turns_computed_pads_and_axes_into_initializers():
     }
     """
     before = frontend.load(model_from_text(text))
-    assert {f.op_type for f in trt_check(before) if f.severity == "error"} == {"Pad"}
+    # computed pads are a run-time shape tensor TensorRT 10 accepts at a cost: a warning
+    assert {f.rule for f in trt_check(before)} == {"trt10.runtime-shape.Pad.pads"}
     ops, records, result = optimized(text, "promote")
     assert ops == ["Pad", "ReduceSum"]
     assert trt_check(result.model) == []
-
-
-def test_trt_check_reports_opset_types_sequences_and_custom_ops():
-    text = """
-    <ir_version: 8, opset_import: ["" : 17, "custom" : 1]>
-    m (double[2] x, float[4] f) => (double[2] y, float[2] s) {
-        y = Relu (x)
-        seq = SplitToSequence (f)
-        i = Constant <value = int64 {0}> ()
-        s0 = SequenceAt (seq, i)
-        s = custom.Thing (s0)
-    }
-    """
-    model = frontend.load(onnx.parser.parse_model(text))
-    found = {(f.severity, f.op_type) for f in trt_check(model)}
-    assert ("error", "tensor") in found  # double
-    assert ("error", "SplitToSequence") in found and ("error", "SequenceAt") in found
-    assert ("warning", "Thing") in found
-    model.opset_imports[""] = 8
-    assert any("opset 8" in f.message for f in trt_check(model))
-
-
-def test_trt_check_command_exit_codes(tmp_path):
-    exe = shutil.which("graphopt")
-    bad = tmp_path / "bad.onnx"
-    onnx.save(model_from_text("""
-    <ir_version: 8, opset_import: ["" : 17]>
-    m (float[2, 3] x, int64[4] p) => (y) {
-        y = Pad (x, p)
-    }
-    """.replace("=> (y)", "=> (float[A, B] y)")), bad)
-    proc = subprocess.run([exe, "trt-check", str(bad)], capture_output=True, text=True)
-    assert proc.returncode == 4
-    assert "error: Pad" in proc.stdout and "pads is computed at run time" in proc.stdout
-    good = golden_model("cnn_torchscript")
-    promoted = tmp_path / "p.onnx"
-    api.optimize(good, "promote", output=str(promoted))
-    proc = subprocess.run([exe, "trt-check", str(promoted), "--json"], capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.strip() == "[]"
-
-
-def test_report_includes_trt_check(tmp_path):
-    import json
-
-    from graphopt.cli import main
-
-    src = golden_model("encoder_dynamo")
-    rep = tmp_path / "r.json"
-    assert main([src, "-p", "promote", "-o", str(tmp_path / "o.onnx"), "--report", str(rep), "-q"]) == 0
-    findings = json.loads(rep.read_text())["trt_check"]
-    # what promote cannot fix: the dynamo exporter's sequence ops, and pos[:seq_len] with a run-time length
-    assert findings and {f["op_type"] for f in findings} == {"SplitToSequence", "SequenceAt", "Slice"}
