@@ -96,3 +96,12 @@ def test_constants_with_value_ints_floats_and_sparse_value_fold():
     assert r.validation.ok and [n.op_type for n in r.model.graph.nodes] == ["Mul"]
     x = np.ones((1, 4), np.float32)
     assert np.array_equal(run_ort(to_proto(r.model), {"x": x})[0], [[0.5, 5.5, 0.5, 7.5]])
+
+
+def test_question_mark_dims_are_unknown_not_one_shared_size():
+    """Paddle names every dynamic dim "?": two of them need not be equal, so pinning one input
+    to 48x192 is not "two sizes for one dim"."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", 3, "?", "?"])
+    m = _model([helper.make_node("Relu", ["x"], ["y"])], [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    r = graphopt.optimize(m, "fuse,fold", input_shapes={"x": (1, 3, 48, 192)})
+    assert r.validation.ok and r.model.graph.inputs[0].shape == (1, 3, 48, 192)

@@ -293,11 +293,16 @@ def _set_type(v, vi: onnx.ValueInfoProto) -> None:
         v.type_proto = _copy(tp)
 
 
+# dim_param names exporters write for "unknown" (Paddle writes "?" for every dynamic dim): one
+# such name on several dims does not make them equal, as a real dim name would
+UNNAMED_DIMS = ("", "?")
+
+
 def _dims(tt) -> tuple:
-    """Declared dims: ints, symbol names, None for unknown. Exporters write `dim_value: -1` (Paddle)
-    or an empty name for an unknown dim: both are unknown. A declared 0 is an empty dim."""
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
-                 for d in tt.shape.dim)
+    """Declared dims: ints, symbol names, None for unknown. Exporters write `dim_value: -1` (Paddle),
+    an empty name or "?" for an unknown dim: all are unknown. A declared 0 is an empty dim."""
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0
+                 else (d.dim_param if d.dim_param not in UNNAMED_DIMS else None) for d in tt.shape.dim)
 
 
 def _merge_value_info(v, vi: onnx.ValueInfoProto) -> None:
