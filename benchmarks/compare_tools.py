@@ -38,7 +38,7 @@ ORT_BASIC = ("import onnxruntime as o, sys; s = o.SessionOptions(); "
 def tools(src: str, dst: str) -> dict[str, list[str]]:
     go = shutil.which("graphopt")
     base = [go, src, "-p", "fuse,fold", "-o", dst, "--force", "-q", "--initializers-as-constants"]
-    return {
+    every = {
         "graphopt": base,
         "graphopt --no-validate": base + ["--no-validate"],
         "onnxsim": [shutil.which("onnxsim"), src, dst],
@@ -46,6 +46,7 @@ def tools(src: str, dst: str) -> dict[str, list[str]]:
         "polygraphy": [shutil.which("polygraphy"), "surgeon", "sanitize", "--fold-constants", src, "-o", dst],
         "ort-basic": [sys.executable, "-c", ORT_BASIC, src, dst],
     }
+    return {name: cmd for name, cmd in every.items() if cmd[0]}  # a tool that is not installed is left out
 
 
 
