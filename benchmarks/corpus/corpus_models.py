@@ -117,26 +117,27 @@ def _swin(out):
 # ----------------------------------------------------------------------------------- torchvision
 
 
-def _tv_detection(out, ctor_name, size, notes):
+def _tv_detection(out, ctor_name, size, notes, outputs=("boxes", "labels", "scores"), **ctor_kw):
     import torch
     from tv_ops import torchvision  # noqa: F401  (registers nms / roi_align)
     import torchvision.models.detection as det
 
     seed_all()
     ctor = getattr(det, ctor_name)
-    m = ctor(weights=None, weights_backbone=None).eval()
+    m = ctor(weights=None, weights_backbone=None, **ctor_kw).eval()
     counts = randomize_norms(m)
     x = torch.rand(3, size, size)
     with torch.no_grad():
         m([x])  # warm-up (anchor caches)
         export_torchscript(
-            m, ([x],), out, ["images"], ["boxes", "scores", "labels"],
-            {"images": {1: "height", 2: "width"}, "boxes": {0: "num_detections"}, "scores": {0: "num_detections"},
-             "labels": {0: "num_detections"}},
+            m, ([x],), out, ["images"], list(outputs),  # the order of the model's output dict
+            {"images": {1: "height", 2: "width"}, "boxes": {0: "num_detections"}, "labels": {0: "num_detections"},
+             "scores": {0: "num_detections"}},
             opset=17,
         )
     return {
-        "source": f"torchvision {version('torchvision')}: torchvision.models.detection.{ctor_name}(weights=None, weights_backbone=None)",
+        "source": f"torchvision {version('torchvision')}: torchvision.models.detection.{ctor_name}(weights=None, weights_backbone=None"
+        + "".join(f", {k}={v!r}" for k, v in ctor_kw.items()) + ")",
         "exporter": "torchscript",
         "inputs": [{"name": "images", "dtype": "float32", "shape": [3, "height", "width"], "sample_shape": [3, size, size], "kind": "image01"}],
         "dynamic_axes": {"images": {1: "height", 2: "width"}, "boxes": {0: "num_detections"}},
@@ -152,13 +153,17 @@ def _tv_detection(out, ctor_name, size, notes):
 @model("tv_fasterrcnn_mobilenet_v3_large_320_fpn", "torchvision")
 def _frcnn(out):
     return _tv_detection(out, "fasterrcnn_mobilenet_v3_large_320_fpn", 320,
-                         "Two-stage detector with RPN, RoiAlign (MultiScaleRoIAlign), NMS postprocessing, box decoding.")
+                         "Two-stage detector with RPN, RoiAlign (MultiScaleRoIAlign), NMS postprocessing, box decoding. "
+                         "box_score_thresh lowered to 0.001 so that random weights still give detections.",
+                         box_score_thresh=0.001)
 
 
 @model("tv_ssdlite320_mobilenet_v3_large", "torchvision")
 def _ssdlite(out):
     return _tv_detection(out, "ssdlite320_mobilenet_v3_large", 320,
-                         "SSDlite with batched NMS postprocessing; transform resizes to 320x320 inside the graph.")
+                         "SSDlite with batched NMS postprocessing (per-class loop when traced); transform resizes to "
+                         "320x320 inside the graph. score_thresh lowered to 0.001 so that random weights still give detections.",
+                         outputs=("boxes", "scores", "labels"), score_thresh=0.001)
 
 
 def _tv_seg(out, ctor_name, exporter):

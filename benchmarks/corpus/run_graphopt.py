@@ -5,9 +5,11 @@
 For every model built in DIR/manifest.json runs
 ``graphopt DIR/NAME.onnx -p PASSES -o TMP/NAME.onnx --force --report TMP/NAME.report.json``
 (one at a time, under ``nice``) and writes DIR/graphopt_results.json with the exit code, the last
-stderr line, the wall time and the node counts before/after; prints a Markdown table. When graphopt
-stops because onnxruntime cannot run the *input* model on graphopt's own validation inputs, it is
-run again with --no-validate and that result is recorded too (``retry_no_validate``).
+stderr line, the wall time and the node counts before/after, and compares graphopt's output with
+the input on the corpus's own sensible inputs (manifest sample and alternative shapes); prints a
+Markdown table. When graphopt exits non-zero (typically because onnxruntime cannot run the *input* model on
+graphopt's own validation inputs) it is run again with --no-validate and that result is recorded too
+(``retry_no_validate``).
 The graphopt that runs is the one beside this Python (``bin/graphopt``) or on PATH.
 """
 
@@ -32,6 +34,50 @@ def _nodes(path: Path):
         return len(onnx.load(str(path), load_external_data=False).graph.node)
     except Exception:  # noqa: BLE001
         return None
+
+
+def _compare(src: Path, dst: Path, rec: dict) -> dict:
+    """Run the input and graphopt's output on the corpus's own sensible inputs (sample and
+    alternative shapes) and report the largest differences."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(HERE))
+    from common import make_inputs
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    res = {}
+    try:
+        a = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        b = ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    spec = rec.get("inputs") or []
+    shapes = [None] + list(rec.get("alt_shapes", []))
+    for shp in shapes:
+        sp = spec if shp is None else [dict(d, sample_shape=list(shp)) for d in spec]
+        key = "sample" if shp is None else "x".join(map(str, shp))
+        try:
+            feeds = make_inputs(sp)
+            ra, rb = a.run(None, feeds), b.run(None, feeds)
+            worst = 0.0
+            worst_rel = 0.0
+            same_shapes = True
+            for x, y in zip(ra, rb):
+                x, y = np.asarray(x), np.asarray(y)
+                if x.shape != y.shape:
+                    same_shapes = False
+                    continue
+                if x.size == 0:
+                    continue
+                d = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+                worst = max(worst, d)
+                worst_rel = max(worst_rel, d / max(float(np.max(np.abs(x.astype(np.float64)))), 1e-30))
+            res[key] = {"max_abs": worst, "max_rel_to_max": worst_rel, "same_shapes": same_shapes}
+        except Exception as e:  # noqa: BLE001
+            res[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+    return res
 
 
 def main(argv=None) -> int:
@@ -96,9 +142,10 @@ def main(argv=None) -> int:
                         r[k] = report[k]
             except ValueError:
                 pass
-        if rc != 0 and "onnxruntime failed to run" in r["last_stderr_line"] and a.retry:
-            # graphopt's own validation inputs (ints in [0, 4), symbolic dims = 32) are not valid for
-            # this model: run the passes again without validation to see whether they go through.
+        if rc != 0 and a.retry:
+            # e.g. graphopt's own validation inputs (ints in [0, 4), symbolic dims = 32, dim_value -1
+            # taken literally) are not valid for this model: run again without validation to see
+            # whether the passes themselves go through.
             cmd2 = cmd[:-2] + ["--no-validate"]
             t1 = time.time()
             try:
@@ -110,17 +157,37 @@ def main(argv=None) -> int:
             r["retry_no_validate"] = {"cmd": " ".join(cmd2[3:]), "exit_code": rc2, "last_stderr_line": l2[-1] if l2 else "",
                                       "seconds": round(time.time() - t1, 1),
                                       "nodes_after": _nodes(dst) if dst.exists() else None}
+        if dst.exists() and man[n].get("inputs"):
+            r["compare_on_corpus_inputs"] = _compare(src, dst, man[n])
         results["runs"][n] = r
         res_path.write_text(json.dumps(results, indent=1, default=str))
         print(f"    exit={rc} {r['nodes_before']}->{r['nodes_after']} nodes {r['seconds']}s | {r['last_stderr_line'][:200]}", flush=True)
 
-    print("\n| model | exit | nodes before -> after | s | last stderr line |\n|---|---|---|---|---|")
+    # a one-line summary per model in the manifest as well
+    man_path = a.models / "manifest.json"
+    full = json.loads(man_path.read_text())
+    for n, r in results["runs"].items():
+        if n in full["models"]:
+            rt = r.get("retry_no_validate") or {}
+            full["models"][n][f"graphopt[{results['passes']}]"] = {
+                "exit_code": r["exit_code"], "last_stderr_line": r["last_stderr_line"],
+                "nodes_after": r["nodes_after"], "no_validate_exit_code": rt.get("exit_code"),
+                "no_validate_nodes_after": rt.get("nodes_after"),
+                "compare_on_corpus_inputs": r.get("compare_on_corpus_inputs"),
+            }
+    man_path.write_text(json.dumps(full, indent=1, default=str))
+
+    print("\n| model | exit | nodes before -> after | s | max rel err on corpus inputs | last stderr line |\n|---|---|---|---|---|---|")
     for n, r in results["runs"].items():
         line = r["last_stderr_line"][:160].replace("|", "/")
         rt = r.get("retry_no_validate")
         if rt:
             line += f" (with --no-validate: exit {rt['exit_code']}, {r['nodes_before']} -> {rt['nodes_after']} nodes)"
-        print(f"| {n} | {r['exit_code']} | {r['nodes_before']} -> {r['nodes_after']} | {r['seconds']} | {line} |")
+        cmp_ = r.get("compare_on_corpus_inputs") or {}
+        errs = [v.get("max_rel_to_max") for v in cmp_.values() if "max_rel_to_max" in v]
+        bad = [k for k, v in cmp_.items() if "error" in v or not v.get("same_shapes", True)]
+        cs = (f"{max(errs):.1e}" if errs else "-") + (f" FAIL({','.join(bad)})" if bad else "")
+        print(f"| {n} | {r['exit_code']} | {r['nodes_before']} -> {r['nodes_after']} | {r['seconds']} | {cs} | {line} |")
     return 0
 
 

@@ -46,9 +46,12 @@ def _nms_cpu(dets, scores, iou_threshold):
 
 
 def _roi_align_cpu(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    from torchvision.ops.roi_align import _roi_align
+    import inspect
+    import sys
 
-    return _roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    ra = sys.modules["torchvision.ops.roi_align"]  # the module (torchvision.ops.roi_align is the function)
+    fn = inspect.unwrap(ra._roi_align)  # the eager reference implementation, not its lazy torch.compile wrapper
+    return fn(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
 
 
 _lib.impl("nms", _nms_cpu, "CPU")
@@ -71,5 +74,10 @@ def _has_ops() -> bool:  # a plain def: torchvision's script_if_tracing helpers 
 
 
 torchvision.extension._has_ops = _has_ops  # our Python kernels stand in for _C
+import sys  # noqa: E402
+
+import torchvision.ops.roi_align  # noqa: E402
+
+sys.modules["torchvision.ops.roi_align"]._has_ops = _has_ops  # imported there by name
 
 __all__ = ["torchvision"]
