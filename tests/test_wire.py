@@ -199,3 +199,20 @@ def test_a_group_without_its_end_tag_is_not_a_model(tmp_path):
     src.write_bytes(buf)
     with pytest.raises(ModelLoadError, match="group without an end tag"):
         frontend.load(str(src))
+
+
+def test_external_data_location_wins_over_an_inline_raw_data_as_in_onnx(tmp_path):
+    """A tensor marked EXTERNAL that also carries raw_data: onnx.load (and onnxruntime) read the
+    external file; so does graphopt, even where the inline copy is large enough to be mapped."""
+    proto = model_with_weights()
+    t = proto.graph.initializer[0]
+    inline = numpy_helper.to_array(t)
+    external = (inline + 1).astype(np.float32)
+    (tmp_path / "w.bin").write_bytes(external.tobytes())
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value="w.bin")
+    src = tmp_path / "m.onnx"
+    src.write_bytes(proto.SerializeToString())
+    np.testing.assert_array_equal(numpy_helper.to_array(onnx.load(str(src)).graph.initializer[0]), external)
+    model = frontend.load(str(src))
+    np.testing.assert_array_equal(model.graph.value("big").const.numpy(), external)
