@@ -591,7 +591,8 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=900)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutated file")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutated file (a mutated attribute can "
+                    "make a zoo model legitimately slow to validate: Conv pads of 9999 took 135 s)")
     ap.add_argument("--json", help="write every result here")
     ap.add_argument("--no-zoo", action="store_true", help="leave out the 5 MB zoo models (faster)")
     ap.add_argument("--save", metavar="DIR", help="keep the files that failed here")
