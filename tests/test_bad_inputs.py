@@ -133,6 +133,15 @@ def with_small_weight(data_type) -> onnx.ModelProto:
     return model([helper.make_node("Add", ["x", "b"], ["y"])], inits=[b])
 
 
+def with_small_raw_data(raw: bytes, dims=(1, 4)) -> onnx.ModelProto:
+    """Add by an inline (not memory-mapped) initializer whose raw_data and dims disagree."""
+    b = numpy_helper.from_array(np.ones((1, 4), np.float32), "b")
+    b.raw_data = raw
+    del b.dims[:]
+    b.dims.extend(dims)
+    return model([helper.make_node("Add", ["x", "b"], ["y"])], inits=[b])
+
+
 def undefined_elem_type() -> onnx.ModelProto:
     m = relu()
     m.graph.input[0].type.tensor_type.elem_type = 1234
@@ -192,6 +201,10 @@ CASES = {
         lambda d: write(d, mlp_with_big_weight(9999)), [], "tensor 'w' has data type 9999, which ONNX does not define"),
     "memory-mapped string initializer": (
         lambda d: write(d, mlp_with_big_weight(TensorProto.STRING)), [], "a string tensor cannot hold raw_data"),
+    "inline initializer with too few bytes of raw_data": (
+        lambda d: write(d, with_small_raw_data(b"\0" * 8)), [], "tensor 'b' has 8 bytes of data but its shape and type need 16"),
+    "inline initializer with a negative dim": (
+        lambda d: write(d, with_small_raw_data(b"\0" * 16, dims=(-2, -2))), [], "tensor 'b' has a negative dim: [-2, -2]"),
     "value of an element type ONNX does not define": (
         lambda d: write(d, undefined_elem_type()), [], "value 'x' declares element type 1234, which ONNX does not define"),
     "calibration data with a wrong name": (

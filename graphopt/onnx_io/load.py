@@ -366,7 +366,14 @@ class _Reader:
         _check_data_type(t)
         if t.data_location == onnx.TensorProto.EXTERNAL:
             return self.external.tensor(t)
-        return Tensor.from_proto(t)
+        tensor = Tensor.from_proto(t)
+        if t.HasField("raw_data"):  # as for mapped payloads: onnxruntime refuses a wrong size too
+            if t.data_type == onnx.TensorProto.STRING:
+                raise ModelLoadError(f"tensor {t.name!r}: a string tensor cannot hold raw_data")
+            if len(t.raw_data) != tensor.nbytes:
+                raise ModelLoadError(f"tensor {t.name!r} has {len(t.raw_data)} bytes of data but its shape and "
+                                     f"type need {tensor.nbytes}")
+        return tensor
 
 
 # element types this onnx defines (UNDEFINED, 0, is not a type a tensor can have)
@@ -374,9 +381,12 @@ _DATA_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.
 
 
 def _check_data_type(t: onnx.TensorProto) -> None:
+    """A tensor's data type is one ONNX defines and its dims are not negative."""
     if t.data_type not in _DATA_TYPES:
         what = "has no data type" if t.data_type == 0 else f"has data type {t.data_type}, which ONNX does not define"
         raise ModelLoadError(f"tensor {t.name!r} {what}")
+    if any(d < 0 for d in t.dims):
+        raise ModelLoadError(f"tensor {t.name!r} has a negative dim: {list(t.dims)}")
 
 
 def _check_type(tp: onnx.TypeProto, name: str, depth: int = 0) -> None:
