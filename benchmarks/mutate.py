@@ -193,7 +193,9 @@ def m_delete(rng, data, tree):
 def m_duplicate(rng, data, tree):
     sites = list(walk(tree, "Model"))
     hot = [s for s in sites if (s[2], s[0][s[1]].number) in HOT]
-    parent, i, msg, path = rng.choice(hot if hot and rng.random() < 0.7 else sites)
+    raw = [s for s in hot if (s[2], s[0][s[1]].number) == ("Tensor", 9)]
+    r = rng.random()
+    parent, i, msg, path = rng.choice(raw if raw and r < 0.3 else hot if hot and r < 0.75 else sites)
     f = parent[i]
     import copy
     dup = copy.deepcopy(f)
