@@ -2,9 +2,10 @@
 line (`graphopt FILE -p fuse,fold -o OUT`, in a worker process with a timeout).
 
 Every result is classified:
-  ok              exit 0; onnx.load of the input must succeed too, and graphopt's reading of every
-                  top-level initializer must equal what onnx.load gives (graphopt never reads
-                  different weights than onnx)
+  ok              exit 0; onnx.load of the input and of the output must succeed too, graphopt's
+                  reading of every top-level initializer must equal what onnx.load gives, and a
+                  plain round trip (`-p none`) must write those same values (graphopt never
+                  reads or writes different weights than onnx reads)
   clean error     exit 1/2/3 with one line "graphopt: error: ...", no traceback, nothing written
   internal error  exit 70, a traceback, a message that is not one line, or a file left behind
   disagreement    exit 0 but onnx cannot load the input, or the weights differ
@@ -433,6 +434,24 @@ def check_ok(path: str, out: str) -> tuple[str, str]:
             return "disagreement", (f"initializer {t.name!r}: graphopt reads {got.dtype}{list(got.shape)}, "
                                     f"onnx.load {want.dtype}{list(want.shape)}" + ("" if want.shape != got.shape
                                                                                   else ", other values"))
+    # and what graphopt writes: a plain round trip (`-p none`) holds onnx.load's weights
+    from graphopt.cli.main import main
+
+    plain = os.path.join(os.path.dirname(out), "none.onnx")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main([path, "-p", "none", "-o", plain, "-q", "--no-validate"])
+    if code != 0:
+        return "disagreement", f"`-p none` failed where `-p {PASSES}` worked: {err.getvalue().strip()[:200]}"
+    written = {t.name: t for t in onnx.load(plain).graph.initializer}
+    for t in ref.graph.initializer:
+        w = written.get(t.name)
+        if w is None:
+            return "disagreement", f"`-p none` dropped initializer {t.name!r}"
+        a, b = numpy_helper.to_array(t), numpy_helper.to_array(w)
+        if a.dtype != b.dtype or a.shape != b.shape or (
+                a.tolist() != b.tolist() if a.dtype == object else a.tobytes() != b.tobytes()):
+            return "disagreement", f"`-p none` wrote initializer {t.name!r} with other values than onnx.load reads"
     return "ok", ""
 
 
