@@ -441,8 +441,14 @@ def check_ok(path: str, out: str) -> tuple[str, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main([path, "-p", "none", "-o", plain, "-q", "--no-validate"])
+    lines = err.getvalue().strip().splitlines()
+    if code in (1, 2, 3) and len(lines) == 1 and lines[0].startswith("graphopt: error: "):
+        # e.g. a damaged value_info that contradicts inference: the passes replaced it, a plain
+        # round trip keeps it and the checker refuses the result. Clean, and the weights were
+        # compared above.
+        return "ok", f"plain round trip refused cleanly: {lines[0]}"[:300]
     if code != 0:
-        return "disagreement", f"`-p none` failed where `-p {PASSES}` worked: {err.getvalue().strip()[:200]}"
+        return "internal error", f"`-p none`: exit {code}: {' '.join(lines)[-300:]}"
     written = {t.name: t for t in onnx.load(plain).graph.initializer}
     for t in ref.graph.initializer:
         w = written.get(t.name)
@@ -621,6 +627,11 @@ def main() -> int:
     summary = fuzz(args.count, args.seed, args.jobs, args.timeout, not args.no_zoo, save_dir=args.save,
                    progress=True)
     print(table(summary))
+    refused = sum(r["status"] == "ok" and r.get("detail", "").startswith("plain round trip refused")
+                  for r in summary["results"])
+    if refused:
+        print(f"({refused} of the ok files: `-p none` refused them cleanly, e.g. a declared shape that "
+              f"contradicts inference, which the passes had replaced; their weights were compared on reading)")
     bad = [r for r in summary["results"] if r["status"] not in ("ok", "clean error")]
     for r in bad:
         print(f"#{r['index']} {r['model']} {r['mutation']}: {r['status']}: {r.get('detail', '')}")
