@@ -91,6 +91,63 @@ def deeply_nested(depth: int = 300) -> bytes:
     return varint(1 << 3) + varint(8) + field(7, graph) + field(8, varint(2 << 3) + varint(17))
 
 
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def with_bad_text(where: str) -> bytes:
+    """A Relu model with bytes that are not UTF-8 in a node name or in the name of value x (its
+    input), replaced in place (the same length: every length prefix stays right)."""
+    m = relu()
+    m.graph.node[0].name = "relu_NAME"
+    data = m.SerializeToString()
+    if where == "node name":
+        return data.replace(b"relu_NAME", b"relu\xff\xfeAME")
+    # the value name "x", everywhere it is written: the graph input and the node's input
+    x_input = _field(1, b"x")  # ValueInfoProto.name / NodeProto.input
+    assert data.count(x_input) == 2
+    return data.replace(x_input, _field(1, b"\xff"))
+
+
+def mlp_with_big_weight(data_type=None) -> onnx.ModelProto:
+    """MatMul by a 4x512 weight (8 KiB: it stays in the memory-mapped file)."""
+    w = numpy_helper.from_array(np.ones((4, 512), np.float32), "w")
+    if data_type is not None:
+        w.data_type = data_type
+    return model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                 outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512])], inits=[w])
+
+
+def with_small_weight(data_type) -> onnx.ModelProto:
+    b = numpy_helper.from_array(np.ones((1, 4), np.float32), "b")
+    b.data_type = data_type
+    return model([helper.make_node("Add", ["x", "b"], ["y"])], inits=[b])
+
+
+def with_small_raw_data(raw: bytes, dims=(1, 4)) -> onnx.ModelProto:
+    """Add by an inline (not memory-mapped) initializer whose raw_data and dims disagree."""
+    b = numpy_helper.from_array(np.ones((1, 4), np.float32), "b")
+    b.raw_data = raw
+    del b.dims[:]
+    b.dims.extend(dims)
+    return model([helper.make_node("Add", ["x", "b"], ["y"])], inits=[b])
+
+
+def undefined_elem_type() -> onnx.ModelProto:
+    m = relu()
+    m.graph.input[0].type.tensor_type.elem_type = 1234
+    return m
+
+
 def calib(folder, name, **arrays):
     path = os.path.join(folder, f"{name}.npz")
     np.savez(path, **arrays)
@@ -127,6 +184,25 @@ CASES = {
                                  inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [10**6, 10**6, 1000])],
                                  outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])), [],
         "too large to make inputs for"),
+    "invalid UTF-8 in a node name": (lambda d: write(d, with_bad_text("node name")), [],
+                                     "model.graph.node[0].name is not valid UTF-8"),
+    "invalid UTF-8 in a value name": (lambda d: write(d, with_bad_text("value name")), [],
+                                      "model.graph.node[0].input[0] is not valid UTF-8"),
+    "initializer of a data type ONNX does not define": (
+        lambda d: write(d, with_small_weight(40)), [], "tensor 'b' has data type 40, which ONNX does not define"),
+    "initializer without a data type": (lambda d: write(d, with_small_weight(0)), [], "tensor 'b' has no data type"),
+    "memory-mapped initializer without a data type": (
+        lambda d: write(d, mlp_with_big_weight(0)), [], "tensor 'w' has no data type"),
+    "memory-mapped initializer of a data type ONNX does not define": (
+        lambda d: write(d, mlp_with_big_weight(9999)), [], "tensor 'w' has data type 9999, which ONNX does not define"),
+    "memory-mapped string initializer": (
+        lambda d: write(d, mlp_with_big_weight(TensorProto.STRING)), [], "a string tensor cannot hold raw_data"),
+    "inline initializer with too few bytes of raw_data": (
+        lambda d: write(d, with_small_raw_data(b"\0" * 8)), [], "tensor 'b' has 8 bytes of data but its shape and type need 16"),
+    "inline initializer with a negative dim": (
+        lambda d: write(d, with_small_raw_data(b"\0" * 16, dims=(-2, -2))), [], "tensor 'b' has a negative dim: [-2, -2]"),
+    "value of an element type ONNX does not define": (
+        lambda d: write(d, undefined_elem_type()), [], "value 'x' declares element type 1234, which ONNX does not define"),
     "calibration data with a wrong name": (
         lambda d: write(d, relu()), ["-p", "int8", "--calib", "{calib_wrong_name}"], "'image' is not a model input"),
     "calibration data with a wrong shape": (
@@ -158,3 +234,35 @@ def test_bad_input_is_refused_cleanly(tmp_path, case):
     if case != "malformed pipeline":  # a DSL error shows the line and a caret under it
         assert len(lines) == 1, run.stderr
     assert not out.exists() and not any(p.name.startswith(".graphopt") for p in tmp_path.iterdir())
+
+
+def gather_in_a_branch_with_absurd_indices() -> onnx.ModelProto:
+    """Gather inside an If, its indices a graph input declaring 2**63-1 elements: onnx's data
+    propagation allocated for that many and the process was killed for memory."""
+    idx = numpy_helper.from_array(np.arange(300, dtype=np.int64), "idx")
+    then_g = helper.make_graph([helper.make_node("Gather", ["idx", "i"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.INT64, [None])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["i"], ["t2"])], "else", [],
+                               [helper.make_tensor_value_info("t2", TensorProto.INT64, [None])])
+    g = helper.make_graph([helper.make_node("If", ["cond"], ["z"], then_branch=then_g, else_branch=else_g)], "cf",
+                          [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                           helper.make_tensor_value_info("i", TensorProto.INT64, [2**63 - 1])],
+                          [helper.make_tensor_value_info("z", TensorProto.INT64, [None])], [idx])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_absurd_declared_dim_is_refused_without_exhausting_memory(tmp_path):
+    import resource
+
+    path = write(str(tmp_path), gather_in_a_branch_with_absurd_indices())
+    out = tmp_path / "out.onnx"
+
+    def cap():  # a regression must fail here, not take the machine's memory
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    run = subprocess.run([sys.executable, "-m", "graphopt", path, "-p", "fuse,fold", "-o", str(out)],
+                         capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1, run.stderr
+    assert "declares shape [9223372036854775807]" in lines[0] and "too large to make inputs for" in lines[0]
+    assert not out.exists()

@@ -8,6 +8,16 @@ import onnx
 from graphopt.ir import Model
 
 
+# onnx's data propagation sizes some buffers by declared dims (Gather by its indices' length):
+# a damaged file declaring a dim of 2**63-1 would have it allocate until the process is killed.
+MAX_PROPAGATED_DIM = 1 << 24
+
+
+def _absurd_dims(model: Model) -> bool:
+    return any(isinstance(d, int) and d > MAX_PROPAGATED_DIM
+               for g in model.graph.walk() for v in g.values if v.shape for d in v.shape)
+
+
 def infer_shapes(model: Model) -> int:
     """Fill in dtype and shape of every value onnx can infer; returns how many values changed.
     Existing information is kept where inference knows less (it never erases a dim)."""
@@ -16,7 +26,7 @@ def infer_shapes(model: Model) -> int:
     if model.shapes_inferred_at == (id(model.graph), model.graph.mutations):
         return 0  # nothing changed since the last inference
     try:
-        inferred = onnx.shape_inference.infer_shapes(light_proto(model), data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(light_proto(model), data_prop=not _absurd_dims(model))
     except Exception:  # inference is best effort: passes work without it, just less
         return 0
     types: dict[str, onnx.TypeProto] = {}

@@ -41,14 +41,99 @@ def load(source: Source, *, keep_initializer_inputs: bool = False,
     if isinstance(source, onnx.ModelProto):
         reader = _Reader(os.getcwd(), keep_initializer_inputs)
         reader.given_tensors = dict(tensors or {})
-        return reader.model(source, None)
+        return _read(reader, source, None)
     path = os.fspath(source)
     proto, mapped, payloads = read_model_proto(path)
     reader = _Reader(os.path.dirname(os.path.abspath(path)), keep_initializer_inputs)
     reader.mapped_initializers = {p.index: (mapped, p) for p in payloads}
-    model = reader.model(proto, path)
+    model = _read(reader, proto, path)
     model.mapped_files = [mapped, *reader.external.files.values()]
     return model
+
+
+def _read(reader: "_Reader", proto: onnx.ModelProto, path: Optional[str]) -> Model:
+    try:
+        return reader.model(proto, path)
+    except UnicodeDecodeError:  # a proto built in memory with bytes where text belongs
+        where = invalid_text(proto, "model") or "a text field"
+        raise ModelLoadError(f"{path or 'model'}: {where} is not valid UTF-8") from None
+
+
+def _utf8_checker():
+    """ONNX's ModelProto as a proto3 message: the same wire format, but protobuf checks that
+    every string field is UTF-8 while parsing (proto2, which ONNX is, does not: Python then
+    hands out `bytes` where names should be `str`). None if this protobuf cannot build it."""
+    global _UTF8_CHECKER
+    if _UTF8_CHECKER is None:
+        try:
+            from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+            fp = descriptor_pb2.FileDescriptorProto()
+            onnx.ModelProto.DESCRIPTOR.file.CopyToProto(fp)
+            fp.syntax = "proto3"
+
+            def clear_defaults(messages):
+                for m in messages:
+                    for f in m.field:
+                        f.ClearField("default_value")
+                    clear_defaults(m.nested_type)
+
+            clear_defaults(fp.message_type)
+            pool = descriptor_pool.DescriptorPool()
+            pool.Add(fp)
+            _UTF8_CHECKER = message_factory.GetMessageClass(
+                pool.FindMessageTypeByName(f"{fp.package}.ModelProto" if fp.package else "ModelProto"))
+        except Exception:  # noqa: BLE001 - an unusual protobuf build: the reader's own checks remain
+            _UTF8_CHECKER = False
+    return _UTF8_CHECKER or None
+
+
+_UTF8_CHECKER = None
+
+
+def text_is_utf8(serialized: bytes) -> bool:
+    checker = _utf8_checker()
+    if checker is None:
+        return True
+    try:
+        checker.FromString(serialized)
+    except DecodeError as e:
+        return "utf-8" not in str(e).lower()  # anything else the proto2 parse accepted is not ours to judge
+    return True
+
+
+def invalid_text(msg, where: str) -> Optional[str]:
+    """The path (e.g. "model.graph.node[3].name") of the first string field of `msg` that is
+    not valid UTF-8, or None. (Protobuf's Python hands such a field out as bytes.)"""
+    for fd in msg.DESCRIPTOR.fields:
+        repeated = _is_repeated(fd)
+        if fd.type == fd.TYPE_STRING:
+            try:
+                if repeated:
+                    for i, item in enumerate(getattr(msg, fd.name)):
+                        if not isinstance(item, str):
+                            return f"{where}.{fd.name}[{i}]"
+                elif msg.HasField(fd.name) and not isinstance(getattr(msg, fd.name), str):
+                    return f"{where}.{fd.name}"
+            except UnicodeDecodeError:
+                return f"{where}.{fd.name}"
+        elif fd.type in (fd.TYPE_MESSAGE, fd.TYPE_GROUP):
+            if repeated:
+                for i, sub in enumerate(getattr(msg, fd.name)):
+                    found = invalid_text(sub, f"{where}.{fd.name}[{i}]")
+                    if found:
+                        return found
+            elif msg.HasField(fd.name):
+                found = invalid_text(getattr(msg, fd.name), f"{where}.{fd.name}")
+                if found:
+                    return found
+    return None
+
+
+def _is_repeated(fd) -> bool:
+    if hasattr(fd, "is_repeated"):  # protobuf >= 6 (`label` is gone in 7)
+        return fd.is_repeated
+    return fd.label == fd.LABEL_REPEATED
 
 
 def read_model_proto(path: str) -> tuple[onnx.ModelProto, MappedFile, list[wire.Payload]]:
@@ -72,6 +157,9 @@ def read_model_proto(path: str) -> tuple[onnx.ModelProto, MappedFile, list[wire.
         raise ModelLoadError(f"{path}: not an ONNX model (protobuf parse failed: {e})") from None
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph or IR version in the protobuf)")
+    if not text_is_utf8(stripped):
+        where = invalid_text(proto, "model") or "a name or other text field"
+        raise ModelLoadError(f"{path}: {where} is not valid UTF-8")
     return proto, mapped, payloads
 
 
@@ -142,7 +230,7 @@ class _Reader:
                 v = g.add_value(t.name)
             if top and t.name in self.given_tensors:
                 v.const = self.given_tensors[t.name]
-            elif top and i in self.mapped_initializers:
+            elif top and i in self.mapped_initializers and t.data_location != onnx.TensorProto.EXTERNAL:
                 v.const = self.mapped_tensor(t, i)
             else:
                 v.const = self.tensor(t)
@@ -265,6 +353,9 @@ class _Reader:
 
     def mapped_tensor(self, t: onnx.TensorProto, index: int) -> Tensor:
         mapped, payload = self.mapped_initializers[index]
+        _check_data_type(t)
+        if t.data_type == onnx.TensorProto.STRING:
+            raise ModelLoadError(f"initializer {t.name!r}: a string tensor cannot hold raw_data")
         tensor = Tensor.from_external(t, mapped, payload.offset)
         if tensor.nbytes != payload.length:
             raise ModelLoadError(f"initializer {t.name!r} has {payload.length} bytes of data but its "
@@ -272,9 +363,47 @@ class _Reader:
         return tensor
 
     def tensor(self, t: onnx.TensorProto) -> Tensor:
+        _check_data_type(t)
         if t.data_location == onnx.TensorProto.EXTERNAL:
             return self.external.tensor(t)
-        return Tensor.from_proto(t)
+        tensor = Tensor.from_proto(t)
+        if t.HasField("raw_data"):  # as for mapped payloads: onnxruntime refuses a wrong size too
+            if t.data_type == onnx.TensorProto.STRING:
+                raise ModelLoadError(f"tensor {t.name!r}: a string tensor cannot hold raw_data")
+            if len(t.raw_data) != tensor.nbytes:
+                raise ModelLoadError(f"tensor {t.name!r} has {len(t.raw_data)} bytes of data but its shape and "
+                                     f"type need {tensor.nbytes}")
+        return tensor
+
+
+# element types this onnx defines (UNDEFINED, 0, is not a type a tensor can have)
+_DATA_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+
+
+def _check_data_type(t: onnx.TensorProto) -> None:
+    """A tensor's data type is one ONNX defines and its dims are not negative."""
+    if t.data_type not in _DATA_TYPES:
+        what = "has no data type" if t.data_type == 0 else f"has data type {t.data_type}, which ONNX does not define"
+        raise ModelLoadError(f"tensor {t.name!r} {what}")
+    if any(d < 0 for d in t.dims):
+        raise ModelLoadError(f"tensor {t.name!r} has a negative dim: {list(t.dims)}")
+
+
+def _check_type(tp: onnx.TypeProto, name: str, depth: int = 0) -> None:
+    """Element types in a declared type (0: unknown, allowed) must be ones ONNX defines."""
+    kind = tp.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        elem = getattr(tp, kind).elem_type
+        if elem and elem not in _DATA_TYPES:
+            raise ModelLoadError(f"value {name!r} declares element type {elem}, which ONNX does not define")
+    elif kind in ("sequence_type", "optional_type"):
+        if getattr(tp, kind).HasField("elem_type") and depth < 100:
+            _check_type(getattr(tp, kind).elem_type, name, depth + 1)
+    elif kind == "map_type":
+        if tp.map_type.key_type and tp.map_type.key_type not in _DATA_TYPES:
+            raise ModelLoadError(f"value {name!r} declares map key type {tp.map_type.key_type}, which ONNX does not define")
+        if tp.map_type.HasField("value_type") and depth < 100:
+            _check_type(tp.map_type.value_type, name, depth + 1)
 
 
 def _set_type(v, vi: onnx.ValueInfoProto) -> None:
@@ -284,6 +413,7 @@ def _set_type(v, vi: onnx.ValueInfoProto) -> None:
     if not vi.HasField("type"):
         return
     tp = vi.type
+    _check_type(tp, vi.name)
     if tp.WhichOneof("value") == "tensor_type":
         tt = tp.tensor_type
         v.dtype = tt.elem_type or None
