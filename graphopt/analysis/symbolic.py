@@ -15,137 +15,406 @@ from typing import Any, Optional
 
 import numpy as np
 
+from graphopt.analysis.constants import onnx_slice
+from graphopt.analysis.symexpr import (
+    Expr,
+    Sym,
+    absolute,
+    add,
+    atom,
+    equal,
+    is_static,
+    maximum,
+    minimum,
+    mod,
+    mul,
+    neg,
+    nonneg,
+    sub,
+    truncdiv,
+)
 from graphopt.ir import Graph, Value
-from graphopt.ir.dtypes import SHAPE_TYPES, np_dtype
+from graphopt.ir.dtypes import SHAPE_TYPES, DataType, is_float, np_dtype
 
-MAX_DEPTH = 32
+BOOL = DataType.BOOL
+_OTHER_INTS: set = set()
 
-
-@dataclass(frozen=True)
-class Sym:
-    key: Any  # a dim name (str) or a tuple describing how it was computed
-
-    def __repr__(self) -> str:
-        return f"Sym({self.key!r})"
+MAX_DEPTH = 64
+MAX_ELEMS = 64  # longer tensors are not shape values
 
 
 def dim_elements(v: Value) -> Optional[list]:
-    """The dims of `v` as ints and Syms (an unnamed unknown dim gets a token of its own)."""
+    """The dims of `v` as ints and symbolic expressions (an unnamed unknown dim gets a token of
+    its own)."""
     if v.shape is None:
         return None
-    return [d if isinstance(d, int) else Sym(d if d else ("?", v.graph.name, v.id, i)) for i, d in enumerate(v.shape)]
+    return [d if isinstance(d, int) else atom(Sym(d if d else ("?", v.graph.name, v.id, i)))
+            for i, d in enumerate(v.shape)]
 
 
 def shape_elements(g: Graph, v: Optional[Value]) -> Optional[list]:
     """Elements of a 0-D or 1-D integer tensor (a scalar is a one-element list), or None."""
-    r = _eval(g, v, 0)
+    r = shape_value(g, v)
     return None if r is None else r[0]
 
 
-def shape_value(g: Graph, v: Optional[Value]) -> Optional[tuple[list, bool]]:
+def shape_value(g: Graph, v: Optional[Value], engine: Optional["Engine"] = None) -> Optional[tuple[list, bool]]:
     """(elements, is_scalar) of a 0-D or 1-D integer tensor, or None."""
-    return _eval(g, v, 0)
-
-
-def _eval(g: Graph, v: Optional[Value], depth: int):
-    """(elements, is_scalar) or None."""
-    if v is None or depth > MAX_DEPTH:
+    r = (engine or Engine(g)).value(v)
+    if r is None or r[2] != "i":
         return None
-    data = g.const_value(v)
-    if data is not None:
-        if data.dtype.kind not in "iu" or data.ndim > 1:
-            return None
-        return [int(x) for x in data.ravel()], data.ndim == 0
-    node = g.producer(v)
-    if node is None or not node.is_standard:
+    return r[0], r[1]
+
+
+_INT_KINDS = "iu"
+
+
+def _kind_of(dtype) -> Optional[str]:
+    if dtype is None:
         return None
-    op, ins = node.op_type, node.inputs
-
-    def sub(i):
-        return _eval(g, ins[i], depth + 1) if i < len(ins) and ins[i] is not None else None
-
-    if op == "Shape":
-        dims = dim_elements(ins[0])
-        if dims is None:
-            return None
-        start, end = node.attr("start", 0), node.attr("end", None)
-        return dims[start:end], False
-    if op in ("Identity", "Cast"):
-        if op == "Cast" and node.attr("to") not in SHAPE_TYPES:
-            return None
-        return sub(0)
-    a = sub(0)
-    if a is None:
-        return None
-    elems, scalar = a
-    if op == "Gather":
-        idx = g.const_value(ins[1])
-        if scalar or idx is None or node.attr("axis", 0) != 0 or idx.ndim > 1:
-            return None
-        try:
-            picked = [elems[int(i)] for i in idx.ravel()]
-        except IndexError:
-            return None
-        return picked, idx.ndim == 0
-    if op == "Unsqueeze":
-        return (elems, False) if scalar else None
-    if op == "Squeeze":
-        return (elems, True) if not scalar and len(elems) == 1 else None
-    if op == "Reshape":
-        target = g.const_value(ins[1])
-        if target is None or target.size > 1 or len(elems) != 1:
-            return None
-        return elems, target.size == 0  # target [] gives a scalar, [1] or [-1] a vector
-    if op == "Concat":
-        out = []
-        for i in range(len(ins)):
-            r = sub(i)
-            if r is None or r[1]:
-                return None
-            out.extend(r[0])
-        return out, False
-    if op == "Slice":
-        starts, ends = g.const_value(ins[1]) if len(ins) > 1 else None, g.const_value(ins[2]) if len(ins) > 2 else None
-        steps = g.const_value(ins[4]) if len(ins) > 4 and ins[4] is not None else np.array([1])
-        axes = g.const_value(ins[3]) if len(ins) > 3 and ins[3] is not None else np.array([0])
-        if scalar or starts is None or ends is None or steps is None or axes is None or list(axes.ravel()) not in ([0], [-1]):
-            return None
-        from graphopt.analysis.constants import onnx_slice
-
-        s, e, st = int(starts.ravel()[0]), int(ends.ravel()[0]), int(steps.ravel()[0])
-        if st == 0:
-            return None
-        return elems[onnx_slice(s, e, st, len(elems))], False
-    if op in ("Add", "Sub", "Mul", "Div"):
-        b = sub(1)
-        if b is None:
-            return None
-        belems, bscalar = b
-        if len(elems) != len(belems) and len(elems) != 1 and len(belems) != 1:
-            return None
-        n = max(len(elems), len(belems))
-        ea = elems * n if len(elems) == 1 else elems
-        eb = belems * n if len(belems) == 1 else belems
-        return [_arith(op, x, y) for x, y in zip(ea, eb)], scalar and bscalar
+    if dtype in SHAPE_TYPES or dtype in _OTHER_INTS:
+        return "i"
+    if dtype == BOOL:
+        return "b"
+    if is_float(dtype):
+        return "f"
     return None
 
 
-def _arith(op: str, x, y):
-    if isinstance(x, int) and isinstance(y, int):
+class Engine:
+    """Symbolic values of small 0-D/1-D tensors in one graph, memoized: (elements, is_scalar,
+    kind) with kind 'i' (integers), 'f' (floats holding exact integers) or 'b' (booleans);
+    elements are ints (bools for 'b') or `Expr`s."""
+
+    def __init__(self, g: Graph):
+        self.g = g
+        self.memo: dict[int, Any] = {}
+
+    def value(self, v: Optional[Value], depth: int = 0):
+        if v is None or depth > MAX_DEPTH:
+            return None
+        if v.id in self.memo:
+            return self.memo[v.id]
+        try:
+            r = self._eval(v, depth)
+        except (ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError):
+            r = None
+        if r is not None and len(r[0]) > MAX_ELEMS:
+            r = None
+        self.memo[v.id] = r
+        return r
+
+    def static(self, v: Value) -> Optional[np.ndarray]:
+        """The value as a numpy array of its declared type when every element is known."""
+        r = self.value(v)
+        if r is None or not all(is_static(e) for e in r[0]) or v.dtype is None:
+            return None
+        kind = _kind_of(v.dtype)
+        if kind != r[2]:
+            return None
+        elems, scalar = r[0], r[1]
+        arr = np.array([bool(e) if kind == "b" else int(e) for e in elems], np_dtype(v.dtype))
+        if kind == "f" and any(abs(int(e)) > 1 << 24 for e in elems):
+            return None
+        return arr.reshape(()) if scalar else arr
+
+    def _eval(self, v: Value, depth: int):
+        g = self.g
+        data = g.const_value(v)
+        if data is not None:
+            if data.ndim > 1 or data.size > MAX_ELEMS:
+                return None
+            if data.dtype.kind in _INT_KINDS:
+                return [int(x) for x in data.ravel()], data.ndim == 0, "i"
+            if data.dtype.kind == "b":
+                return [bool(x) for x in data.ravel()], data.ndim == 0, "b"
+            if data.dtype.kind == "f" and np.all(np.isfinite(data)) and np.all(data == np.round(data)) \
+                    and np.all(np.abs(data) < (1 << 24)):
+                return [int(x) for x in data.ravel()], data.ndim == 0, "f"
+            return None
+        node = g.producer(v)
+        if node is None or not node.is_standard or v.is_capture:
+            return None
+        op, ins = node.op_type, node.inputs
+        if node.outputs[0] is not v:
+            return None
+
+        def sub(i):
+            return self.value(ins[i], depth + 1) if i < len(ins) and ins[i] is not None else None
+
+        if op == "Shape":
+            dims = dim_elements(ins[0])
+            if dims is None:
+                return None
+            start, end = node.attr("start", 0), node.attr("end", None)
+            return dims[start:end], False, "i"
+        if op == "Size":
+            dims = dim_elements(ins[0])
+            if dims is None:
+                return None
+            p = 1
+            for d in dims:
+                p = mul(p, d)
+            return [p], True, "i"
+        if op == "Identity":
+            return sub(0)
+        if op == "Cast":
+            a = sub(0)
+            to = _kind_of(node.attr("to"))
+            if a is None or to is None:
+                return None
+            elems = a[0]
+            if to == "b":
+                out = []
+                for e in elems:
+                    z = equal(e, 0)
+                    if z is None:
+                        return None
+                    out.append(not z)
+                return out, a[1], "b"
+            if a[2] == "b":
+                elems = [int(e) for e in elems]
+            if to == "i" and node.attr("to") not in SHAPE_TYPES and not all(is_static(e) for e in elems):
+                return None  # a narrow int type could wrap
+            return elems, a[1], to
+        if op == "ConstantOfShape":
+            a = sub(0)
+            if a is None or not all(is_static(e) for e in a[0]) or len(a[0]) != 1 or a[0][0] > MAX_ELEMS:
+                return None
+            t = node.attr("value")
+            fill = np.zeros(1, np.float32) if t is None else np.asarray(_tensor_array(t)).ravel()
+            kind = _kind_of(node.outputs[0].dtype) if node.outputs[0].dtype else None
+            if kind is None:
+                return None
+            return [bool(fill[0]) if kind == "b" else int(fill[0])] * int(a[0][0]), False, kind
+        a = sub(0)
+        if a is None:
+            return None
+        elems, scalar, kind = a
+        if op == "Gather":
+            idx = self.value(ins[1], depth + 1)
+            if scalar or idx is None or idx[2] != "i" or node.attr("axis", 0) not in (0, -1):
+                return None
+            n = len(elems)
+            picked = []
+            for i in idx[0]:
+                if not is_static(i) or not -n <= i < n:
+                    return None
+                picked.append(elems[int(i)])
+            return picked, idx[1], kind
+        if op == "Unsqueeze":
+            return (elems, False, kind) if scalar else None
+        if op == "Squeeze":
+            return (elems, True, kind) if not scalar and len(elems) == 1 else None
+        if op == "Reshape":
+            target = self.value(ins[1], depth + 1)
+            if target is None or not all(is_static(e) for e in target[0]) or len(target[0]) > 1:
+                return None
+            if len(target[0]) == 0:
+                return (elems, True, kind) if len(elems) == 1 else None
+            return elems, False, kind  # [n], [-1], [0] of a vector/scalar: the same elements
+        if op == "Concat":
+            out = []
+            for i in range(len(ins)):
+                r = sub(i)
+                if r is None or r[1] or r[2] != kind:
+                    return None
+                out.extend(r[0])
+            return out, False, kind
+        if op == "Slice":
+            if scalar:
+                return None
+            starts, ends = sub(1), sub(2)
+            axes = sub(3) if len(ins) > 3 and ins[3] is not None else ([0], False, "i")
+            steps = sub(4) if len(ins) > 4 and ins[4] is not None else ([1], False, "i")
+            if starts is None or ends is None or axes is None or steps is None:
+                return None
+            if not all(is_static(e) for r in (starts, ends, axes, steps) for e in r[0]):
+                return None
+            if [int(x) for x in axes[0]] not in ([0], [-1]):
+                return None
+            s, e, st = int(starts[0][0]), int(ends[0][0]), int(steps[0][0])
+            return elems[onnx_slice(s, e, st, len(elems))], False, kind
+        if op == "Expand":
+            shape = sub(1)
+            if shape is None or not all(is_static(e) for e in shape[0]) or len(shape[0]) > 1:
+                return None
+            if not shape[0]:
+                return elems, scalar, kind
+            n = int(shape[0][0])
+            if len(elems) == 1:
+                return elems * max(n, 1), False, kind
+            return (elems, False, kind) if n in (1, len(elems)) else None
+        if op in _UNARY:
+            if kind == "b":
+                return None
+            if op in ("Floor", "Ceil", "Round") and kind == "f":
+                return elems, scalar, kind  # exact integers already
+            if op == "Sqrt" or op == "Reciprocal":
+                return None  # leaves the integers (fold-constants folds a static result)
+            fn = _UNARY[op]
+            if fn is None:
+                return None
+            return [fn(e) for e in elems], scalar, kind
+        if op == "Not":
+            if kind != "b":
+                return None
+            return [not e for e in elems], scalar, "b"
+        if op in ("ReduceSum", "ReduceProd", "ReduceMin", "ReduceMax"):
+            if scalar or kind == "b" or not elems:
+                return None
+            axes = node.attr("axes")
+            if len(ins) > 1 and ins[1] is not None:
+                ax = sub(1)
+                if ax is None or not all(is_static(e) for e in ax[0]):
+                    return None
+                axes = ax[0]
+            if axes is not None and [int(x) for x in axes] not in ([], [0], [-1]):
+                return None
+            if axes is not None and not list(axes) and node.attr("noop_with_empty_axes", 0):
+                return elems, scalar, kind
+            fn = {"ReduceSum": add, "ReduceProd": mul, "ReduceMin": minimum, "ReduceMax": maximum}[op]
+            r = elems[0]
+            for e in elems[1:]:
+                r = fn(r, e)
+            return [r], not node.attr("keepdims", 1), kind
+        if op in _BINARY or op in ("Min", "Max", "Sum"):
+            operands = [a] + [sub(i) for i in range(1, len(ins))]
+            if any(o is None for o in operands):
+                return None
+            if op in _BINARY and len(operands) != 2:
+                return None
+            res = operands[0]
+            for b in operands[1:]:
+                res = _binary(node, op, res, b)
+                if res is None:
+                    return None
+            return res
+        if op == "Where":
+            x, y = sub(1), sub(2)
+            if x is None or y is None or kind != "b" or x[2] != y[2]:
+                return None
+            n = max(len(elems), len(x[0]), len(y[0]))
+            parts = []
+            for e in (elems, x[0], y[0]):
+                if len(e) not in (1, n):
+                    return None
+                parts.append(e * n if len(e) == 1 else e)
+            return [xe if c else ye for c, xe, ye in zip(*parts)], scalar and x[1] and y[1], x[2]
+        if op == "Range":
+            lim, delta = sub(1), sub(2)
+            if lim is None or delta is None or not scalar:
+                return None
+            s, l, d = elems[0], lim[0][0], delta[0][0]
+            if not is_static(d) or int(d) == 0:
+                return None
+            span = sub_expr(l, s)
+            if is_static(span):
+                n = max(-(-int(span) // int(d)), 0)
+                if n > MAX_ELEMS:
+                    return None
+                return [add(s, mul(i, d)) for i in range(n)], False, kind
+            return None
+        return None
+
+
+def sub_expr(x, y):
+    return sub(x, y)
+
+
+def _tensor_array(t):
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(t)
+
+
+_UNARY = {"Neg": neg, "Abs": absolute, "Floor": None, "Ceil": None, "Round": None, "Sqrt": None,
+          "Reciprocal": None, "Relu": lambda e: maximum(e, 0)}
+_BINARY = {"Add", "Sub", "Mul", "Div", "Mod", "Pow", "Equal", "Less", "Greater", "LessOrEqual",
+           "GreaterOrEqual", "And", "Or"}
+
+
+def _binary(node, op, a, b):
+    ea, sa, ka = a
+    eb, sb, kb = b
+    if ka != kb:
+        return None
+    n = max(len(ea), len(eb))
+    if len(ea) not in (1, n) or len(eb) not in (1, n):
+        return None
+    ea = ea * n if len(ea) == 1 else ea
+    eb = eb * n if len(eb) == 1 else eb
+    scalar = sa and sb
+    if op in ("And", "Or"):
+        if ka != "b":
+            return None
+        f = (lambda x, y: x and y) if op == "And" else (lambda x, y: x or y)
+        return [f(x, y) for x, y in zip(ea, eb)], scalar, "b"
+    if ka == "b":
+        if op == "Equal":
+            return [x == y for x, y in zip(ea, eb)], scalar, "b"
+        return None
+    if op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
+        out = []
+        for x, y in zip(ea, eb):
+            if op == "Equal":
+                r = equal(x, y)
+            else:
+                lo, hi = (x, y) if op in ("Less", "LessOrEqual") else (y, x)
+                d = sub(hi, lo)  # lo < hi  <=>  d > 0
+                if is_static(d):
+                    r = d > 0 if op in ("Less", "Greater") else d >= 0
+                elif nonneg(d) and (op in ("LessOrEqual", "GreaterOrEqual") or d.const > 0):
+                    r = True
+                elif nonneg(neg(d)) and (op in ("Less", "Greater") or neg(d).const > 0):
+                    r = False
+                else:
+                    r = None
+            if r is None:
+                return None
+            out.append(r)
+        return out, scalar, "b"
+    out = []
+    for x, y in zip(ea, eb):
         if op == "Add":
-            return x + y
-        if op == "Sub":
-            return x - y
-        if op == "Mul":
-            return x * y
-        if y != 0:  # ONNX integer division truncates toward zero (exactly, in integers)
-            q = abs(x) // abs(y)
-            return -q if (x < 0) != (y < 0) else q
-    if op == "Mul" and y == 1 or op == "Div" and y == 1 or op in ("Add", "Sub") and y == 0:
-        return x
-    if op == "Mul" and x == 1 or op == "Add" and x == 0:
-        return y
-    return Sym((op, x, y))
+            r = add(x, y)
+        elif op == "Sub":
+            r = sub(x, y)
+        elif op == "Mul":
+            r = mul(x, y)
+        elif op == "Div":
+            if ka == "f":
+                if is_static(x) and is_static(y) and y != 0 and int(x) % int(y) == 0:
+                    r = int(x) // int(y)
+                else:
+                    return None  # a fraction: not an exact integer any more
+            else:
+                r = truncdiv(x, y)
+        elif op == "Mod":
+            if ka == "f" or node.attr("fmod", 0):
+                if not (is_static(x) and is_static(y)) or y == 0:
+                    return None
+                r = int(np.fmod(int(x), int(y))) if node.attr("fmod", 0) else int(x) % int(y)
+            else:
+                r = mod(x, y)
+        elif op == "Min":
+            r = minimum(x, y)
+        elif op == "Max":
+            r = maximum(x, y)
+        elif op == "Sum":
+            r = add(x, y)
+        elif op == "Pow":
+            if not is_static(y) or int(y) < 0 or int(y) > 8:
+                return None
+            r = 1
+            for _ in range(int(y)):
+                r = mul(r, x)
+        else:
+            return None
+        if r is None:
+            return None
+        out.append(r)
+    return out, scalar, ka
 
 
 def static_value(g: Graph, v: Value):
@@ -153,11 +422,9 @@ def static_value(g: Graph, v: Value):
     array of the value's own type and rank; None otherwise."""
     import numpy as np
 
-    r = shape_value(g, v)
-    if r is None or not all(isinstance(e, int) for e in r[0]) or v.dtype not in SHAPE_TYPES:
+    if v is None or v.dtype not in SHAPE_TYPES:
         return None
-    elems, scalar = r
-    return np.array(elems[0] if scalar else elems, np_dtype(v.dtype))
+    return Engine(g).static(v)
 
 
 def reshape_target(elems: list, data: Value, allowzero: int) -> Optional[tuple[list[int], int]]:
