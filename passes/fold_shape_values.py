@@ -1,0 +1,48 @@
+"""fold-shape-values: every small integer (or exact-integer float, or boolean) tensor the symbolic
+shape engine knows element by element before run time becomes a constant, even where the shape
+it was computed from has run-time dims: `Shape(x)[-1:]` with a static last dim, `H % 7` with a
+static H, `Equal(Shape(x)[1], 3)`. Floats built from such values (the Cast, Sqrt, Div of an
+attention scale) are then folded by fold-constants, by the runtime's own kernels.
+
+The readers of a folded value read the constant; the nodes that computed it are left to dce.
+"""
+
+from __future__ import annotations
+
+from graphopt.analysis.symbolic import Engine
+from graphopt.ir import Graph
+from graphopt.pipeline.base import Pass, PassContext, PassResult
+
+_SKIP = {"Constant", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+# Ops the engine evaluates: nothing else can become static through it.
+_SHAPE_OPS = {"Shape", "Size"}
+
+
+class FoldShapeValues(Pass):
+    name = "fold-shape-values"
+    summary = "small int tensors known before run time (from static dims of dynamic shapes) become constants"
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        stats = {"folded": 0}
+        if not any(n.op_type in _SHAPE_OPS for g in graph.walk() for n in g.nodes):
+            return PassResult(False, stats)
+        from graphopt.analysis.shapes import infer_shapes
+
+        infer_shapes(ctx.model)
+        for g in list(graph.walk()):
+            engine = Engine(g)
+            for node in g.toposort():
+                if node.op_type in _SKIP or not node.is_standard or not ctx.in_scope(node):
+                    continue
+                if any(True for _ in node.subgraphs()) or node.n_outputs != 1:
+                    continue
+                v = node.outputs[0]
+                if v is None or v.is_graph_output or not g.has_uses(v) or g.const_value(v) is not None:
+                    continue
+                arr = engine.static(v)
+                if arr is None:
+                    continue
+                const = g.add_constant(arr, v.name + "_folded")
+                g.replace_all_uses(v, const)
+                stats["folded"] += 1
+        return PassResult(stats["folded"] > 0, stats)
