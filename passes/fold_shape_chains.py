@@ -19,6 +19,8 @@ from typing import Optional
 import numpy as np
 
 from graphopt.analysis.symbolic import (
+    engine_for,
+    engine_scope,
     expand_target,
     reshape_target,
     shape_elements,
@@ -52,7 +54,8 @@ class ReshapeShape(Rule):
     @staticmethod
     def target(m: Match) -> Optional[tuple[list[int], int]]:
         elems = shape_elements(m.graph, m.value("shape"))
-        return None if elems is None else reshape_target(elems, m.value("data"), m.root.attr("allowzero", 0))
+        return None if elems is None else reshape_target(elems, m.value("data"), m.root.attr("allowzero", 0),
+                                                         engine_for(m.graph).dims(m.value("data")))
 
     def check(self, m: Match) -> Optional[str]:
         reason = _computed(m, "shape")
@@ -79,7 +82,7 @@ class ExpandShape(Rule):
     @staticmethod
     def target(m: Match) -> Optional[list[int]]:
         elems = shape_elements(m.graph, m.value("shape"))
-        return None if elems is None else expand_target(elems, m.value("data"))
+        return None if elems is None else expand_target(elems, m.value("data"), engine_for(m.graph).dims(m.value("data")))
 
     def check(self, m: Match) -> Optional[str]:
         return _computed(m, "shape") or (None if self.target(m) is not None else
@@ -117,6 +120,10 @@ class FoldShapeChains(RulePass):
     summary = "turn Shape/Gather/Concat/... chains feeding Reshape, Expand, Slice, ... into constants"
     rules = [ReshapeShape(), ExpandShape()] + [StaticInput(op, i) for op, idx in _STATIC_INPUTS.items() for i in idx]
     stat = "inputs_folded"
+
+    def run(self, graph, ctx):
+        with engine_scope():  # its rules only replace inputs by equal constants
+            return super().run(graph, ctx)
 
     def applicable(self, graph: Graph, driver: Driver) -> bool:
         # nothing to fold: skip shape inference

@@ -52,9 +52,34 @@ def dim_elements(v: Value) -> Optional[list]:
             for i, d in enumerate(v.shape)]
 
 
+_SCOPE: list = []  # engines cached while a pass that only replaces values by equal constants runs
+
+
+class engine_scope:
+    """Within it, `engine_for(g)` returns one memoized Engine per graph (the pass promises its
+    edits never change what a value computes); outside, a fresh one each time."""
+
+    def __enter__(self):
+        _SCOPE.append({})
+        return self
+
+    def __exit__(self, *exc):
+        _SCOPE.pop()
+
+
+def engine_for(g: Graph) -> "Engine":
+    if not _SCOPE:
+        return Engine(g)
+    cache = _SCOPE[-1]
+    e = cache.get(id(g))
+    if e is None or e.g is not g:
+        e = cache[id(g)] = Engine(g)
+    return e
+
+
 def shape_elements(g: Graph, v: Optional[Value]) -> Optional[list]:
     """Elements of a 0-D or 1-D integer tensor (a scalar is a one-element list), or None."""
-    r = shape_value(g, v)
+    r = shape_value(g, v, engine_for(g))
     return None if r is None else r[0]
 
 
@@ -89,6 +114,172 @@ class Engine:
     def __init__(self, g: Graph):
         self.g = g
         self.memo: dict[int, Any] = {}
+        self.dim_memo: dict[int, Optional[list]] = {}
+
+    # ---------------------------------------------------------------- dims of any tensor
+    def dims(self, v: Optional[Value]) -> Optional[list]:
+        """`v`'s dims as ints and expressions: the inferred shape, refined where onnx's inference
+        lost a symbolic dim (an unnamed or unk__ dim) by following Reshape/Transpose/MatMul/
+        elementwise ops/... symbolically from the graph inputs."""
+        if v is None:
+            return None
+        if v.id in self.dim_memo:
+            return self.dim_memo[v.id]
+        stack = [(v, False)]
+        while stack:
+            x, ready = stack.pop()
+            if x.id in self.dim_memo:
+                continue
+            node = self.g.producer(x) if not x.is_capture and x.const is None else None
+            deps = [i for i in node.inputs if i is not None] if node is not None and node.op_type in _DIM_OPS else []
+            if ready or not any(d.id not in self.dim_memo for d in deps):
+                try:
+                    self.dim_memo[x.id] = self._dims(x, node)
+                except (ValueError, TypeError, IndexError, ZeroDivisionError, KeyError):
+                    self.dim_memo[x.id] = dim_elements(x)
+                continue
+            stack.append((x, True))
+            stack.extend((d, False) for d in deps if d.id not in self.dim_memo)
+        return self.dim_memo[v.id]
+
+    def _dims(self, v: Value, node) -> Optional[list]:
+        base = dim_elements(v)
+        computed = self._computed_dims(v, node) if node is not None and node.op_type in _DIM_OPS and node.is_standard else None
+        if computed is None:
+            return base
+        if base is None:
+            return [c if c is not None else atom(Sym(("?", v.graph.name, v.id, i))) for i, c in enumerate(computed)]
+        if len(base) != len(computed):
+            return base
+        out = []
+        for b, c, raw in zip(base, computed, v.shape):
+            if isinstance(raw, int):
+                out.append(raw)
+            elif c is not None and (raw is None or str(raw).startswith("unk__") or is_static(c)):
+                out.append(c)
+            else:
+                out.append(b)
+        return out
+
+    def _computed_dims(self, v: Value, node) -> Optional[list]:
+        op, ins = node.op_type, node.inputs
+        if node.outputs[0] is not v:
+            return None
+        d = [self.dim_memo.get(i.id) if i is not None else None for i in ins]
+        if op in _SAME_SHAPE:
+            return d[0]
+        if op in _BROADCAST:
+            parts = [x for x in d if x is not None]
+            if len(parts) != len([i for i in ins if i is not None]):
+                return None
+            n = max(len(x) for x in parts)
+            out = []
+            for j in range(n):
+                col = [x[j - (n - len(x))] for x in parts if j - (n - len(x)) >= 0]
+                col = [c for c in col if c != 1] or [1]
+                first = col[0]
+                static = [c for c in col if is_static(c)]
+                if static:
+                    out.append(static[0])
+                elif all(c == first for c in col):
+                    out.append(first)
+                else:
+                    out.append(None)
+            return out
+        if op == "Transpose":
+            if d[0] is None:
+                return None
+            perm = node.attr("perm") or list(range(len(d[0])))[::-1]
+            return [d[0][p] for p in perm]
+        if op == "MatMul":
+            a, b = d
+            if a is None or b is None or len(a) < 2 or len(b) < 2:
+                return None
+            ba, bb = a[:-2], b[:-2]
+            n = max(len(ba), len(bb))
+            batch = []
+            for j in range(n):
+                col = [x[j - (n - len(x))] for x in (ba, bb) if j - (n - len(x)) >= 0]
+                col = [c for c in col if c != 1] or [1]
+                batch.append(col[0] if all(c == col[0] for c in col) else None)
+            return batch + [a[-2], b[-1]]
+        if op == "Reshape":
+            target = self.value(ins[1])
+            if d[0] is None or target is None or target[1] or target[2] != "i":
+                return None
+            out = []
+            for j, e in enumerate(target[0]):
+                if e == 0 and not node.attr("allowzero", 0):
+                    out.append(d[0][j])
+                else:
+                    out.append(e)
+            if -1 in out:
+                total = 1
+                for x in d[0]:
+                    total = mul(total, x)
+                rest = 1
+                for x in out:
+                    if x != -1:
+                        rest = mul(rest, x)
+                q = exact_div(total, rest)
+                out = [q if x == -1 else x for x in out]
+            return out
+        if op in ("Unsqueeze", "Squeeze"):
+            axes = node.attr("axes")
+            if len(ins) > 1 and ins[1] is not None:
+                c = self.g.const_value(ins[1])
+                axes = None if c is None else [int(a) for a in c.ravel()]
+            if d[0] is None or axes is None:
+                return None
+            if op == "Squeeze":
+                r = len(d[0])
+                axes = {a % r for a in axes}
+                return [x for j, x in enumerate(d[0]) if j not in axes]
+            r = len(d[0]) + len(axes)
+            axes = sorted(a % r for a in axes)
+            out = list(d[0])
+            for a in axes:
+                out.insert(a, 1)
+            return out
+        if op == "Concat":
+            if any(x is None for x in d):
+                return None
+            ax = node.attr("axis") % len(d[0])
+            out = list(d[0])
+            for x in d[1:]:
+                out[ax] = add(out[ax], x[ax])
+            return out
+        if op == "Expand":
+            shape = self.value(ins[1])
+            if d[0] is None or shape is None or shape[2] != "i":
+                return None
+            s = shape[0]
+            n = max(len(s), len(d[0]))
+            out = []
+            for j in range(n):
+                a = d[0][j - (n - len(d[0]))] if j - (n - len(d[0])) >= 0 else 1
+                b = s[j - (n - len(s))] if j - (n - len(s)) >= 0 else 1
+                out.append(a if b == 1 else b if a == 1 or a == b or is_static(b) else None)
+            return out
+        if op == "Gather":
+            idx = ins[1]
+            if d[0] is None or d[1] is None:
+                return None
+            ax = node.attr("axis", 0) % len(d[0])
+            return d[0][:ax] + d[1] + d[0][ax + 1:]
+        if op == "Flatten":
+            if d[0] is None:
+                return None
+            ax = node.attr("axis", 1) % (len(d[0]) + 1) if len(d[0]) else 0
+            a = b = 1
+            for x in d[0][:ax]:
+                a = mul(a, x)
+            for x in d[0][ax:]:
+                b = mul(b, x)
+            return [a, b]
+        if op in ("Split",) or op.startswith("Reduce"):
+            return None
+        return None
 
     def value(self, v: Optional[Value], depth: int = 0):
         if v is None or depth > MAX_DEPTH:
@@ -143,13 +334,13 @@ class Engine:
             return self.value(ins[i], depth + 1) if i < len(ins) and ins[i] is not None else None
 
         if op == "Shape":
-            dims = dim_elements(ins[0])
+            dims = self.dims(ins[0])
             if dims is None:
                 return None
             start, end = node.attr("start", 0), node.attr("end", None)
             return dims[start:end], False, "i"
         if op == "Size":
-            dims = dim_elements(ins[0])
+            dims = self.dims(ins[0])
             if dims is None:
                 return None
             p = 1
@@ -318,6 +509,46 @@ class Engine:
         return None
 
 
+_SAME_SHAPE = {"Identity", "Cast", "Relu", "Gelu", "Erf", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Neg",
+               "Sqrt", "Exp", "Log", "Abs", "LayerNormalization", "Dropout", "HardSigmoid", "HardSwish",
+               "LeakyRelu", "Elu", "Clip", "Not", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos",
+               "InstanceNormalization", "BatchNormalization", "CastLike", "Softplus", "Mish", "SimplifiedLayerNormalization",
+               "Trilu", "IsNaN", "IsInf", "Sign"}
+_BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Less", "Greater", "And", "Or", "Max", "Min",
+              "Mod", "LessOrEqual", "GreaterOrEqual", "Sum", "PRelu"}
+_DIM_OPS = _SAME_SHAPE | _BROADCAST | {"Transpose", "MatMul", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Expand",
+                                       "Gather", "Flatten"}
+
+
+def exact_div(x, y):
+    """x / y when it divides exactly (as polynomials), else None."""
+    if is_static(y):
+        if int(y) == 0:
+            return None
+        if is_static(x):
+            return int(x) // int(y) if int(x) % int(y) == 0 else None
+        return truncdiv(x, y) if all(c % int(y) == 0 for c in x.terms.values()) else None
+    if isinstance(y, Expr) and len(y.terms) == 1:
+        ((mono, c),) = y.terms.items()
+        if is_static(x):
+            return None
+        out = {}
+        for m, cx in x.terms.items():
+            powers = dict(m)
+            for s_, p in mono:
+                if powers.get(s_, 0) < p:
+                    return None
+                powers[s_] -= p
+            if cx % c:
+                return None
+            key = tuple(sorted(((k, p) for k, p in powers.items() if p), key=lambda t: repr(t[0])))
+            out[key] = out.get(key, 0) + cx // c
+        from graphopt.analysis.symexpr import _mk
+
+        return _mk(out)
+    return None
+
+
 def sub_expr(x, y):
     return sub(x, y)
 
@@ -424,14 +655,15 @@ def static_value(g: Graph, v: Value):
 
     if v is None or v.dtype not in SHAPE_TYPES:
         return None
-    return Engine(g).static(v)
+    return engine_for(g).static(v)
 
 
-def reshape_target(elems: list, data: Value, allowzero: int) -> Optional[tuple[list[int], int]]:
-    """A constant Reshape shape equal to `elems` for input `data`: (shape, allowzero) or None.
-    A symbolic element equal to the input's dim at the same position becomes 0 (copy, needs
-    allowzero=0); one remaining unknown becomes -1."""
-    dims = dim_elements(data)
+def reshape_target(elems: list, data: Value, allowzero: int, dims: Optional[list] = None) -> Optional[tuple[list[int], int]]:
+    """A constant Reshape shape equal to `elems` for input `data` (whose dims are `dims`, by
+    default its inferred shape): (shape, allowzero) or None. A symbolic element equal to the
+    input's dim at the same position becomes 0 (copy, needs allowzero=0); one remaining unknown
+    becomes -1."""
+    dims = dim_elements(data) if dims is None else dims
     out: list[Optional[int]] = []
     copies = unknown = 0
     for i, e in enumerate(elems):
@@ -456,10 +688,10 @@ def reshape_target(elems: list, data: Value, allowzero: int) -> Optional[tuple[l
     return result, 0 if copies else allowzero
 
 
-def expand_target(elems: list, data: Value) -> Optional[list[int]]:
+def expand_target(elems: list, data: Value, dims: Optional[list] = None) -> Optional[list[int]]:
     """A constant Expand shape equal to `elems` for input `data`: a symbolic element equal to the
     input's aligned dim becomes 1 (broadcasting keeps that dim)."""
-    dims = dim_elements(data)
+    dims = dim_elements(data) if dims is None else dims
     if dims is None:
         return None if any(not isinstance(e, int) for e in elems) else list(elems)
     offset = len(elems) - len(dims)
