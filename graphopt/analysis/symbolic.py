@@ -176,15 +176,7 @@ class Engine:
             out = []
             for j in range(n):
                 col = [x[j - (n - len(x))] for x in parts if j - (n - len(x)) >= 0]
-                col = [c for c in col if c != 1] or [1]
-                first = col[0]
-                static = [c for c in col if is_static(c)]
-                if static:
-                    out.append(static[0])
-                elif all(c == first for c in col):
-                    out.append(first)
-                else:
-                    out.append(None)
+                out.append(_broadcast_dim(col))
             return out
         if op == "Transpose":
             if d[0] is None:
@@ -200,8 +192,7 @@ class Engine:
             batch = []
             for j in range(n):
                 col = [x[j - (n - len(x))] for x in (ba, bb) if j - (n - len(x)) >= 0]
-                col = [c for c in col if c != 1] or [1]
-                batch.append(col[0] if all(c == col[0] for c in col) else None)
+                batch.append(_broadcast_dim(col))
             return batch + [a[-2], b[-1]]
         if op == "Reshape":
             target = self.value(ins[1])
@@ -259,7 +250,7 @@ class Engine:
             for j in range(n):
                 a = d[0][j - (n - len(d[0]))] if j - (n - len(d[0])) >= 0 else 1
                 b = s[j - (n - len(s))] if j - (n - len(s)) >= 0 else 1
-                out.append(a if b == 1 else b if a == 1 or a == b or is_static(b) else None)
+                out.append(_broadcast_dim([a, b]))
             return out
         if op == "Gather":
             idx = ins[1]
@@ -277,8 +268,41 @@ class Engine:
             for x in d[0][ax:]:
                 b = mul(b, x)
             return [a, b]
-        if op in ("Split",) or op.startswith("Reduce"):
-            return None
+        if op == "ConstantOfShape":
+            shape = self.value(ins[0])
+            return None if shape is None or shape[1] or shape[2] != "i" else list(shape[0])
+        if op == "Range":
+            start, limit, delta = (self.value(i) for i in ins[:3])
+            if None in (start, limit, delta) or not is_static(delta[0][0]):
+                return None
+            if start[0][0] == 0 and delta[0][0] == 1 and nonneg(limit[0][0]):
+                return [limit[0][0]]
+            span, dl = sub(limit[0][0], start[0][0]), int(delta[0][0])
+            return [max(-(-int(span) // dl), 0)] if is_static(span) and dl else None
+        if op == "Slice":
+            if d[0] is None:
+                return None
+            rank = len(d[0])
+            starts, ends = self.value(ins[1]), self.value(ins[2])
+            axes = self.value(ins[3]) if len(ins) > 3 and ins[3] is not None else (list(range(rank)), False, "i")
+            steps = self.value(ins[4]) if len(ins) > 4 and ins[4] is not None else ([1] * rank, False, "i")
+            if None in (starts, ends, axes, steps) or not all(is_static(x) for x in axes[0] + steps[0] + starts[0]):
+                return None
+            out = list(d[0])
+            for st, en, ax, sp in zip(starts[0], ends[0], axes[0], steps[0]):
+                ax, dim = int(ax) % rank, out[int(ax) % rank]
+                if int(sp) != 1 or int(st) < 0:
+                    out[ax] = None
+                elif is_static(en) and is_static(dim):
+                    sl = onnx_slice(int(st), int(en), 1, int(dim))
+                    out[ax] = max(sl.stop - sl.start, 0)
+                elif is_static(en) and int(en) >= 1 << 62:
+                    out[ax] = dim if int(st) == 0 else None
+                elif not is_static(en) and nonneg(en) and int(st) == 0:
+                    out[ax] = minimum(en, dim)
+                else:
+                    out[ax] = None
+            return out
         return None
 
     def value(self, v: Optional[Value], depth: int = 0):
@@ -517,7 +541,30 @@ _SAME_SHAPE = {"Identity", "Cast", "Relu", "Gelu", "Erf", "Sigmoid", "Tanh", "So
 _BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Less", "Greater", "And", "Or", "Max", "Min",
               "Mod", "LessOrEqual", "GreaterOrEqual", "Sum", "PRelu"}
 _DIM_OPS = _SAME_SHAPE | _BROADCAST | {"Transpose", "MatMul", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Expand",
-                                       "Gather", "Flatten"}
+                                       "Gather", "Flatten", "Slice", "ConstantOfShape", "Range"}
+
+
+def _broadcast_dim(col: list):
+    """The dim several broadcast operands give (the model is valid, so each is 1 or the result)."""
+    if any(c is None for c in col):
+        return None
+    col = [c for c in col if c != 1] or [1]
+    static = [c for c in col if is_static(c)]
+    if static:
+        return static[0]
+    uniq = list(dict.fromkeys(col))
+    if len(uniq) == 1:
+        return uniq[0]
+    if len(uniq) == 2:
+        # broadcast(X, min(X, c)) is X: min(X, c) != X means X > c, and then it can only be 1
+        for a, b in (uniq, uniq[::-1]):
+            if isinstance(b, Expr) and len(b.terms) == 1:
+                ((mono, cf),) = b.terms.items()
+                if cf == 1 and len(mono) == 1 and mono[0][1] == 1:
+                    key = mono[0][0].key
+                    if isinstance(key, tuple) and key[0] == "min" and a in key[1:]:
+                        return a
+    return atom(Sym(("bcast",) + tuple(sorted(uniq, key=repr))))
 
 
 def exact_div(x, y):
