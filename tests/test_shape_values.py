@@ -154,3 +154,59 @@ def test_scale_before_a_gemm_goes_into_the_weights_and_twin():
             [numpy_helper.from_array(w, "w"), numpy_helper.from_array(s, "s")])
         ops, result = optimized(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "fuse-input-scale")
         assert (ops == ["Gemm"]) == fires and result.records[0].modified == fires
+
+
+# ------------------------------------------------------------------------------ promotion with dynamic dims
+def test_head_split_and_merge_reshapes_promote_with_copies():
+    text = H + """
+    m (float[B, S, 64] x, float[B, S, 64] k) => (float[B, S, 64] y) {
+        s = Shape (x)
+        z = Constant <value = int64[1] {0}> ()
+        o = Constant <value = int64[1] {1}> ()
+        b = Gather <axis = 0> (s, z)
+        n = Gather <axis = 0> (s, o)
+        hd = Constant <value = int64[2] {4, 16}> ()
+        sh = Concat <axis = 0> (b, n, hd)
+        q = Reshape (x, sh)
+        kk = Reshape (k, sh)
+        qt = Transpose <perm = [0, 2, 1, 3]> (q)
+        kt = Transpose <perm = [0, 2, 3, 1]> (kk)
+        a = MatMul (qt, kt)
+        sm = Softmax <axis = -1> (a)
+        ctx = MatMul (sm, qt)
+        ct = Transpose <perm = [0, 2, 1, 3]> (ctx)
+        s2 = Shape (ct)
+        b2 = Gather <axis = 0> (s2, z)
+        n2 = Gather <axis = 0> (s2, o)
+        m1 = Constant <value = int64[1] {-1}> ()
+        sh2 = Concat <axis = 0> (b2, n2, m1)
+        y = Reshape (ct, sh2)
+    }
+    """
+    ops, result = optimized(text, "promote")
+    g = result.model.graph
+    assert "Shape" not in ops
+    shapes = sorted(tuple(g.const_value(n.inputs[1]).tolist()) for n in g.nodes if n.op_type == "Reshape")
+    assert shapes == [(0, 0, -1), (0, 0, 4, 16), (0, 0, 4, 16)]
+    promote = next(r for r in result.records if r.name == "promote-shape-inputs")
+    assert promote.stats["computed_shapes_left"] == 0
+
+
+def test_unrelated_dynamic_dims_are_never_baked_and_are_named():
+    text = H + """
+    m (float[B, S, 64] x, float[P, Q] w) => (float[P, Q, B, S, 64] y) {
+        s = Shape (w)
+        t = Shape (x)
+        sh = Concat <axis = 0> (s, t)
+        one = Constant <value = int64[1] {1}> ()
+        z = Constant <value = int64[1] {0}> ()
+        xx = Unsqueeze (x, z)
+        x5 = Unsqueeze (xx, z)
+        y = Expand (x5, sh)
+    }
+    """
+    ops, result = optimized(text, "promote", input_shapes=None)
+    assert "Shape" in ops and "Expand" in ops
+    promote = next(r for r in result.records if r.name == "promote-shape-inputs")
+    assert promote.stats["computed_shapes_left"] == 1
+    assert "run-time dims not equal" in promote.stats["left"][0]
