@@ -210,3 +210,24 @@ def test_unrelated_dynamic_dims_are_never_baked_and_are_named():
     promote = next(r for r in result.records if r.name == "promote-shape-inputs")
     assert promote.stats["computed_shapes_left"] == 1
     assert "run-time dims not equal" in promote.stats["left"][0]
+
+
+def test_slice_ends_at_a_run_time_dim_become_int64_max_and_twin():
+    text = H + """
+    m (float[B, S, 64] x, float[B, T, 64] w) => (float[B, P, 64] y, float[B, Q, 64] u) {
+        s = Shape (x)
+        t = Shape (w)
+        o = Constant <value = int64[1] {1}> ()
+        n = Gather <axis = 0> (s, o)
+        nt = Gather <axis = 0> (t, o)
+        z = Constant <value = int64[1] {1}> ()
+        y = Slice (x, z, n, o)
+        u = Slice (x, z, nt, o)
+    }
+    """
+    ops, result = optimized(text, "fold-shape-chains")
+    g = result.model.graph
+    y = next(n for n in g.nodes if n.op_type == "Slice" and n.outputs[0].name == "y")
+    u = next(n for n in g.nodes if n.op_type == "Slice" and n.outputs[0].name == "u")
+    assert g.const_value(y.inputs[2]).tolist() == [np.iinfo(np.int64).max]
+    assert g.const_value(u.inputs[2]) is None  # T is not x's dim: left computed
