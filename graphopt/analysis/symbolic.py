@@ -268,6 +268,35 @@ class Engine:
             for x in d[0][ax:]:
                 b = mul(b, x)
             return [a, b]
+        if op in ("Conv", "MaxPool", "AveragePool"):
+            x = d[0]
+            if x is None or len(x) < 3 or node.attr("ceil_mode", 0):
+                return None
+            n_sp = len(x) - 2
+            if op == "Conv":
+                w = self.g.const_value(ins[1])
+                if w is None:
+                    return None
+                kernel, out_c = list(w.shape[2:]), w.shape[0]
+            else:
+                kernel, out_c = node.attr("kernel_shape"), x[1]
+            if kernel is None or len(kernel) != n_sp:
+                return None
+            strides = node.attr("strides") or [1] * n_sp
+            dil = node.attr("dilations") or [1] * n_sp
+            pads = node.attr("pads") or [0] * (2 * n_sp)
+            auto = node.attr("auto_pad", "NOTSET")
+            auto = auto.decode() if isinstance(auto, bytes) else auto
+            out = [x[0], out_c]
+            for i in range(n_sp):
+                if auto in ("SAME_UPPER", "SAME_LOWER"):
+                    out.append(floordiv(add(x[2 + i], strides[i] - 1), strides[i]))
+                elif auto == "VALID":
+                    out.append(add(floordiv(sub(x[2 + i], dil[i] * (kernel[i] - 1) + 1), strides[i]), 1))
+                else:
+                    span = sub(add(x[2 + i], pads[i] + pads[i + n_sp]), dil[i] * (int(kernel[i]) - 1) + 1)
+                    out.append(add(floordiv(span, strides[i]), 1))
+            return out
         if op == "ConstantOfShape":
             shape = self.value(ins[0])
             return None if shape is None or shape[1] or shape[2] != "i" else list(shape[0])
@@ -541,7 +570,8 @@ _SAME_SHAPE = {"Identity", "Cast", "Relu", "Gelu", "Erf", "Sigmoid", "Tanh", "So
 _BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Less", "Greater", "And", "Or", "Max", "Min",
               "Mod", "LessOrEqual", "GreaterOrEqual", "Sum", "PRelu"}
 _DIM_OPS = _SAME_SHAPE | _BROADCAST | {"Transpose", "MatMul", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Expand",
-                                       "Gather", "Flatten", "Slice", "ConstantOfShape", "Range"}
+                                       "Gather", "Flatten", "Slice", "ConstantOfShape", "Range", "Conv",
+                                       "MaxPool", "AveragePool"}
 
 
 def _broadcast_dim(col: list):

@@ -167,6 +167,9 @@ def floordiv(x: Num, y: Num) -> Num:
         s = _split(x, c)
         if s is not None:
             return add(s[0], s[1] // c)
+        k = _terms(x).get((), 0)
+        if k // c:  # floor((P + k) / c) = floor((P + k mod c) / c) + k // c
+            return add(floordiv(sub(x, k - k % c), c), k // c)
     return atom(Sym(("//", x, y)))
 
 
