@@ -23,6 +23,7 @@ from graphopt.analysis.symexpr import (
     add,
     atom,
     equal,
+    floordiv,
     is_static,
     maximum,
     minimum,
