@@ -5,6 +5,8 @@ static H, `Equal(Shape(x)[1], 3)`. Floats built from such values (the Cast, Sqrt
 attention scale) are then folded by fold-constants, by the runtime's own kernels.
 
 The readers of a folded value read the constant; the nodes that computed it are left to dce.
+A Shape of a Reshape/Squeeze/Unsqueeze/Flatten output whose dims equal its input's reads the
+input instead (the reshape then has one reader less, so merge-reshapes can merge it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class FoldShapeValues(Pass):
                 if any(True for _ in node.subgraphs()) or node.n_outputs != 1:
                     continue
                 v = node.outputs[0]
+                if node.op_type == "Shape" and self._shape_of_input(g, engine, node):
+                    stats["shape_reads_moved"] = stats.get("shape_reads_moved", 0) + 1
                 if v is None or v.is_graph_output or not g.has_uses(v) or g.const_value(v) is not None:
                     continue
                 arr = engine.static(v)
@@ -45,4 +49,17 @@ class FoldShapeValues(Pass):
                 const = g.add_constant(arr, v.name + "_folded")
                 g.replace_all_uses(v, const)
                 stats["folded"] += 1
-        return PassResult(stats["folded"] > 0, stats)
+        return PassResult(stats["folded"] + stats.get("shape_reads_moved", 0) > 0, stats)
+
+    @staticmethod
+    def _shape_of_input(g: Graph, engine: Engine, node) -> bool:
+        x = node.inputs[0]
+        p = g.producer(x) if x is not None and not x.is_capture else None
+        if p is None or p.op_type not in ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity") or not p.is_standard:
+            return False
+        src = p.inputs[0]
+        a, b = engine.dims(x), engine.dims(src)
+        if a is None or b is None or len(a) != len(b) or a != b or src.is_capture:
+            return False
+        g.set_input(node, 0, src)
+        return True
