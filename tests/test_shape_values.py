@@ -231,3 +231,37 @@ def test_slice_ends_at_a_run_time_dim_become_int64_max_and_twin():
     u = next(n for n in g.nodes if n.op_type == "Slice" and n.outputs[0].name == "u")
     assert g.const_value(y.inputs[2]).tolist() == [np.iinfo(np.int64).max]
     assert g.const_value(u.inputs[2]) is None  # T is not x's dim: left computed
+
+
+def test_a_shape_read_moves_off_a_dims_preserving_reshape_so_reshapes_merge():
+    text = H + """
+    m (float[N] x) => (float[N, 1] y, float[N, 1] e) {
+        m1 = Constant <value = int64[1] {-1}> ()
+        r = Reshape (x, m1)
+        s01 = Constant <value = int64[2] {0, 1}> ()
+        y = Reshape (r, s01)
+        s = Shape (r)
+        one = Constant <value = int64[1] {1}> ()
+        es = Concat <axis = 0> (s, one)
+        z = Constant <value = float {0.0}> ()
+        e = Expand (z, es)
+    }
+    """
+    ops, result = optimized(text, "fold")
+    assert ops.count("Reshape") == 1
+    moved = sum(r.stats.get("shape_reads_moved", 0) for r in result.records if r.name == "fold-shape-values")
+    assert moved == 1
+
+
+def test_a_shape_read_stays_on_a_reshape_that_changes_dims():
+    text = H + """
+    m (float[N, 4] x) => (float[M, 2] y, float[M, 2] e) {
+        s2 = Constant <value = int64[2] {-1, 2}> ()
+        y = Reshape (x, s2)
+        s = Shape (y)
+        z = Constant <value = float {0.0}> ()
+        e = Expand (z, s)
+    }
+    """
+    ops, result = optimized(text, "fold-shape-values")
+    assert ops.count("Shape") == 1 and not result.records[0].modified
