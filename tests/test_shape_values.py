@@ -265,3 +265,54 @@ def test_a_shape_read_stays_on_a_reshape_that_changes_dims():
     """
     ops, result = optimized(text, "fold-shape-values")
     assert ops.count("Shape") == 1 and not result.records[0].modified
+
+
+# ------------------------------------------------------------------------------ the engine on a graph
+def test_engine_follows_shape_arithmetic_through_many_ops():
+    from graphopt.analysis.shapes import infer_shapes
+    from graphopt.analysis.symbolic import Engine
+    from graphopt.onnx_io.load import load
+
+    text = H + """
+    m (float[N, 3, 224, 224] x, float[8, 3, 4, 4] w) => (float[N, 8, P, Q] c, int64 sz, int64[2] hw, int64[2] wh, bool[1] eq, int64[3] rg, int64 pr, int64[2] mm, int64[3] cs) {
+        c = Conv <strides = [4, 4]> (x, w)
+        s = Shape (c)
+        sz = Size (c)
+        two = Constant <value = int64[1] {2}> ()
+        four = Constant <value = int64[1] {4}> ()
+        hw = Slice (s, two, four)
+        seven = Constant <value = int64 {7}> ()
+        md = Mod (hw, seven)
+        e0 = Constant <value = int64[1] {0}> ()
+        n = Slice (s, e0, two)
+        nb = Gather <axis = 0> (s, e0)
+        o1 = Constant <value = int64[1] {1}> ()
+        nb1 = Add (nb, o1)
+        eq = Equal (nb1, e0)
+        wh = Where (eq, hw, md)
+        z = Constant <value = int64 {0}> ()
+        three = Constant <value = int64 {3}> ()
+        one = Constant <value = int64 {1}> ()
+        rg = Range (z, three, one)
+        pr = ReduceProd <keepdims = 0> (hw)
+        big = Constant <value = int64[2] {100, 100}> ()
+        mm = Min (hw, big)
+        ct = Constant <value = int64[1] {3}> ()
+        cs = ConstantOfShape <value = int64[1] {5}> (ct)
+    }
+    """
+    model = load(model_from_text(text))
+    infer_shapes(model)
+    g = model.graph
+    e = Engine(g)
+    out = {v.name: v for v in g.outputs}
+    assert e.static(out["hw"]).tolist() == [56, 56]
+    assert e.static(out["wh"]).tolist() == [0, 0]  # N + 1 == 0 is never true: Where picks md = 56 % 7
+    assert e.static(out["eq"]).tolist() == [False]
+    assert e.static(out["rg"]).tolist() == [0, 1, 2]
+    assert int(e.static(out["pr"])) == 56 * 56
+    assert e.static(out["mm"]).tolist() == [56, 56]
+    assert e.static(out["cs"]).tolist() == [5, 5, 5]
+    assert e.static(out["sz"]) is None
+    (size,), scalar, _ = e.value(out["sz"])
+    assert scalar and size == sx.mul(8 * 56 * 56, e.dims(out["c"])[0])

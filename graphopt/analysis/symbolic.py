@@ -136,7 +136,7 @@ class Engine:
             if ready or not any(d.id not in self.dim_memo for d in deps):
                 try:
                     self.dim_memo[x.id] = self._dims(x, node)
-                except (ValueError, TypeError, IndexError, ZeroDivisionError, KeyError):
+                except (ValueError, TypeError, IndexError, ZeroDivisionError, KeyError, AttributeError):
                     self.dim_memo[x.id] = dim_elements(x)
                 continue
             stack.append((x, True))
@@ -342,7 +342,7 @@ class Engine:
             return self.memo[v.id]
         try:
             r = self._eval(v, depth)
-        except (ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError):
+        except (ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError, AttributeError, KeyError):
             r = None
         if r is not None and len(r[0]) > MAX_ELEMS:
             r = None
@@ -632,6 +632,8 @@ def sub_expr(x, y):
 
 
 def _tensor_array(t):
+    if hasattr(t, "numpy"):
+        return t.numpy()
     from onnx import numpy_helper
 
     return numpy_helper.to_array(t)
