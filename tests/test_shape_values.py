@@ -316,3 +316,23 @@ def test_engine_follows_shape_arithmetic_through_many_ops():
     assert e.static(out["sz"]) is None
     (size,), scalar, _ = e.value(out["sz"])
     assert scalar and size == sx.mul(8 * 56 * 56, e.dims(out["c"])[0])
+
+
+def test_a_static_minus_one_gives_its_place_to_a_run_time_dim():
+    # mobilevit's unfold: [B, 4, 196, 64] -> [4*B, 196, -1] is [-1, 196, 64]
+    text = H + """
+    m (float[B, 4, 196, 64] x) => (float[M, 196, 64] y) {
+        s = Shape (x)
+        z = Constant <value = int64[1] {0}> ()
+        b = Gather <axis = 0> (s, z)
+        four = Constant <value = int64[1] {4}> ()
+        b4 = Mul (b, four)
+        rest = Constant <value = int64[2] {196, -1}> ()
+        sh = Concat <axis = 0> (b4, rest)
+        y = Reshape (x, sh)
+    }
+    """
+    ops, result = optimized(text, "fold-shape-chains")
+    g = result.model.graph
+    (r,) = [n for n in g.nodes if n.op_type == "Reshape"]
+    assert g.const_value(r.inputs[1]).tolist() == [-1, 196, 64]

@@ -744,6 +744,15 @@ def reshape_target(elems: list, data: Value, allowzero: int, dims: Optional[list
     input's dim at the same position becomes 0 (copy, needs allowzero=0); one remaining unknown
     becomes -1."""
     dims = dim_elements(data) if dims is None else dims
+    r = _reshape_target(elems, dims, allowzero)
+    if r is None:  # a literal -1 may be a static size that leaves its place to a run-time dim
+        resolved = _resolve_minus_one(elems, dims, allowzero)
+        if resolved is not elems:
+            r = _reshape_target(resolved, dims, allowzero)
+    return r
+
+
+def _reshape_target(elems: list, dims: Optional[list], allowzero: int):
     out: list[Optional[int]] = []
     copies = unknown = 0
     for i, e in enumerate(elems):
@@ -766,6 +775,30 @@ def reshape_target(elems: list, data: Value, allowzero: int, dims: Optional[list
         return None  # a literal zero and a copied dim cannot share one shape
     result = [-1 if e is None else e for e in out]
     return result, 0 if copies else allowzero
+
+
+def _resolve_minus_one(elems: list, dims: Optional[list], allowzero: int) -> list:
+    """A literal -1 whose size is a static number (all run-time dims cancel) becomes that number,
+    so that a run-time element elsewhere can take the -1: [4*batch, 196, -1] of a
+    [batch, 4, 196, 64] input is [4*batch, 196, 64], written [-1, 196, 64]."""
+    if dims is None or sum(1 for e in elems if isinstance(e, int) and e == -1) != 1:
+        return elems
+    total = 1
+    for d in dims:
+        total = mul(total, d)
+    rest = 1
+    for i, e in enumerate(elems):
+        if isinstance(e, int) and e == -1:
+            continue
+        if isinstance(e, int) and e == 0 and not allowzero:
+            if i >= len(dims):
+                return elems
+            e = dims[i]
+        rest = mul(rest, e)
+    q = exact_div(total, rest)
+    if q is None or not is_static(q) or int(q) <= 0:
+        return elems
+    return [int(q) if isinstance(e, int) and e == -1 else e for e in elems]
 
 
 def expand_target(elems: list, data: Value, dims: Optional[list] = None) -> Optional[list[int]]:
