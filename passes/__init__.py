@@ -9,8 +9,10 @@ from graphopt.passes.eliminate_identity import EliminateIdentity
 from graphopt.passes.eliminate_noops import EliminateNoops
 from graphopt.passes.fold_constants import FoldConstants
 from graphopt.passes.fold_shape_chains import FoldShapeChains
+from graphopt.passes.fold_shape_values import FoldShapeValues
 from graphopt.passes.fuse_batchnorm import FuseBatchNorm
 from graphopt.passes.fuse_channel_affine import FuseChannelAffine
+from graphopt.passes.fuse_input_scale import FuseInputScale
 from graphopt.passes.fuse_matmul_add import FuseMatMulAdd
 from graphopt.passes.fuse_pad_conv import FusePadConv
 from graphopt.passes.merge_reshapes import MergeReshapes
@@ -31,10 +33,12 @@ PASSES = [
     CommonSubexpressionElimination,
     FoldConstants,
     FoldShapeChains,
+    FoldShapeValues,
     MergeReshapes,
     MergeTransposes,
     FuseBatchNorm,
     FuseChannelAffine,
+    FuseInputScale,
     FusePadConv,
     FuseMatMulAdd,
     PromoteShapeInputs,
@@ -51,14 +55,14 @@ ALIASES = [
           ("eliminate-identity", "dce"), fixed_point=True),
     Alias("fold", "constant folding, shape-chain folding, no-op/Identity removal, reshape and "
           "transpose merging, CSE and dead code, to a fixed point",
-          ("fold-constants", "fold-shape-chains", "eliminate-noops", "eliminate-identity", "merge-reshapes",
+          ("fold-constants", "fold-shape-values", "fold-shape-chains", "eliminate-noops", "eliminate-identity", "merge-reshapes",
            "merge-transposes", "cse", "dce"), fixed_point=True),
-    Alias("fuse", "BatchNorm, per-channel scale, Pad and MatMul+Add fusions, to a fixed point",
-          ("fuse-batchnorm", "fuse-channel-affine", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",
+    Alias("fuse", "BatchNorm, per-channel scale (after and before a layer), Pad and MatMul+Add fusions, to a fixed point",
+          ("fuse-batchnorm", "fuse-channel-affine", "fuse-input-scale", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",
            "dce"), fixed_point=True),
     Alias("promote", "TensorRT prep: every build-time input (shapes, axes, pads, ...) a constant where it can "
           "be, dynamic dims kept as 0/-1, to a fixed point",
-          ("fold-constants", "fold-shape-chains", "promote-shape-inputs", "eliminate-noops", "eliminate-identity",
+          ("fold-constants", "fold-shape-values", "fold-shape-chains", "promote-shape-inputs", "eliminate-noops", "eliminate-identity",
            "cse", "dce"), fixed_point=True),
     Alias("int8", "TensorRT explicit INT8: raise the opset to 13, fold BatchNorm and constants, then insert "
           "calibrated Q/DQ (per-channel weights, per-tensor activations)",

@@ -8,8 +8,10 @@ run-time dims keeps them with 1 where they equal the input's aligned dim. What c
 expressed exactly is left alone.
 
 Each is a rule that edits the node in place (its shape input becomes a constant; the chain that
-computed it is left to dce): fold-reshape-shape, fold-expand-shape, and fold-static-input (one
-rule per shape-like input of Slice, Tile, ConstantOfShape, Resize and Range).
+computed it is left to dce): fold-reshape-shape, fold-expand-shape, fold-slice-dims (Slice
+starts/ends equal to the data's run-time dim become INT64_MAX), and fold-static-input (one rule
+per shape-like input of Slice, Tile, ConstantOfShape, Resize and Range). Dims come from the
+symbolic shape engine (analysis/symbolic.Engine), which refines what onnx's inference lost.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Optional
 import numpy as np
 
 from graphopt.analysis.symbolic import (
+    engine_for,
+    engine_scope,
     expand_target,
     reshape_target,
     shape_elements,
@@ -52,7 +56,8 @@ class ReshapeShape(Rule):
     @staticmethod
     def target(m: Match) -> Optional[tuple[list[int], int]]:
         elems = shape_elements(m.graph, m.value("shape"))
-        return None if elems is None else reshape_target(elems, m.value("data"), m.root.attr("allowzero", 0))
+        return None if elems is None else reshape_target(elems, m.value("data"), m.root.attr("allowzero", 0),
+                                                         engine_for(m.graph).dims(m.value("data")))
 
     def check(self, m: Match) -> Optional[str]:
         reason = _computed(m, "shape")
@@ -79,7 +84,7 @@ class ExpandShape(Rule):
     @staticmethod
     def target(m: Match) -> Optional[list[int]]:
         elems = shape_elements(m.graph, m.value("shape"))
-        return None if elems is None else expand_target(elems, m.value("data"))
+        return None if elems is None else expand_target(elems, m.value("data"), engine_for(m.graph).dims(m.value("data")))
 
     def check(self, m: Match) -> Optional[str]:
         return _computed(m, "shape") or (None if self.target(m) is not None else
@@ -112,11 +117,77 @@ class StaticInput(Rule):
         b.set_input(m.root, self.index, b.const(static_value(m.graph, m.value(f"in{self.index}")), f"in{self.index}"))
 
 
+INT64_MAX = np.iinfo(np.int64).max
+
+
+class SliceDims(Rule):
+    """Slice starts/ends with run-time dims: an element equal to the data's dim on its axis
+    becomes INT64_MAX (ONNX clamps both to the dim, for either step sign)."""
+
+    name = "fold-slice-dims"
+    pattern = Op("Slice", Var("data"), Var("starts"), Var("ends"), Opt(Var("axes")), Opt(Var("steps")))
+
+    @staticmethod
+    def targets(m: Match):
+        g = m.graph
+        eng = engine_for(g)
+        dims = eng.dims(m.value("data"))
+        if dims is None:
+            return None
+        rank = len(dims)
+        starts, ends = shape_elements(g, m.value("starts")), shape_elements(g, m.value("ends"))
+        if starts is None or ends is None or len(starts) != len(ends):
+            return None
+        if m["axes"] is None:
+            axes = list(range(len(starts)))
+        else:
+            a = static_value(g, m.value("axes"))
+            if a is None:
+                return None
+            axes = [int(x) % rank for x in np.asarray(a).ravel()]
+        out = []
+        for elems in (starts, ends):
+            vals = []
+            for e, ax in zip(elems, axes):
+                if isinstance(e, int):
+                    vals.append(e)
+                elif ax < rank and dims[ax] == e:
+                    vals.append(INT64_MAX)
+                else:
+                    return None
+            out.append(vals)
+        return out
+
+    def check(self, m: Match) -> Optional[str]:
+        g = m.graph
+        if g.const_value(m.value("starts")) is not None and g.const_value(m.value("ends")) is not None:
+            return "starts and ends are already constants"
+        for k in ("axes", "steps"):
+            if m[k] is not None and static_value(g, m.value(k)) is None:
+                return f"{k} is not known before run time"
+        if self.targets(m) is None:
+            return "a start or end is a run-time value other than the data's dim on its axis"
+        return None
+
+    def rewrite(self, m: Match, b: Builder):
+        starts, ends = self.targets(m)
+        g = m.graph
+        for i, name, vals in ((1, "starts", starts), (2, "ends", ends)):
+            if g.const_value(m.value(name)) is None:
+                dt = np.int32 if m.value(name).dtype == 6 else np.int64
+                vals = [min(v, np.iinfo(dt).max) for v in vals]
+                b.set_input(m.root, i, b.const(np.array(vals, dt), name))
+
+
 class FoldShapeChains(RulePass):
     name = "fold-shape-chains"
     summary = "turn Shape/Gather/Concat/... chains feeding Reshape, Expand, Slice, ... into constants"
-    rules = [ReshapeShape(), ExpandShape()] + [StaticInput(op, i) for op, idx in _STATIC_INPUTS.items() for i in idx]
+    rules = [ReshapeShape(), ExpandShape(), SliceDims()] + [StaticInput(op, i) for op, idx in _STATIC_INPUTS.items() for i in idx]
     stat = "inputs_folded"
+
+    def run(self, graph, ctx):
+        with engine_scope():  # its rules only replace inputs by equal constants
+            return super().run(graph, ctx)
 
     def applicable(self, graph: Graph, driver: Driver) -> bool:
         # nothing to fold: skip shape inference

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.analysis.symbolic import dim_elements, reshape_target
+from graphopt.analysis.symbolic import engine_for, engine_scope, reshape_target
 from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
@@ -29,12 +29,13 @@ class ReshapeChain(Rule):
             allowzero = outer.attr("allowzero", 0)
             if shape is not None and (allowzero or not np.any(shape == 0)):
                 return [int(d) for d in shape], allowzero
-        elems = dim_elements(outer.outputs[0])
+        engine = engine_for(m.graph)  # dims refined symbolically where inference lost them
+        elems = engine.dims(outer.outputs[0])
         if elems is None:
             return None
         if any(e == 0 for e in elems):
             return (list(elems), 1) if all(isinstance(e, int) for e in elems) else None
-        return reshape_target(elems, m["x"], 0)
+        return reshape_target(elems, m["x"], 0, engine.dims(m["x"]))
 
     def check(self, m: Match) -> Optional[str]:
         target = self.target(m)
@@ -55,3 +56,7 @@ class MergeReshapes(RulePass):
     summary = "merge consecutive Reshape/Flatten/Squeeze/Unsqueeze into one Reshape (allowzero honoured)"
     rules = [ReshapeChain()]
     stat = "merged"
+
+    def run(self, graph, ctx):
+        with engine_scope():  # rewrites keep what every existing value computes
+            return super().run(graph, ctx)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.analysis.symbolic import static_value
+from graphopt.analysis.symbolic import engine_for, engine_scope, shape_elements, static_value
 from graphopt.lint.trt_inputs import BUILD_TIME_INPUTS
 from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
@@ -51,3 +51,48 @@ class PromoteShapeInputs(RulePass):
     summary = "make the inputs TensorRT needs at build time (shapes, axes, pads, k, ...) initializers"
     rules = [PromoteInput(op, i) for op, idx in BUILD_TIME_INPUTS.items() for i in idx]
     stat = "promoted"
+
+    def run(self, graph, ctx):
+        with engine_scope():
+            result = super().run(graph, ctx)
+            left = [f"{n.label}: {why}" for n, why in computed_shapes_left(graph)]
+        result.stats["computed_shapes_left"] = len(left)
+        if left:
+            result.stats["left"] = left[:MAX_NAMED] + ([f"... {len(left) - MAX_NAMED} more"] if len(left) > MAX_NAMED else [])
+        return result
+
+
+MAX_NAMED = 20
+
+
+def computed_shapes_left(graph):
+    """(node, reason) for every Reshape/Expand whose shape is still computed at run time."""
+    out = []
+    for g in graph.walk():
+        for n in g.nodes:
+            if n.op_type not in ("Reshape", "Expand") or len(n.inputs) < 2 or n.inputs[1] is None:
+                continue
+            if g.const_value(n.inputs[1]) is not None:
+                continue
+            out.append((n, why_computed(g, n)))
+    return out
+
+
+def why_computed(g, n) -> str:
+    elems = shape_elements(g, n.inputs[1])
+    if elems is None:
+        p = g.producer(n.inputs[1])
+        return f"the shape depends on data or on an op the shape engine does not follow ({p.op_type if p else 'graph input'})"
+    dims = engine_for(g).dims(n.inputs[0])
+    unknown = [e for i, e in enumerate(elems) if not isinstance(e, int)
+               and not (dims is not None and (i < len(dims) and dims[i] == e if n.op_type == "Reshape"
+                                              else e in dims))]
+    if n.op_type == "Expand":
+        return f"run-time dims not equal to the input's aligned dims: {unknown}"
+    if len(unknown) > 1:
+        return f"{len(unknown)} run-time dims are not copies of the input's dims at their positions: {unknown}"
+    if unknown and -1 in elems:
+        return "a run-time dim beside a literal -1"
+    if unknown:
+        return "a -1 for the run-time dim would sit beside a copied dim or a literal 0 (not inferable in an empty batch)"
+    return "allowzero with a literal 0 and a copied dim"
