@@ -23,6 +23,7 @@ from graphopt.errors import (
     GraphoptError,
     InvalidModelError,
     PipelineError,
+    UsageError,
     ValidationError,
 )
 from graphopt.ir import Model
@@ -127,20 +128,25 @@ def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
     return steps
 
 
-def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """`NAME:1x3x224x224` strings → {NAME: (1, 3, 224, 224)}."""
-    shapes = {}
+def parse_input_shapes(specs: Sequence[str]) -> dict[Optional[str], tuple[int, ...]]:
+    """`NAME:1x3x224x224` or `NAME:1,3,224,224` strings → {NAME: (1, 3, 224, 224)}; a bare
+    `1x3x224x224` (or `1,3,224,224`) is the shape of a model's only input, under the key None
+    (pin_input_shapes resolves it). A malformed spec is a usage error (exit code 2)."""
+    shapes: dict[Optional[str], tuple[int, ...]] = {}
     for spec in specs:
         name, sep, dims = spec.rpartition(":")
         try:
-            if not sep or not name:
+            if sep and not name:
                 raise ValueError
-            shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
-            if any(d <= 0 for d in shape):
+            text = dims.strip().lower()
+            parts = text.split(",") if "," in text else text.split("x")
+            shape = tuple(int(d) for d in parts) if text else ()
+            if any(d <= 0 for d in shape) or (not sep and not shape):
                 raise ValueError
         except ValueError:
-            raise GraphoptError(f"--input-shape {spec!r}: expected NAME:DIMxDIM..., e.g. input:1x3x224x224") from None
-        shapes[name] = shape
+            raise UsageError(f"--input-shape {spec!r}: expected NAME:DIMxDIM... or NAME:DIM,DIM,..., e.g. "
+                             f"input:1x3x224x224, or a bare 1x3x224x224 for a model with one input") from None
+        shapes[name if sep else None] = shape
     return shapes
 
 
@@ -148,6 +154,12 @@ def pin_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
     """Give inputs concrete shapes. A symbolic dim pinned this way is that number wherever the
     model names it (ONNX: one dim_param name, one size)."""
     inputs = {v.name: v for v in model.graph.inputs}
+    if None in shapes:  # a bare shape: the model's only input
+        fed = [v.name for v in model.graph.inputs if v.const is None]
+        if len(fed) != 1:
+            raise UsageError(f"--input-shape {'x'.join(map(str, shapes[None]))} gives no input name, and the model has "
+                             f"{len(fed)} inputs ({', '.join(fed) or 'none'}): use NAME:DIMS")
+        shapes = {(k if k is not None else fed[0]): v for k, v in shapes.items()}
     bound: dict[str, int] = {}
     for name, shape in shapes.items():
         v = inputs.get(name)
