@@ -90,5 +90,6 @@ def inspect_model(model) -> dict:
 
         folded = model.clone()
         registry = default_registry()
-        PassManager([registry.expand_alias(registry.aliases["fold"])]).execute(folded, PassContext(folded))
+        PassManager([registry.expand_alias(registry.aliases["fold"])]).execute(
+            folded, PassContext(folded), quiet=True)  # a private copy for better shapes: its passes are no news
     return inspect(model, shapes_from=folded)

@@ -151,8 +151,11 @@ def command(argv: list[str]) -> int:
         warned = f"; {len(result.warnings)} warning{'s' if len(result.warnings) > 1 else ''}" if result.warnings else ""
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}{warned}", file=sys.stderr)
-    elif result.validation_status.startswith("not validated"):  # -q hides progress, never this
-        print(f"graphopt: WARNING: {args.output} is {result.validation_status}", file=sys.stderr)
+    else:  # -q hides progress, never what changes what the result means
+        for w in result.warnings:
+            print(f"graphopt: WARNING: {w}", file=sys.stderr)
+        if result.validation_status.startswith("not validated"):
+            print(f"graphopt: WARNING: {args.output} is {result.validation_status}", file=sys.stderr)
     return 0
 
 
