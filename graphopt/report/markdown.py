@@ -67,7 +67,9 @@ def bar_chart(values: dict[str, float], title: str) -> str:
     peak = max(values.values(), default=0.0) or 1.0
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
              f'font-family="sans-serif" font-size="11">',
-             f'<text x="4" y="16" font-size="13">{html.escape(title)}</text>']
+             # an opaque background: on a dark theme, black text on a transparent chart vanishes
+             '<rect x="0" y="0" width="100%" height="100%" fill="#ffffff"/>',
+             f'<text x="4" y="16" font-size="13" fill="#000000">{html.escape(title)}</text>']
     for i, (label, value) in enumerate(values.items()):
         y = top + i * (bar_h + gap)
         short = label if len(label) <= 48 else "..." + label[-45:]
