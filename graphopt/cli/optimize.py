@@ -35,6 +35,9 @@ def main_parser() -> argparse.ArgumentParser:
     add_input_shape_options(p)
     p.add_argument("--report", metavar="FILE.json|FILE.md", help="write per-pass stats, timings, validation and "
                    "what changed (inspect diff); .md writes Markdown with per-layer error charts (SVG) beside it")
+    p.add_argument("--compare", action="append", default=[], choices=("onnxsim", "onnxslim"), metavar="TOOL",
+                   help="also run onnxsim or onnxslim (if installed) on the input, in a subprocess, and put its node "
+                   "count and op histogram beside graphopt's in the summary and the --report (repeatable)")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--validate-data", metavar="DATA.npz|FOLDER",
                    help="inputs to validate on: an .npz keyed by input name (first axis = samples) or a folder of "
@@ -99,6 +102,10 @@ def command(argv: list[str]) -> int:
         passes = cfg.steps
 
     _check_explain_names(args.explain, cfg)
+    if args.compare:
+        from graphopt.cli.compare import check_available
+
+        check_available(args.compare)
 
     def setting(block, key, flag, default):
         """An explicit command-line flag wins over the pipeline file, which wins over the default."""
@@ -126,8 +133,13 @@ def command(argv: list[str]) -> int:
         validation_data=setting("validate", "data", args.validate_data, None))
     for name in args.explain:
         _print_explain(name, result.near_misses)
+    comparison = None
+    if args.compare:
+        from graphopt.cli.compare import compare
+
+        comparison = compare(dict.fromkeys(args.compare), args.model, result, shapes)
     if args.report:
-        _write_report(args, result, shapes)
+        _write_report(args, result, shapes, comparison)
     if not args.quiet:
         q = result.pass_reports.get("quantize-int8")
         if q and q.get("layers"):
@@ -149,6 +161,11 @@ def command(argv: list[str]) -> int:
         for note in result.notes:
             print(f"graphopt: note: {note}", file=sys.stderr)
         warned = f"; {len(result.warnings)} warning{'s' if len(result.warnings) > 1 else ''}" if result.warnings else ""
+        if comparison:
+            from graphopt.cli.compare import summary
+
+            for line in summary(comparison):
+                print(f"graphopt: compare: {line}", file=sys.stderr)
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}{warned}", file=sys.stderr)
     else:  # -q hides progress, never what changes what the result means
@@ -159,7 +176,7 @@ def command(argv: list[str]) -> int:
     return 0
 
 
-def _write_report(args, result, shapes: dict) -> None:
+def _write_report(args, result, shapes: dict, comparison=None) -> None:
     """--report FILE.json (everything) or FILE.md (Markdown, per-layer error charts beside it)."""
     from graphopt.cli.common import inspect_model
     from graphopt.driver import pin_input_shapes
@@ -171,7 +188,8 @@ def _write_report(args, result, shapes: dict) -> None:
     pin_input_shapes(source, shapes)  # compare like with like: both pinned as the run was
     report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
               "trt_check": [f.to_dict() for f in trt_check(result.model)],
-              "inspect_diff": diff(inspect_model(source), inspect_model(result.model))}
+              "inspect_diff": diff(inspect_model(source), inspect_model(result.model)),
+              **({"compare": comparison} if comparison else {})}
     if not args.report.lower().endswith(".md"):
         write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
         return

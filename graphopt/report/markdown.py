@@ -42,6 +42,18 @@ def markdown(report: dict[str, Any], chart_prefix: str) -> tuple[str, dict[str, 
             lines.append(f"| {key} | {a} | {b} |")
         for op, (a, b) in diff["ops"].items():
             lines.append(f"| {op} nodes | {a} | {b} |")
+    comparison = report.get("compare")
+    if comparison:
+        tools = list(comparison)
+        lines += ["", "## Compared with other tools", "", "| | " + " | ".join(tools) + " |",
+                  "|---|" + "---:|" * len(tools)]
+        lines.append("| nodes | " + " | ".join(str(comparison[t].get("nodes", "failed")) for t in tools) + " |")
+        lines.append("| seconds | " + " | ".join(str(comparison[t].get("seconds", "")) for t in tools) + " |")
+        ops = sorted({op for t in tools for op in comparison[t].get("ops", {})})
+        for op in ops:
+            lines.append(f"| {op} | " + " | ".join(str(comparison[t].get("ops", {}).get(op, 0)) if "ops" in comparison[t]
+                                                   else "" for t in tools) + " |")
+        lines += [f"- {t} failed: {_cell(comparison[t]['error'])}" for t in tools if "error" in comparison[t]]
     charts: dict[str, str] = {}
     for name, details in (report.get("pass_reports") or {}).items():
         errors = details.get("layer_error") if isinstance(details, dict) else None
