@@ -265,11 +265,11 @@ def spool_feeds(source, folder: str, what: str) -> str:
     os.makedirs(folder)
     chunk: list[dict] = []
     signature = None
-    files = 0
+    files = seen = 0
 
     def flush() -> None:
         nonlocal files
-        path = os.path.join(folder, f"{files:06d}.npz")
+        path = os.path.join(folder, f"feeds-{seen - len(chunk):06d}-{seen - 1:06d}.npz")  # named in errors
         stacked = {k: np.stack([f[k] for f in chunk]) for k in chunk[0]}
         np.savez(path, **stacked)
         digest = hashlib.sha256()
@@ -290,6 +290,7 @@ def spool_feeds(source, folder: str, what: str) -> str:
         if chunk and (sig != signature or len(chunk) >= SPOOL_CHUNK):
             flush()
         chunk.append(arrays)
+        seen += 1
         signature = sig
         del arrays
     if chunk:
