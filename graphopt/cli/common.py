@@ -17,6 +17,12 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_VALIDATION, EXIT_FINDINGS, EXIT_INTERN
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 
+def version() -> str:
+    """graphopt's version. The package's __init__ has run before any of its modules (no import
+    of the package from this lower layer: docs/ARCHITECTURE.md, Package map)."""
+    return sys.modules["graphopt"].__version__
+
+
 class Parser(argparse.ArgumentParser):
     """Every subcommand's parser: one-line usage errors with exit code 2, and the options every
     subcommand takes (--debug, -v, -q), which set up logging when the arguments are parsed."""

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from graphopt.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
+from graphopt.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, version
 from graphopt.errors import GraphoptError
 
 
@@ -18,9 +18,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = "--debug" in argv
     try:
         if argv[:1] == ["--version"]:
-            from graphopt import __version__
-
-            print(f"graphopt {__version__}")
+            print(f"graphopt {version()}")
             return 0
         name = argv[0] if argv and argv[0] in SUBCOMMANDS else None
         if name is None and argv and _misspelled(argv[0]):

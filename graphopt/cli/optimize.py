@@ -9,8 +9,7 @@ import logging
 import os
 import sys
 
-from graphopt import __version__
-from graphopt.cli.common import Parser, add_input_shape_options, write_text_atomically
+from graphopt.cli.common import Parser, add_input_shape_options, version, write_text_atomically
 from graphopt.errors import GraphoptError, UsageError
 from graphopt.quant import calibration
 
@@ -22,7 +21,7 @@ def main_parser() -> argparse.ArgumentParser:
                "       graphopt {passes,inspect,trt-check,qdq-lint,sparsity,check,fmt} ... (each has --help)",
                description="Rewrite an ONNX graph with a pipeline of passes, check and validate the result, "
                "and write it.", epilog=SUBCOMMAND_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"graphopt {__version__}")
+    p.add_argument("--version", action="version", version=f"graphopt {version()}")
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("output_positional", nargs="?", metavar="OUT", help="output .onnx file (or -o OUT)")
     p.add_argument("-p", "--passes", help="comma-separated passes or aliases, each optionally with "
