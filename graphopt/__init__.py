@@ -40,13 +40,6 @@ def _find_pass_library() -> None:
 _find_pass_library()
 
 
-def optimize(*args, **kwargs):
-    """See graphopt.driver.optimize."""
-    from graphopt.driver import optimize as _optimize
-
-    return _optimize(*args, **kwargs)
-
-
 def load(source, **kwargs):
     """Parse an ONNX file or ModelProto into graphopt's IR (graphopt.onnx_io.load.load)."""
     from graphopt.onnx_io.load import load as _load
@@ -54,8 +47,12 @@ def load(source, **kwargs):
     return _load(source, **kwargs)
 
 
-# The extension API, imported on first use (a plain run never pays for it).
-_EXPORTS = {"Pass": "graphopt.pipeline.base", "PassResult": "graphopt.pipeline.base",
+# The API, imported on first use (a plain run never pays for it); the real objects, so that
+# help(graphopt.optimize) and inspect.signature show their parameters.
+_EXPORTS = {"optimize": "graphopt.driver", "Result": "graphopt.driver",
+            "CalibrationSettings": "graphopt.quant.calibration", "LossyThresholds": "graphopt.runtime.validate",
+            "Tolerance": "graphopt.runtime.validate",
+            "Pass": "graphopt.pipeline.base", "PassResult": "graphopt.pipeline.base",
             "PassContext": "graphopt.pipeline.base", "Rule": "graphopt.rewrite", "RulePass": "graphopt.rewrite",
             "Op": "graphopt.rewrite",
             "Var": "graphopt.rewrite", "Opt": "graphopt.rewrite", "Graph": "graphopt.ir", "Model": "graphopt.ir"}
@@ -69,4 +66,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
 
 
-__all__ = ["GraphoptError", "load", "optimize", "__version__", *_EXPORTS]
+__all__ = ["GraphoptError", "load", "__version__", *_EXPORTS]
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -8,6 +8,7 @@ run the pipeline again without that pass (or fail under strict) → write atomic
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -23,6 +24,7 @@ from graphopt.errors import (
     GraphoptError,
     InvalidModelError,
     PipelineError,
+    UsageError,
     ValidationError,
 )
 from graphopt.ir import Model
@@ -43,6 +45,9 @@ from graphopt.runtime.validate import (
 )
 
 log = logging.getLogger("graphopt")
+# Warnings that change what a result means (not validated, a pass rolled back, validation
+# skipped): the CLI's -q hides progress and notes, never these (graphopt.cli.common.MEANING).
+meaning = logging.getLogger("graphopt.meaning")
 
 MAX_ROLLBACKS = 8
 # Models with more constant bytes than this validate strictly one onnxruntime session at a time.
@@ -135,20 +140,25 @@ def parse_pipeline(passes: Union[str, Sequence], registry: Registry) -> list:
     return steps
 
 
-def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """`NAME:1x3x224x224` strings → {NAME: (1, 3, 224, 224)}."""
-    shapes = {}
+def parse_input_shapes(specs: Sequence[str]) -> dict[Optional[str], tuple[int, ...]]:
+    """`NAME:1x3x224x224` or `NAME:1,3,224,224` strings → {NAME: (1, 3, 224, 224)}; a bare
+    `1x3x224x224` (or `1,3,224,224`) is the shape of a model's only input, under the key None
+    (pin_input_shapes resolves it). A malformed spec is a usage error (exit code 2)."""
+    shapes: dict[Optional[str], tuple[int, ...]] = {}
     for spec in specs:
         name, sep, dims = spec.rpartition(":")
         try:
-            if not sep or not name:
+            if sep and not name:
                 raise ValueError
-            shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
-            if any(d <= 0 for d in shape):
+            text = dims.strip().lower()
+            parts = text.split(",") if "," in text else text.split("x")
+            shape = tuple(int(d) for d in parts) if text else ()
+            if any(d <= 0 for d in shape) or (not sep and not shape):
                 raise ValueError
         except ValueError:
-            raise GraphoptError(f"--input-shape {spec!r}: expected NAME:DIMxDIM..., e.g. input:1x3x224x224") from None
-        shapes[name] = shape
+            raise UsageError(f"--input-shape {spec!r}: expected NAME:DIMxDIM... or NAME:DIM,DIM,..., e.g. "
+                             f"input:1x3x224x224, or a bare 1x3x224x224 for a model with one input") from None
+        shapes[name if sep else None] = shape
     return shapes
 
 
@@ -156,6 +166,12 @@ def pin_input_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> None:
     """Give inputs concrete shapes. A symbolic dim pinned this way is that number wherever the
     model names it (ONNX: one dim_param name, one size)."""
     inputs = {v.name: v for v in model.graph.inputs}
+    if None in shapes:  # a bare shape: the model's only input
+        fed = [v.name for v in model.graph.inputs if v.const is None]
+        if len(fed) != 1:
+            raise UsageError(f"--input-shape {'x'.join(map(str, shapes[None]))} gives no input name, and the model has "
+                             f"{len(fed)} inputs ({', '.join(fed) or 'none'}): use NAME:DIMS")
+        shapes = {(k if k is not None else fed[0]): v for k, v in shapes.items()}
     bound: dict[str, int] = {}
     for name, shape in shapes.items():
         v = inputs.get(name)
@@ -190,28 +206,120 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
              calibration: Union[None, str, os.PathLike, Iterable, CalibrationSettings] = None,
              thresholds: Optional[LossyThresholds] = None,
              validation_data: Union[None, str, os.PathLike, Iterable] = None) -> Result:
-    """Run a pipeline on a model; write it to `output` if given. See the module docstring.
+    """Run a pipeline on a model, check and validate the result; write it to `output` if given.
 
-    `calibration`: data for passes that calibrate (int8): an .npz keyed by input name (first
-    axis = samples), a folder of them, any iterable of feed dicts, or CalibrationSettings.
+    `model`: an .onnx path or a ModelProto (never modified).
+    `passes`: a `-p` string (`"fuse,fold"`, `"prune{sparsity=0.5}"`), or a list mixing such
+    strings, Pass objects or classes and Rules; `"none"` runs no pass (a checked round trip).
+    `output`: where to write (atomically; nothing is written if the run fails); without it use
+    `Result.model`, `Result.to_proto()` or `Result.save(path)`.
+    `input_shapes`: {input name: dims} pins input shapes (symbolic dims become numbers).
+    `validate`: compare the result with the input under onnxruntime (lossless pipelines within
+    `tolerance`, over `draws` seeded draws from `seed`; lossy ones by accuracy against
+    `thresholds`). `strict`: a pass that fails or breaks validation is an error instead of being
+    rolled back; an unvalidated result is an error too. `force`: overwrite an existing output.
+    `debug`: verify the IR after every pass. `external_data`: weights in OUT.data (None: only
+    past 2 GiB). `explain`: rule names whose matches and near misses `Result.near_misses` lists.
+    `registry`: the passes names resolve against (default: the pass library and plugins).
+    `calibration`: data for passes that calibrate or measure (int8, fp16/bf16, a prune budget):
+    an .npz keyed by input name (first axis = samples), a folder of them, an onnxruntime
+    `CalibrationDataReader` (`get_next()` returns feed dicts until None), any iterable of feed
+    dicts, or CalibrationSettings (copied, never modified). An iterable or reader is read once,
+    written in chunks to a temporary folder of .npz files and deleted at the end: calibration and
+    validation (on held-out samples) both read it, and it is never held in memory whole.
     `thresholds`: the accuracy a lossy pipeline must keep against the input.
     `keep_initializer_inputs`: initializers also listed as graph inputs stay overridable inputs
     (by default they are constants, as TensorRT and onnxsim treat them);
     `initializers_as_constants` is accepted for compatibility and changes nothing.
-    `validation_data`: inputs to validate on (an .npz, a folder of them, or an iterable of feed
-    dicts); without it, calibration data is used, else inputs synthesized from the graph. If
-    the input model does not run on any synthesized inputs, the result is written unvalidated
-    and `Result.validation_status` says why (an error under `strict`)."""
+    `validation_data`: inputs to validate on (an .npz, a folder of them, a reader or an iterable
+    of feed dicts, spooled like `calibration`); without it, calibration data is used, else inputs
+    synthesized from the graph. If the input model does not run on any synthesized inputs, the
+    result is written unvalidated and `Result.validation_status` says why (an error under
+    `strict`). `Result.warnings` lists what changes what the result means (e.g. calibration
+    data nothing used)."""
+    calib = dataclasses.replace(calibration) if isinstance(calibration, CalibrationSettings) \
+        else CalibrationSettings(data=calibration)
+    calib.check()
+    with tempfile.TemporaryDirectory(prefix="graphopt-feeds-") as spool:
+        if calib.data is not None and not isinstance(calib.data, (str, os.PathLike)):
+            calib.data = spool_feeds(calib.data, os.path.join(spool, "calibration"), "calibration")
+        if validation_data is not None and not isinstance(validation_data, (str, os.PathLike)):
+            validation_data = spool_feeds(validation_data, os.path.join(spool, "validation"), "validation")
+        return _optimize(model, passes, output=output, input_shapes=input_shapes, validate=validate, strict=strict,
+                         force=force, debug=debug, external_data=external_data,
+                         keep_initializer_inputs=keep_initializer_inputs, tolerance=tolerance, draws=draws, seed=seed,
+                         explain=explain, registry=registry, calib=calib, thresholds=thresholds,
+                         validation_data=validation_data)
+
+
+SPOOL_CHUNK = 32  # feeds per .npz file when an iterable of feeds is spooled to disk
+
+
+def spool_feeds(source, folder: str, what: str) -> str:
+    """Write an iterable of feed dicts (or an onnxruntime CalibrationDataReader) to `folder` as
+    .npz files of at most SPOOL_CHUNK feeds stacked on a new sample axis (a new file whenever the
+    names, dtypes or shapes change), reading it once; returns the folder. Each file's mtime is
+    derived from its contents, so calibration caches keyed by the data still match across runs."""
+    import hashlib
+    from collections.abc import Mapping
+
+    import numpy as np
+
+    from graphopt.quant.calibration import CalibrationError
+
+    if isinstance(source, Mapping):
+        raise CalibrationError(f"{what} data must be a path or an iterable of feeds (dicts), not one dict")
+    feeds = iter(source.get_next, None) if callable(getattr(source, "get_next", None)) else iter(source)
+    os.makedirs(folder)
+    chunk: list[dict] = []
+    signature = None
+    files = seen = 0
+
+    def flush() -> None:
+        nonlocal files
+        path = os.path.join(folder, f"feeds-{seen - len(chunk):06d}-{seen - 1:06d}.npz")  # named in errors
+        stacked = {k: np.stack([f[k] for f in chunk]) for k in chunk[0]}
+        np.savez(path, **stacked)
+        digest = hashlib.sha256()
+        for k in sorted(stacked):
+            digest.update(f"{k}:{stacked[k].dtype}:{stacked[k].shape}".encode())
+            digest.update(np.ascontiguousarray(stacked[k]).tobytes())
+        stamp = int(digest.hexdigest()[:12], 16)
+        os.utime(path, ns=(stamp, stamp))
+        files += 1
+        chunk.clear()
+
+    for i, feed in enumerate(feeds):
+        if not isinstance(feed, Mapping):
+            raise CalibrationError(f"{what} feed {i} is a {type(feed).__name__}, not a dict of input name -> array")
+        arrays = {str(k): np.asarray(v) for k, v in feed.items()}
+        del feed
+        sig = {k: (a.dtype.str, a.shape) for k, a in arrays.items()}
+        if chunk and (sig != signature or len(chunk) >= SPOOL_CHUNK):
+            flush()
+        chunk.append(arrays)
+        seen += 1
+        signature = sig
+        del arrays
+    if chunk:
+        flush()
+    if not files:
+        raise CalibrationError(f"the {what} data is empty")
+    return folder
+
+
+def _optimize(model, passes, *, output, input_shapes, validate, strict, force, debug, external_data,
+              keep_initializer_inputs, tolerance, draws, seed, explain, registry, calib: CalibrationSettings,
+              thresholds, validation_data) -> Result:
     start = time.perf_counter()
     registry = registry or default_registry()
     steps = parse_pipeline(passes, registry)  # pipeline errors before any work
-    calib = calibration if isinstance(calibration, CalibrationSettings) else CalibrationSettings(data=calibration)
-    calib.check()
-    if calib.data is not None and not isinstance(calib.data, (str, os.PathLike)):
-        calib.data = list(calib.data)  # read twice (calibration, then validation): a generator would run dry
-    if validation_data is not None and not isinstance(validation_data, (str, os.PathLike)):
-        validation_data = list(validation_data)
     lossy = _lossy_passes(steps)
+    warnings = []
+    if calib.data is not None and not (validate and validation_data is None) and not _calibrating(steps):
+        warnings.append("the calibration data is not used: no pass calibrates or measures on it (int8, fp16/bf16, "
+                        "a prune max_drop budget) and validation " +
+                        ("has its own data" if validate else "is off"))
     input_shapes = dict(input_shapes or {})
     protected: tuple[str, ...] = ()
     if not isinstance(model, onnx.ModelProto):
@@ -281,7 +389,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                 if strict:
                     raise InputsNotRunnable(f"not validated: {why}") from None
                 status = f"not validated: {why}"
-                log.warning("NOT VALIDATED: %s", why)
+                meaning.warning("NOT VALIDATED: %s", why)
         input_problem: list = []  # the checker's finding on the input model, once computed
 
         def known_finding(problem: str) -> bool:
@@ -317,7 +425,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                 if "NOT_IMPLEMENTED" not in str(e):
                     raise
                 # e.g. bfloat16 on CPU: the model is for a target onnxruntime here cannot emulate
-                log.warning("validation skipped: onnxruntime's CPU kernels cannot run the result (%s); check it on "
+                meaning.warning("validation skipped: onnxruntime's CPU kernels cannot run the result (%s); check it on "
                             "the target runtime", str(e).split(": ", 2)[-1][:160])
                 skipped.append("skipped: onnxruntime's CPU kernels cannot run the result")
                 return emitted, None, None
@@ -337,7 +445,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
             msg = f"{problem}; first broken by pass {culprit}"
             if strict or len(rolled_back) >= MAX_ROLLBACKS or culprit in lossy:  # lossy: asked for, not optional
                 raise (ValidationError if report else InvalidModelError)(msg)
-            log.warning("%s; rolling it back", msg)
+            meaning.warning("%s; rolling it back", msg)
             rolled_back.append(culprit)
             result_model, pm, ctx = run(set(rolled_back))
             emitted, report, problem = build(result_model)
@@ -347,8 +455,20 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         status = skipped[-1]
     return Result(result_model, pm.records(), report, rolled_back, tx.target if tx else None, nodes_before,
                   result_model.graph.count_nodes(), time.perf_counter() - start, list(ctx.near_misses),
-                  dict(ctx.reports), list(pm.warnings), status, notes,
+                  dict(ctx.reports), warnings + list(pm.warnings), status, notes,
                   input_problem[0] if input_problem and notes else None)
+
+
+def _calibrating(steps) -> bool:
+    """Whether some pass of the pipeline reads calibration data: int8 and fp16/bf16 calibrate or
+    measure on it, the pruning passes with a max_drop budget."""
+    for p in (p for s in steps for p in s.flatten()):
+        if p.name in CALIBRATING_PASSES or getattr(getattr(p, "options", None), "max_drop", -1) >= 0:
+            return True
+    return False
+
+
+CALIBRATING_PASSES = {"quantize-int8", "fp16", "bf16"}
 
 
 VALIDATION_MAX_SAMPLES = 256  # of the user's data, a validation compares at most this many

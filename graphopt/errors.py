@@ -23,6 +23,12 @@ class UnsafeModelError(GraphoptError):
     """The model asks for something graphopt refuses to do (e.g. read outside its folder)."""
 
 
+class UsageError(GraphoptError):
+    """The command line is wrong (a missing or malformed option): exit code 2, like argparse's."""
+
+    exit_code = 2
+
+
 class PipelineError(GraphoptError):
     """A pipeline names an unknown pass or option, or gives an invalid value."""
 

@@ -69,7 +69,9 @@ ALIASES = [
           ("raise-opset", "fuse", "fold", "quantize-int8", "dce")),
     Alias("prune", "pruning (method=magnitude|2:4|channel): constants fold, channels go (BatchNorm gamma ranks "
           "them), BatchNorm folds, then weights are zeroed by their folded magnitudes",
-          ("fold", "prune-channels", "fuse", "fold", "prune-weights", "dce")),
+          ("fold", "prune-channels", "fuse", "fold", "prune-weights", "dce"),
+          # prune-channels alone removes channels; in `prune` it acts only for method=channel
+          member_options=(("prune-channels", "method", "magnitude"),)),
 ]
 
 

@@ -43,7 +43,9 @@ AFFINE = {"Mul", "Add", "Sub", "Div"}
 
 @dataclass
 class PruneChannelsOptions(LossyLayerOptions):
-    method: str = field(default="magnitude", metadata={"help": "acts only for channel (see prune-weights)"})
+    method: str = field(default="channel", metadata={"help": "channel (the default) removes channels; magnitude and "
+                                                             "2:4 are prune-weights' (in the prune alias this pass "
+                                                             "then does nothing)"})
     ratio: float = field(default=0.3, metadata={"help": "share of output channels removed (0 to 1)"})
     allocation: str = field(default="layer", metadata={"help": "layer: `ratio` of every layer; global: `ratio` "
                                                                "of all channels, ranked across layers"})
@@ -62,6 +64,16 @@ class PruneChannelsOptions(LossyLayerOptions):
             raise PipelineError(f"option 'allocation' must be layer or global, got {self.allocation!r}")
         if self.criterion not in ("auto", "l1", "bn"):
             raise PipelineError(f"option 'criterion' must be auto, l1 or bn, got {self.criterion!r}")
+
+    def check_given(self, given: set) -> None:
+        """An option only channel pruning uses, given with another method, is an error: it would
+        be silently ignored (prune{ratio=0.3} would prune 50% of the weights by magnitude)."""
+        if self.method == "channel":
+            return
+        for name in ("ratio", "criterion", "min_channels"):
+            if name in given:
+                raise PipelineError(f"option {name!r} applies only to method=channel, not method={self.method} "
+                                    f"(e.g. prune{{method=channel,{name}=...}})")
 
 
 @dataclass

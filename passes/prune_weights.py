@@ -47,6 +47,14 @@ class PruneWeightsOptions(LossyLayerOptions):
         if self.allocation not in ("layer", "global"):
             raise PipelineError(f"option 'allocation' must be layer or global, got {self.allocation!r}")
 
+    def check_given(self, given: set) -> None:
+        """An option the chosen method does not use is an error, never silently ignored."""
+        if "sparsity" in given and self.method != "magnitude":
+            raise PipelineError(f"option 'sparsity' applies only to method=magnitude, not method={self.method}"
+                                + (" (channel pruning takes ratio)" if self.method == "channel" else ""))
+        if "allocation" in given and self.method == "2:4":
+            raise PipelineError("option 'allocation' applies only to method=magnitude or method=channel, not method=2:4")
+
 
 @dataclass
 class PrunedLayer:

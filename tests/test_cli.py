@@ -68,14 +68,15 @@ def test_input_shape_pins_symbolic_dims(tmp_path, model_file, capsys):
     assert dims == [4, 3]
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("x:4x5", "does not match the model's input shape"),
-    ("z:4x3", "names 'z', which is not a model input"),
-    ("x:4xq", "expected NAME:DIMxDIM"),
+@pytest.mark.parametrize("spec,message,exit_code", [
+    ("x:4x5", "does not match the model's input shape", 1),
+    ("z:4x3", "names 'z', which is not a model input", 1),
+    ("x:4xq", "expected NAME:DIMxDIM", 2),  # malformed: a usage error
+    (":4x3", "expected NAME:DIMxDIM", 2),
 ])
-def test_bad_input_shape(tmp_path, model_file, capsys, spec, message):
+def test_bad_input_shape(tmp_path, model_file, capsys, spec, message, exit_code):
     code, _, err = run_cli(capsys, model_file, "-p", "none", "-o", tmp_path / "o.onnx", "--input-shape", spec)
-    assert code == 1 and message in err and not (tmp_path / "o.onnx").exists()
+    assert code == exit_code and message in err and not (tmp_path / "o.onnx").exists()
 
 
 @pytest.mark.parametrize("content,message", [
@@ -103,7 +104,7 @@ def test_pipeline_errors_exit_2(tmp_path, model_file, capsys):
     code, _, err = run_cli(capsys, model_file, "-p", "dce,,", "-o", tmp_path / "o.onnx")
     assert code == 2 and "-p:1:5: expected 'fixpoint' or a name or end of input, got ','" in err
     code, _, err = run_cli(capsys, model_file, "-o", tmp_path / "o.onnx")
-    assert code == 1 and "give passes with -p" in err
+    assert code == 2 and "give passes with -p" in err
     assert not (tmp_path / "o.onnx").exists()
 
 

@@ -128,7 +128,7 @@ def test_markdown_report_with_per_layer_error_chart(tmp_path, capsys):
     assert len(rows) - 1 == 19 and sum(row.startswith("| 18 | dce | ") for row in rows) == 1
     assert "![per-layer error of quantize-int8](<run.quantize-int8.svg>)" in text
     svg = (tmp_path / "run.quantize-int8.svg").read_text()
-    assert svg.startswith("<svg") and svg.count("<rect") == 6  # 5 convs and the Gemm
+    assert svg.startswith("<svg") and svg.count("<rect") == 7  # the background, 5 convs and the Gemm
     capsys.readouterr()
 
 

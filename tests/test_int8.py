@@ -244,7 +244,7 @@ def test_pipeline_scope_limits_quantization(tmp_path):
 
 def test_tiny_conv_is_skipped_and_min_channels_overrides(tmp_path):
     default = graphopt.optimize(small_cnn(), "int8", calibration=cnn_feeds(8), validate=False)
-    conv0 = "conv0_bn/bn-into-conv"  # the conv with its BatchNorm folded in
+    conv0 = "conv0"  # the conv with its BatchNorm folded in keeps the conv's name
     assert conv0 in precision(default)  # 3 channels x 3x3 kernel = 27 products per output
     tiny = graphopt.optimize(small_cnn(), "int8{min_channels=32}", calibration=cnn_feeds(8), validate=False)
     assert reasons(tiny)[conv0].startswith("skip=tiny-conv: 8 output channels")

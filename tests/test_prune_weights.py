@@ -83,7 +83,7 @@ def test_sparsity_command(tmp_path, capsys):
     graphopt.optimize(DIGITS + ".onnx", "prune{method=2:4}", output=str(out), validate=False)
     assert main(["sparsity", str(out), "--require-2:4"]) == 0
     text = capsys.readouterr().out
-    assert "Conv '/0/0.1/BatchNormalization/bn-into-conv' [16, 1, 3, 3]: 0.0% zeros, 2:4 n/a (axis 1 has 1 entries" in text
+    assert "Conv '/0/0.0/Conv' [16, 1, 3, 3]: 0.0% zeros, 2:4 n/a (axis 1 has 1 entries" in text
     assert text.strip().endswith("2:4 holds on 6 of 6 eligible layers")
     assert main(["sparsity", DIGITS + ".onnx", "--require-2:4"]) == 4
     assert capsys.readouterr().out.strip().endswith("2:4 holds on 0 of 6 eligible layers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from graphopt.cli.common import Parser
+from graphopt.cli.common import Parser, add_input_shape_options
 
 
 def command(argv: list[str]) -> int:
@@ -18,10 +18,10 @@ def command(argv: list[str]) -> int:
                 "in the symbolic dims unless --input-shape pins them), weight bytes by dtype, peak activation "
                 "memory, op histogram, opsets, dynamic dims. With --diff, what changed from MODEL to B.")
     p.add_argument("model")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS", help="pin an input's shape")
+    add_input_shape_options(p)
     p.add_argument("--diff", metavar="B.onnx", help="compare with another model (e.g. after a pipeline)")
     p.add_argument("--json", action="store_true", help="print JSON (top level: params, flops, macs, weight_bytes, "
-                   "peak_activation_bytes, ops, ...)")
+                   "peak_activation_bytes, ops, inputs and outputs with dtype and shape, ...)")
     args = p.parse_args(argv)
     shapes = api.parse_input_shapes(args.input_shape)
 
@@ -42,6 +42,10 @@ def command(argv: list[str]) -> int:
         for name, (x, y) in result["outputs"].items():
             print(f"output {name}: {x} -> {y}")
     else:
+        for kind in ("inputs", "outputs"):  # first, as `polygraphy inspect model` shows them
+            print(f"{kind}:")
+            for name, io in a[kind].items():
+                print(f"  {name}: {io['dtype']} {_shape(io['shape'])}")
         print(f"params {a['params']:,}  MACs {a['macs']}  FLOPs {a['flops']}  peak activations "
               f"{a['peak_activation_bytes']:,} B  weights {a['weight_bytes']}")
         print(f"opsets {a['opsets']}  dynamic dims {a['dynamic_dims'] or 'none'}")
@@ -49,3 +53,7 @@ def command(argv: list[str]) -> int:
         for op, e in a["by_op_type"].items():
             print(f"{op:24s} {e['count']:6d} {e['params']:12,d}  {e['flops']}")
     return 0
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]" if shape is not None else "(unknown shape)"

@@ -9,20 +9,24 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from graphopt.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, version
 from graphopt.errors import GraphoptError
-
-EXIT_INTERNAL = 70
-
-
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        if argv[:1] == ["--version"]:
+            print(f"graphopt {version()}")
+            return 0
         name = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+        if name is None and argv and _misspelled(argv[0]):
+            return EXIT_USAGE
         return subcommand(name)(argv[1:] if name else argv)
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as a SIGPIPE death would
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except GraphoptError as e:
         if debug:
             raise
@@ -55,6 +59,30 @@ SUBCOMMANDS = {"passes": ("passes", "command"), "trt-check": ("findings", "trt_c
                "inspect": ("inspect", "command"), "check": ("check", "command"), "fmt": ("fmt", "command")}
 
 
+def _misspelled(word: str) -> bool:
+    """A first argument that is no file and looks like a subcommand (`graphopt inpsect m.onnx`):
+    say so (exit 2) instead of reading it as a model path."""
+    import difflib
+
+    if word.startswith("-") or os.path.exists(word) or word.lower().endswith(".onnx") or os.sep in word:
+        return False
+    close = difflib.get_close_matches(word, list(SUBCOMMANDS), n=1, cutoff=0.6)
+    if not close:
+        return False
+    print(f"graphopt: error: unknown command {word!r} (did you mean {close[0]!r}?); a model path must exist "
+          f"(see graphopt --help)", file=sys.stderr)
+    return True
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing at exit does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def subcommand(name):
     """The function that runs subcommand `name` (None: the optimize command)."""
     import importlib
@@ -67,6 +95,13 @@ def entry() -> None:
     """Console-script entry: run, flush, and exit without tearing the interpreter down module by
     module (every file and temporary folder is closed by then; teardown only costs time)."""
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away before the buffered output was written
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
+    try:
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
     os._exit(code)

@@ -9,28 +9,34 @@ import logging
 import os
 import sys
 
-from graphopt.cli.common import Parser, setup_logging, write_text_atomically
-from graphopt.errors import GraphoptError
+from graphopt.cli.common import Parser, add_input_shape_options, version, write_text_atomically
+from graphopt.errors import GraphoptError, UsageError
 from graphopt.quant import calibration
 
 log = logging.getLogger("graphopt")
 
 
 def main_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="graphopt", description="Rewrite an ONNX graph with a pipeline of passes, "
-                "check and validate the result, and write it. Also: `graphopt passes` lists passes.")
+    p = Parser(prog="graphopt", usage="graphopt MODEL [OUT] -p PASSES [-o OUT] [options]\n"
+               "       graphopt {passes,inspect,trt-check,qdq-lint,sparsity,check,fmt} ... (each has --help)",
+               description="Rewrite an ONNX graph with a pipeline of passes, check and validate the result, "
+               "and write it.", epilog=SUBCOMMAND_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"graphopt {version()}")
     p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("output_positional", nargs="?", metavar="OUT", help="output .onnx file (or -o OUT)")
     p.add_argument("-p", "--passes", help="comma-separated passes or aliases, each optionally with "
                    "options in braces, e.g. 'cleanup,dce'; 'none' runs no pass (a lossless round trip)")
     p.add_argument("--pipeline", metavar="FILE.gopt|NAME",
                    help="a pipeline file, or the name of a shipped one (trt-fp32, ort-cpu, ...)")
     p.add_argument("--explain", action="append", default=[], metavar="RULE",
                    help="say where RULE (a user rule or a built-in rule) fired and why it declined elsewhere")
-    p.add_argument("-o", "--output", required=True, help="output .onnx file")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
-                   help="pin an input's shape, e.g. input:1x3x224x224 (repeatable)")
+    p.add_argument("-o", "--output", help="output .onnx file (or OUT after MODEL, onnxsim's form)")
+    add_input_shape_options(p)
     p.add_argument("--report", metavar="FILE.json|FILE.md", help="write per-pass stats, timings, validation and "
                    "what changed (inspect diff); .md writes Markdown with per-layer error charts (SVG) beside it")
+    p.add_argument("--compare", action="append", default=[], choices=("onnxsim", "onnxslim"), metavar="TOOL",
+                   help="also run onnxsim or onnxslim (if installed) on the input, in a subprocess, and put its node "
+                   "count and op histogram beside graphopt's in the summary and the --report (repeatable)")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--validate-data", metavar="DATA.npz|FOLDER",
                    help="inputs to validate on: an .npz keyed by input name (first axis = samples) or a folder of "
@@ -52,25 +58,39 @@ def main_parser() -> argparse.ArgumentParser:
                    "default they are constants, as TensorRT's parser and onnxsim treat them")
     p.add_argument("--initializers-as-constants", action="store_true",
                    help="accepted for compatibility: it is the default now")
-    p.add_argument("--debug", action="store_true", help="verify the IR after every pass; show tracebacks")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every pass, every round of a fixed-point group")
-    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     return p
+
+
+SUBCOMMAND_HELP = """subcommands (graphopt SUBCOMMAND --help for each):
+  passes      every pass and alias with its options
+  inspect     params, MACs/FLOPs, memory, inputs and outputs; --diff compares two models
+  trt-check   what TensorRT's ONNX parser is known to reject
+  qdq-lint    Q/DQ placements TensorRT's explicit quantization rejects
+  sparsity    zero weights per layer and whether 2:4 holds
+  check       resolve a pipeline file without a model
+  fmt         print a pipeline file in canonical form
+
+exit codes: 0 ok, 1 bad input, 2 usage, 3 accuracy or validation, 4 checker findings, 70 internal error"""
 
 
 def command(argv: list[str]) -> int:
     from graphopt import driver as api
     from graphopt.runtime.validate import Tolerance
 
-    args = main_parser().parse_args(argv)
-    setup_logging(args)
+    parser = main_parser()
+    args = parser.parse_args(argv)
+    if args.output is not None and args.output_positional is not None:
+        parser.error(f"give the output once: OUT after MODEL or -o, not both ({args.output_positional!r}, {args.output!r})")
+    args.output = args.output if args.output is not None else args.output_positional
+    if args.output is None:
+        parser.error("the following arguments are required: -o/--output (or OUT after MODEL)")
     if args.initializers_as_constants:
         log.warning("note: --initializers-as-constants is the default now (initializers listed as inputs are "
                     "constants); --keep-initializer-inputs keeps them overridable")
     if args.passes is None and args.pipeline is None:
-        raise GraphoptError("give passes with -p (e.g. -p fuse,fold) or --pipeline FILE.gopt; -p none for a plain round trip")
+        raise UsageError("give passes with -p (e.g. -p fuse,fold) or --pipeline FILE.gopt; -p none for a plain round trip")
     if args.passes is not None and args.pipeline is not None:
-        raise GraphoptError("give -p or --pipeline, not both")
+        raise UsageError("give -p or --pipeline, not both")
     if args.report:
         _check_report_path(args.report, args)
     passes, cfg = args.passes, None
@@ -81,6 +101,10 @@ def command(argv: list[str]) -> int:
         passes = cfg.steps
 
     _check_explain_names(args.explain, cfg)
+    if args.compare:
+        from graphopt.cli.compare import check_available
+
+        check_available(args.compare)
 
     def setting(block, key, flag, default):
         """An explicit command-line flag wins over the pipeline file, which wins over the default."""
@@ -108,8 +132,13 @@ def command(argv: list[str]) -> int:
         validation_data=setting("validate", "data", args.validate_data, None))
     for name in args.explain:
         _print_explain(name, result.near_misses)
+    comparison = None
+    if args.compare:
+        from graphopt.cli.compare import compare
+
+        comparison = compare(dict.fromkeys(args.compare), args.model, result, shapes)
     if args.report:
-        _write_report(args, result, shapes)
+        _write_report(args, result, shapes, comparison)
     if not args.quiet:
         q = result.pass_reports.get("quantize-int8")
         if q and q.get("layers"):
@@ -131,14 +160,22 @@ def command(argv: list[str]) -> int:
         for note in result.notes:
             print(f"graphopt: note: {note}", file=sys.stderr)
         warned = f"; {len(result.warnings)} warning{'s' if len(result.warnings) > 1 else ''}" if result.warnings else ""
+        if comparison:
+            from graphopt.cli.compare import summary
+
+            for line in summary(comparison):
+                print(f"graphopt: compare: {line}", file=sys.stderr)
         print(f"graphopt: wrote {args.output}: {result.nodes_before} -> {result.nodes_after} nodes in "
               f"{result.seconds:.2f}s; validation: {val}{rolled}{warned}", file=sys.stderr)
-    elif result.validation_status.startswith("not validated"):  # -q hides progress, never this
-        print(f"graphopt: WARNING: {args.output} is {result.validation_status}", file=sys.stderr)
+    else:  # -q hides progress, never what changes what the result means
+        for w in result.warnings:
+            print(f"graphopt: WARNING: {w}", file=sys.stderr)
+        if result.validation_status.startswith("not validated"):
+            print(f"graphopt: WARNING: {args.output} is {result.validation_status}", file=sys.stderr)
     return 0
 
 
-def _write_report(args, result, shapes: dict) -> None:
+def _write_report(args, result, shapes: dict, comparison=None) -> None:
     """--report FILE.json (everything) or FILE.md (Markdown, per-layer error charts beside it)."""
     from graphopt.cli.common import inspect_model
     from graphopt.driver import pin_input_shapes
@@ -150,7 +187,8 @@ def _write_report(args, result, shapes: dict) -> None:
     pin_input_shapes(source, shapes)  # compare like with like: both pinned as the run was
     report = {"input": os.path.abspath(args.model), "pipeline": args.passes or args.pipeline, **result.report(),
               "trt_check": [f.to_dict() for f in trt_check(result.model)],
-              "inspect_diff": diff(inspect_model(source), inspect_model(result.model))}
+              "inspect_diff": diff(inspect_model(source), inspect_model(result.model)),
+              **({"compare": comparison} if comparison else {})}
     if not args.report.lower().endswith(".md"):
         write_text_atomically(args.report, json.dumps(report, indent=2, default=str) + "\n")
         return

@@ -17,6 +17,7 @@ def command(argv: list[str]) -> int:
     reg = default_registry()
     reg.load_plugins()
     out = ["Passes:"]
+    long_defaults: dict = {}  # (option, default) -> the pass it was first printed for
     for name in sorted(reg.passes):
         cls = reg.passes[name]
         out.append(f"  {name:24s} {cls.summary}")
@@ -25,7 +26,11 @@ def command(argv: list[str]) -> int:
         for f in dataclasses.fields(cls.Options):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             help_ = f.metadata.get("help", "")
-            out.append(f"  {'':24s}   {f.name}={default!r} ({getattr(f.type, '__name__', f.type)}) {help_}".rstrip())
+            shown = _short(default, f.name)
+            if shown != repr(default):  # a long default: shortened, and printed once
+                first = long_defaults.setdefault((f.name, repr(default)), name)
+                shown = shown if first == name else f"(the same as {first}'s)"
+            out.append(f"  {'':24s}   {f.name}={shown} ({getattr(f.type, '__name__', f.type)}) {help_}".rstrip())
     out.append("")
     out.append("Aliases:")
     for name in sorted(reg.aliases):
@@ -36,3 +41,18 @@ def command(argv: list[str]) -> int:
     out.append(f"  {'none':24s} run no pass (a lossless round trip)")
     print("\n".join(out))
     return 0
+
+
+LONG_DEFAULT = 60  # characters of a default shown in full
+
+
+def _short(default, option: str) -> str:
+    """A default as `graphopt passes` shows it: a long comma list as its first items and a count."""
+    text = repr(default)
+    if len(text) <= LONG_DEFAULT:
+        return text
+    if isinstance(default, str) and "," in default:
+        items = default.split(",")
+        head = ",".join(items[:4])
+        return f"'{head},…' ({len(items)} {'ops' if option.endswith('ops') else 'items'})"
+    return text[:LONG_DEFAULT - 1] + "…"

@@ -224,8 +224,8 @@ class PassManager(Pass):
             msg = f"pass {p.name} failed and was rolled back: {rec.error}"
             if self.strict:
                 raise PassFailed(msg)
-            if not self._quiet:
-                log.warning("%s", msg)
+            if not self._quiet:  # a pass left out changes what the result is: -q does not hide it
+                log.getChild("meaning").warning("%s", msg)
         elif not self._quiet:
             where = f" [{rec.group} round {rec.iteration + 1}]" if rec.group else ""
             log.info("%-28s %s %5d -> %5d nodes  %.3fs  %s", rec.label + where,

@@ -27,6 +27,8 @@ class Alias:
     members: tuple[str, ...]
     fixed_point: bool = False
     max_iterations: int = DEFAULT_MAX_ITERATIONS
+    # (member, option, value): what the alias gives a member unless the user gives that option
+    member_options: tuple[tuple[str, str, str], ...] = ()
 
 
 PLUGIN_GROUP = "graphopt.passes"  # the entry-point group other packages add passes through
@@ -146,14 +148,18 @@ class Registry:
                     steps.extend(sub.passes if alias.fixed_point else [sub])
                 continue
             fields = {f.name for f in dataclasses.fields(target.Options)}
-            steps.append(target(make_options(target, {k: v for k, v in options.items() if k in fields})))
+            given = {k: v for k, v in options.items() if k in fields}
+            fixed = {k: v for member, k, v in alias.member_options if member == m}
+            steps.append(target(make_options(target, {**fixed, **given}, given=set(given))))
         if alias.fixed_point:
             return PassManager(steps, name=alias.name, fixed_point=True, max_iterations=alias.max_iterations)
         return steps
 
 
-def make_options(pass_cls: type[Pass], raw: dict) -> object:
-    """Build a pass's Options dataclass from raw (string or number) values, checking types."""
+def make_options(pass_cls: type[Pass], raw: dict, given: Optional[set] = None) -> object:
+    """Build a pass's Options dataclass from raw (string or number) values, checking types. An
+    Options class with a `check_given(names)` method is then told which options the user gave
+    (`given`, default: every key of `raw`), so it can refuse one that does not apply."""
     fields = {f.name: f for f in dataclasses.fields(pass_cls.Options)}
     kwargs = {}
     for key, value in raw.items():
@@ -164,7 +170,11 @@ def make_options(pass_cls: type[Pass], raw: dict) -> object:
                 f"; it has {', '.join(sorted(fields))}" if fields else "; it takes no options")
             raise PipelineError(f"pass {pass_cls.name!r} has no option {key!r}{hint}")
         kwargs[key] = _convert(pass_cls.name, key, f.type, value)
-    return pass_cls.Options(**kwargs)
+    options = pass_cls.Options(**kwargs)
+    check = getattr(options, "check_given", None)
+    if callable(check):
+        check(set(raw) if given is None else set(given))
+    return options
 
 
 def _convert(pname: str, key: str, typ, value):

@@ -19,7 +19,7 @@ import numpy as np
 
 from graphopt.analysis.cost import Poly, elements, model_cost
 from graphopt.analysis.shapes import infer_shapes
-from graphopt.ir import Graph, Model, Node, Value
+from graphopt.ir import Graph, Model, Node, Value, dtypes
 from graphopt.ir.dtypes import np_dtype
 
 
@@ -85,13 +85,18 @@ def inspect(model: Model, shapes_from: Optional[Model] = None) -> dict:
         "nodes": [n.to_dict() for n in nodes],
         "opsets": dict(model.opset_imports),
         "dynamic_dims": symbols,
-        "inputs": {v.name: _shape_text(v) for v in g.inputs if v.const is None},
-        "outputs": {v.name: _shape_text(v) for v in g.outputs},
+        "inputs": {v.name: _io_entry(v) for v in g.inputs if v.const is None},
+        "outputs": {v.name: _io_entry(v) for v in g.outputs},
     }
 
 
 def _shape_text(v: Value):
     return [d if d is not None else "?" for d in v.shape] if v.shape is not None else None
+
+
+def _io_entry(v: Value) -> dict:
+    """A graph input or output as Polygraphy's `inspect model` shows it: dtype and shape."""
+    return {"dtype": dtypes.name(v.dtype).lower(), "shape": _shape_text(v)}
 
 
 def _nbytes(v: Value) -> int:

@@ -42,6 +42,18 @@ def markdown(report: dict[str, Any], chart_prefix: str) -> tuple[str, dict[str, 
             lines.append(f"| {key} | {a} | {b} |")
         for op, (a, b) in diff["ops"].items():
             lines.append(f"| {op} nodes | {a} | {b} |")
+    comparison = report.get("compare")
+    if comparison:
+        tools = list(comparison)
+        lines += ["", "## Compared with other tools", "", "| | " + " | ".join(tools) + " |",
+                  "|---|" + "---:|" * len(tools)]
+        lines.append("| nodes | " + " | ".join(str(comparison[t].get("nodes", "failed")) for t in tools) + " |")
+        lines.append("| seconds | " + " | ".join(str(comparison[t].get("seconds", "")) for t in tools) + " |")
+        ops = sorted({op for t in tools for op in comparison[t].get("ops", {})})
+        for op in ops:
+            lines.append(f"| {op} | " + " | ".join(str(comparison[t].get("ops", {}).get(op, 0)) if "ops" in comparison[t]
+                                                   else "" for t in tools) + " |")
+        lines += [f"- {t} failed: {_cell(comparison[t]['error'])}" for t in tools if "error" in comparison[t]]
     charts: dict[str, str] = {}
     for name, details in (report.get("pass_reports") or {}).items():
         errors = details.get("layer_error") if isinstance(details, dict) else None
@@ -67,7 +79,9 @@ def bar_chart(values: dict[str, float], title: str) -> str:
     peak = max(values.values(), default=0.0) or 1.0
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
              f'font-family="sans-serif" font-size="11">',
-             f'<text x="4" y="16" font-size="13">{html.escape(title)}</text>']
+             # an opaque background: on a dark theme, black text on a transparent chart vanishes
+             '<rect x="0" y="0" width="100%" height="100%" fill="#ffffff"/>',
+             f'<text x="4" y="16" font-size="13" fill="#000000">{html.escape(title)}</text>']
     for i, (label, value) in enumerate(values.items()):
         y = top + i * (bar_h + gap)
         short = label if len(label) <= 48 else "..." + label[-45:]

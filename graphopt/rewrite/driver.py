@@ -115,6 +115,7 @@ class Driver:
         for n in dead:  # root first: inner nodes become dead after it goes
             if n in g and not any(v is not None and g.has_uses(v) for v in n.outputs):
                 g.remove_node(n)
+        b.finish()  # created nodes take the names of the layers they replace, now free
 
 
 def _legacy_broadcast(m: Match) -> Optional[str]:

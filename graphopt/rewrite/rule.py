@@ -53,6 +53,28 @@ class Builder:
         self.created: list[Node] = []
         self.constants: list[Value] = []
         self._undo: list[Callable[[], None]] = []
+        self._names: dict[int, str] = {}  # created node id -> the name of the layer it replaces
+
+    def _layer_replaced(self, op_type: str, domain: str) -> Optional[Node]:
+        """The matched node a new node stands in for: one of the same op (the conv that a
+        BatchNorm folds into), or None."""
+        same = [n for n in self.match.matched if n.op_type == op_type and n.domain == domain]
+        taken = set(self._names.values())
+        for n in same:
+            if n.name and n.name not in taken:
+                return n
+        return None
+
+    def finish(self) -> None:
+        """After the replaced nodes are gone: a created node takes the name of the layer it
+        replaces (`/0/0.1/Conv` for a conv a BatchNorm folded into, not
+        `/0/0.1/BatchNormalization/bn-into-conv`) when that name is free; names stay unique."""
+        scope = self.graph.scope
+        for node in self.created:
+            wanted = self._names.get(node.id)
+            if wanted and wanted not in scope.node_names and node in self.graph:
+                scope.release_node(node.name)
+                node.name = scope.claim_node(wanted)
 
     def op(self, op_type: str, inputs: Sequence[Optional[Value]], attrs: Optional[dict] = None, *,
            outputs: int = 1, domain: str = "") -> Union[Value, list[Value]]:
@@ -61,6 +83,9 @@ class Builder:
                                    attrs, domain=domain, name=f"{base}/{self.rule.name}")
         node.doc_string = f"created by graphopt rule {self.rule.name}"
         self.created.append(node)
+        donor = self._layer_replaced(op_type, domain)
+        if donor is not None and donor.name:
+            self._names[node.id] = donor.name
         outs = node.outputs
         return outs[0] if outputs == 1 else outs
 
