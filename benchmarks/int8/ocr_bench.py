@@ -165,7 +165,12 @@ def ort_worker(args) -> int:
     try:
         if args.ort_preprocess:
             t = time.perf_counter()
-            quant_pre_process(model, os.path.join(work, "pre.onnx"))
+            try:
+                quant_pre_process(model, os.path.join(work, "pre.onnx"))
+            except Exception as e:  # symbolic shape inference gives up on some dynamic dims (PP-OCRv4)
+                print(f"quant_pre_process failed ({e}); again with skip_symbolic_shape=True", file=sys.stderr)
+                timer["preprocess_note"] = "skip_symbolic_shape=True"
+                quant_pre_process(model, os.path.join(work, "pre.onnx"), skip_symbolic_shape=True)
             timer["preprocess_s"] = time.perf_counter() - t
             model = os.path.join(work, "pre.onnx")
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}

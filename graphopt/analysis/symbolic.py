@@ -10,7 +10,6 @@ dim with 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -731,7 +730,6 @@ def _binary(node, op, a, b):
 def static_value(g: Graph, v: Value):
     """A 0-D or 1-D int32/int64 tensor whose elements are all known before run time, as a numpy
     array of the value's own type and rank; None otherwise."""
-    import numpy as np
 
     if v is None or v.dtype not in SHAPE_TYPES:
         return None
