@@ -32,7 +32,7 @@ from graphopt.onnx_io.write import OutputTransaction
 from graphopt.pipeline.base import Pass, PassContext
 from graphopt.pipeline.manager import PassManager, PassRecord, pass_table
 from graphopt.pipeline.registry import Registry
-from graphopt.quant.calibration import CalibrationSettings
+from graphopt.quant.calibration import CALIBRATION_REQUIRED, RANDOM, CalibrationRequired, CalibrationSettings
 from graphopt.rewrite import Rule, RulePass
 from graphopt.runtime.validate import (
     InputsNotRunnable,
@@ -204,6 +204,11 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     if validation_data is not None and not isinstance(validation_data, (str, os.PathLike)):
         validation_data = list(validation_data)
     lossy = _lossy_passes(steps)
+    if "quantize-int8" in lossy and calib.data is None:
+        raise CalibrationRequired(CALIBRATION_REQUIRED)
+    # the default accuracy floor holds for quantized results; pruning and fp16 keep what the user set
+    floor = (thresholds or LossyThresholds()) if "quantize-int8" in lossy else \
+        (thresholds or LossyThresholds()).without_default()
     input_shapes = dict(input_shapes or {})
     protected: tuple[str, ...] = ()
     if not isinstance(model, onnx.ModelProto):
@@ -231,7 +236,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
         m = original.clone() if original is not None else ir
         pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
         ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()),
-                          calibration=calib)
+                          calibration=calib, accuracy_floor=floor)
         pm.execute(m, ctx, limit=limit, quiet=limit is not None)
         return m, pm, ctx
 
@@ -247,7 +252,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
                     held = _validation_samples(validation_data, ir) if validation_data is not None \
                         else _held_out(calib, ir)
                     return Validator(reference, ir, pinned=input_shapes, draws=draws, seed=seed,
-                                     lossy=thresholds or LossyThresholds(), samples=held, batch_size=calib.batch_size)
+                                     lossy=floor, samples=held, batch_size=calib.batch_size)
                 data = validation_data if validation_data is not None else calib.data
                 samples = _validation_samples(data, ir) if data is not None else None
                 return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed,
@@ -346,6 +351,8 @@ def _validation_samples(data, model: Model):
     """The user's validation (or calibration) data as samples, checked against the model's inputs."""
     from graphopt.quant.calibration import load_samples
 
+    if isinstance(data, str) and data == RANDOM:
+        return None  # --calib random: validate on synthesized inputs
     samples = load_samples(data, model)
     return samples.subset(0, VALIDATION_MAX_SAMPLES)
 

@@ -16,7 +16,7 @@ folds BatchNorm into the convs first, so weight scales are computed on the folde
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -29,6 +29,7 @@ from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.quant import budget as lossy
 from graphopt.quant import calibration
 from graphopt.quant.layer_options import LossyLayerOptions, words
+from graphopt.runtime.validate import LossyThresholds, check_thresholds
 from graphopt.quant.placement import (
     SKIP_RULES,
     Layer,
@@ -63,12 +64,16 @@ class QuantizeInt8Options(LossyLayerOptions):
                                                             "output (Cin/group x kernel), stay FP32 (tiny-conv)"})
     force_nodes: str = field(default="", metadata={"help": "node-name globs quantized despite a default exclusion"})
     sensitivity: bool = field(default=False, metadata={"help": "report every layer's sensitivity even without a budget"})
+    max_fallback: float = field(default=0.5, metadata={"help": "share of the layers that may stay FP32 to reach the "
+                                                                "accuracy floor; beyond it the run fails (exit 3)"})
 
     def __post_init__(self):
         if self.method and self.method not in calibration.METHODS:
             raise PipelineError(f"option 'method' must be one of {', '.join(calibration.METHODS)}, got {self.method!r}")
         if self.weights not in WEIGHT_MODES:
             raise PipelineError(f"option 'weights' must be int8 or float, got {self.weights!r}")
+        if not 0 <= self.max_fallback <= 1:
+            raise PipelineError(f"option 'max_fallback' must be between 0 and 1, got {self.max_fallback!r}")
         unknown = [s for s in words(self.skip) if s not in SKIP_RULES]
         if unknown:
             raise PipelineError(f"option 'skip' has unknown exclusion {unknown[0]!r}; known: {', '.join(SKIP_RULES)}")
@@ -109,9 +114,12 @@ class QuantizeInt8(Pass):
                                  "source": f"calibrated in {seconds:.3f}s" if seconds is not None
                                  else f"cache {settings.cache}"}
 
+        floor = ctx.accuracy_floor or LossyThresholds()
+        report["floor"] = asdict(floor.effective())
         active, accuracy, fallback, sensitivity = lossy.within_budget(
             model, held, settings.batch_size, layers, lambda m, units: apply(m.graph, units, amax, o), o.max_drop,
-            "quantize-int8 (kept in FP32)", sensitivity=o.sensitivity)
+            "quantize-int8 (kept in FP32)", sensitivity=o.sensitivity,
+            floor=lambda rep: check_thresholds(rep, floor), max_fallback=o.max_fallback)
 
         reference = model.clone()
         stats = apply(graph, active, amax, o)
@@ -143,11 +151,13 @@ def _drop_unfolded_bn(graph: Graph, layers: list[Layer]):
 
 
 def _samples(model: Model, settings: calibration.CalibrationSettings):
-    if settings.data is not None:
-        return calibration.split_samples(settings, model)
-    log.warning("quantize-int8: NO CALIBRATION DATA: calibrating on %d random samples; INT8 ranges from random "
-                "inputs rarely fit real ones. Give representative data with --calib DATA.npz", settings.random_samples)
-    return calibration.random_samples(model, settings).split(settings.holdout, settings.samples)
+    if settings.data is None:
+        raise calibration.CalibrationRequired(calibration.CALIBRATION_REQUIRED)
+    if isinstance(settings.data, str) and settings.data == calibration.RANDOM:
+        log.warning("quantize-int8: calibrating on %d random samples (--calib random); INT8 ranges from random "
+                    "inputs rarely fit real ones. Give representative data with --calib DATA.npz",
+                    settings.random_samples)
+    return calibration.split_samples(settings, model)
 
 
 def _tensors_to_calibrate(graph: Graph, layers: list[Layer]) -> list[str]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
-from int8_models import small_cnn
+from int8_models import NO_FLOOR, small_cnn
 
 import graphopt
 from graphopt.quant import calibration
@@ -188,9 +189,23 @@ def test_a_corrupt_cache_is_an_error(tmp_path):
         graphopt.optimize(small_cnn(), "int8", calibration=settings, validate=False)
 
 
-def test_no_data_calibrates_on_random_inputs_with_a_warning(caplog):
-    result = graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(random_samples=8), validate=False)
-    assert "NO CALIBRATION DATA" in caplog.text
+def test_no_data_is_a_usage_error_naming_calib(tmp_path, capsys):
+    from graphopt.cli.main import main
+    from graphopt.quant.calibration import CalibrationRequired
+
+    with pytest.raises(CalibrationRequired, match="--calib"):
+        graphopt.optimize(small_cnn(), "int8", validate=False)
+    path = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(), path)
+    code = main([str(path), "-p", "fuse,int8", "-q", "-o", str(tmp_path / "o.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--calib" in err and err.count("\n") == 1 and not (tmp_path / "o.onnx").exists()
+
+
+def test_random_calibration_only_when_asked_for(caplog):
+    result = graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(data="random", random_samples=8),
+                               validate=False, thresholds=NO_FLOOR)
+    assert "calibrating on 8 random samples (--calib random)" in caplog.text
     assert result.pass_reports["quantize-int8"]["calibration"]["data"] == "random"
 
 

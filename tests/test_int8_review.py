@@ -123,8 +123,8 @@ def test_cache_that_cannot_be_written_is_an_error(tmp_path, capsys):
     path = tmp_path / "cnn.onnx"
     onnx.save(small_cnn(), path)
     out = tmp_path / "o.onnx"
-    code = main([str(path), "-p", "int8", "--calib-cache", str(tmp_path / "nope" / "c.json"), "-o", str(out),
-                 "--no-validate"])
+    code = main([str(path), "-p", "int8", "--calib", "random", "--calib-cache", str(tmp_path / "nope" / "c.json"),
+                 "-o", str(out), "--no-validate"])
     err = capsys.readouterr().err
     assert code == 1 and "calibration cache" in err and "does not exist" in err and not out.exists()
 
@@ -159,8 +159,8 @@ def test_input_of_unknown_rank_asks_for_its_shape():
     model = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [fvi("x", None)], [fvi("y", None)], {"w": w(16, 8)},
                   check=False)
     with pytest.raises(CalibrationError, match="input 'x' has no known rank; give its shape with --input-shape x:"):
-        graphopt.optimize(model, "int8", validate=False)
-    result = graphopt.optimize(model, "int8", input_shapes={"x": (2, 16)}, validate=False)
+        graphopt.optimize(model, "int8", calibration="random", validate=False)
+    result = graphopt.optimize(model, "int8", calibration="random", input_shapes={"x": (2, 16)}, validate=False)
     assert qdq_count(result) == 1
 
 

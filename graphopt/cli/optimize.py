@@ -36,7 +36,8 @@ def main_parser() -> argparse.ArgumentParser:
                    help="inputs to validate on: an .npz keyed by input name (first axis = samples) or a folder of "
                    "them (default: --calib data, else inputs generated from how the graph uses each input)")
     p.add_argument("--calib", metavar="DATA.npz|FOLDER",
-                   help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them")
+                   help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them; "
+                   "'random': synthesized inputs (only when asked for: int8 without --calib is an error)")
     p.add_argument("--calib-method", choices=calibration.METHODS,
                    help="how activation ranges are chosen (default entropy)")
     p.add_argument("--calib-cache", metavar="FILE.json",

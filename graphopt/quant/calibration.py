@@ -33,8 +33,20 @@ CACHE_VERSION = 1
 HELD_OUT_MAX = 256
 
 
+RANDOM = "random"  # --calib random / calibration="random": seeded synthesized inputs, only when asked for
+CALIBRATION_REQUIRED = ("int8 needs calibration data: give --calib DATA.npz (or a folder of .npz; API: "
+                        "calibration=...), or --calib random to calibrate on synthesized inputs, whose ranges "
+                        "rarely fit real data")
+
+
 class CalibrationError(UserInputError):
     """Calibration data that does not fit the model, or a calibration cache that cannot be used."""
+
+
+class CalibrationRequired(UserInputError):
+    """A pass that calibrates ran without data and without --calib random: a usage error."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -338,6 +350,8 @@ def split_samples(settings: CalibrationSettings, model: Model) -> tuple[Optional
     same split for every pass and for validation; (None, None) without data."""
     if settings.data is None:
         return None, None
+    if isinstance(settings.data, str) and settings.data == RANDOM:
+        return _cap(*random_samples(model, settings).split(settings.holdout, settings.samples))
     return _cap(*load_samples(settings.data, model).split(settings.holdout, settings.samples))
 
 
