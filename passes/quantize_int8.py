@@ -53,8 +53,9 @@ FLOAT, INT8 = DataType.FLOAT, DataType.INT8
 
 @dataclass
 class QuantizeInt8Options(LossyLayerOptions):
-    method: str = field(default="", metadata={"help": "calibration method: minmax, percentile, entropy or mse "
-                                                      "(default: the run's, entropy unless set)"})
+    method: str = field(default="", metadata={"help": "calibration method: auto (per tensor, the candidate range "
+                                                      "with the least error in its layer's output), minmax, "
+                                                      "percentile, entropy or mse (default: the run's, auto unless set)"})
     weights: str = field(default="int8", metadata={"help": "int8: INT8 initializers + DequantizeLinear; float: float + Q/DQ"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales (per-tensor if false)"})
     residual: bool = field(default=True, metadata={"help": "Q/DQ on the skip input of residual Adds after a conv"})
@@ -108,7 +109,9 @@ class QuantizeInt8(Pass):
         method = o.method or settings.method
         calib, held = _samples(model, settings)
         tensors = _tensors_to_calibrate(graph, layers)
-        amax, seconds = _ranges(model, tensors, calib, settings, method)
+        amax, seconds, chosen = _ranges(model, tensors, calib, settings, method, layers, o)
+        if chosen:
+            report["ranges"] = chosen
         report["calibration"] = {"method": method, "data": calib.origin, "samples": calib.size,
                                  "held_out": held.size if held else 0, "seconds": seconds,
                                  "source": f"calibrated in {seconds:.3f}s" if seconds is not None
@@ -177,22 +180,39 @@ def _bytes_per_sample(graph: Graph, tensors: list[str]) -> int:
     return total
 
 
-def _ranges(model: Model, tensors: list[str], calib, settings, method: str) -> tuple[dict[str, float], Optional[float]]:
-    """(tensor -> range, seconds spent calibrating; None when the cache had them)."""
+def _ranges(model: Model, tensors: list[str], calib, settings, method: str, layers: list[Layer],
+            o: QuantizeInt8Options) -> tuple[dict[str, float], Optional[float], dict]:
+    """(tensor -> range, seconds spent calibrating (None when the cache had them), per tensor the
+    method=auto chose and its error)."""
     if settings.cache:
         calibration.check_cache_path(settings.cache)
         fingerprint = calibration.model_fingerprint(model)
         cached = calibration.read_cache(settings.cache, method, settings, calib.key, fingerprint, tensors)
         if cached is not None:
             log.info("quantize-int8: ranges from the calibration cache %s", settings.cache)
-            return cached, None
+            return cached, None, {}
     result = calibration.collect_ranges(model, tensors, calib, settings, method,
                                         _bytes_per_sample(model.graph, tensors))
     for name, count in result.nonfinite.items():
         log.warning("quantize-int8: %s had %d non-finite values during calibration; they were ignored", name, count)
+    chosen: dict = {}
+    if method == "auto":
+        import time
+
+        from graphopt.quant import range_search
+
+        start = time.perf_counter()
+        result.amax, chosen = range_search.choose(
+            model.graph, model.opset, layers, result.candidates, result.kept, dequantized_weight)
+        result.seconds += time.perf_counter() - start
+        counts: dict[str, int] = {}
+        for c in chosen.values():
+            counts[c["method"]] = counts.get(c["method"], 0) + 1
+        log.info("quantize-int8: ranges chosen by their effect on each layer: %s",
+                 ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
     if settings.cache:
         calibration.write_cache(settings.cache, method, settings, calib.key, fingerprint, result.amax)
-    return result.amax, result.seconds
+    return result.amax, result.seconds, chosen
 
 
 # ------------------------------------------------------------------------------ applying
@@ -216,6 +236,14 @@ def quantize_weight(w: np.ndarray, scale: np.ndarray, axis: Optional[int]) -> np
         shape[axis] = -1
     q = np.rint(w / scale.reshape(shape) if axis is not None else w / scale)
     return np.clip(q, -QMAX, QMAX).astype(np.int8)
+
+
+def dequantized_weight(w: np.ndarray, axis: Optional[int]) -> np.ndarray:
+    """The float values a weight has after INT8 quantization and DequantizeLinear."""
+    scale = weight_scales(w, axis)
+    shape = [-1 if i == axis else 1 for i in range(w.ndim)] if axis is not None else []
+    s = scale.reshape(shape) if axis is not None else scale
+    return (quantize_weight(w, scale, axis).astype(np.float32) * s).astype(np.float32)
 
 
 def apply(graph: Graph, layers: list[Layer], amax: dict[str, float], o: QuantizeInt8Options) -> dict:
