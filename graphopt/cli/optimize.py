@@ -39,7 +39,7 @@ def main_parser() -> argparse.ArgumentParser:
                    help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them; "
                    "'random': synthesized inputs (only when asked for: int8 without --calib is an error)")
     p.add_argument("--calib-method", choices=calibration.METHODS,
-                   help="how activation ranges are chosen (default entropy)")
+                   help="how activation ranges are chosen (default auto)")
     p.add_argument("--calib-cache", metavar="FILE.json",
                    help="calibration cache: ranges are read from it when it matches, written to it otherwise")
     p.add_argument("--rtol", type=float, help="validation tolerance, relative to each output's max |value| (default 1e-5)")
