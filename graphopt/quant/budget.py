@@ -96,7 +96,7 @@ def within_budget(model: Model, held, batch_size: int, units: list, apply: Apply
     if not over:
         return units, accuracy, [], scores
     kept, best, left_out = hold_budget(ev, units, scores, max_drop, accuracy, what, good=good,
-                                       limit=max(1, int(len(units) * max_fallback)) if units else 0)
+                                       limit=int(len(units) * max_fallback))
     if floor(best):
         worst = sorted(units, key=lambda u: -scores[u.node_id])[:3]
         problem = "; ".join(floor(best))

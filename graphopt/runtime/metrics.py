@@ -124,13 +124,17 @@ def compare(ref: Sequence[dict], new: Sequence[dict], counts: Sequence[int],
     acc: dict[str, _Accumulator] = {}
     correct_ref = correct_new = labelled = 0
     first_prediction: Optional[str] = None
+    axes: dict[str, Optional[int]] = {}
     for b, (r_all, n_all, count) in enumerate(zip(ref, new, counts)):
         for name, r in r_all.items():
             r, n = np.asarray(r), np.asarray(n_all[name])
             a = acc.setdefault(name, _Accumulator())
             if r.dtype.kind == "f":
                 _add_float(a, r, n, count)
-            pr, pn = _predictions(r), _predictions(n)
+            if name not in axes:
+                axes[name] = channel_axis(r) if r.dtype.kind == "f" and r.ndim == 3 and r.shape[0] == count else None
+            # a (batch, channels, anchors) detection head: its last axis holds positions, not classes
+            pr, pn = (None, None) if axes[name] not in (None, r.ndim - 1) else (_predictions(r), _predictions(n))
             if pr is None or pn is None or pr.shape != pn.shape:
                 a.predictions = False
                 continue
@@ -182,7 +186,7 @@ def _add_float(a: _Accumulator, r: np.ndarray, n: np.ndarray, count: int) -> Non
     a.noise += float(np.sum((rf - nf) ** 2))
 
 
-NORM_FLOOR = 0.05
+NORM_FLOOR = 1e-3
 MIN_PER_CHANNEL = 8  # values per channel (samples x positions) needed to normalize it  # a channel's deviation counts as at least this share of the largest one's
 
 

@@ -157,8 +157,9 @@ def _compare_one(diff: OutputDiff, r: np.ndarray, n: np.ndarray, tol: Tolerance)
 # The floor every lossy run keeps unless the user sets another (docs/ARCHITECTURE.md, Validation;
 # README, INT8): tuned on the trained golden models and the OCR recognizer (benchmarks/int8/).
 # On the OCR recognizer an INT8 model that decodes 98.5% of lines as FP32 does has raw cosine
-# 0.988 and channel-normalized cosine 0.957; one that decodes 0% is far below both.
-DEFAULT_FLOOR = {"min_cosine": 0.98, "min_norm_cosine": 0.9, "min_snr_db": None, "min_top1": 95.0}
+# 0.988 and channel-normalized cosine 0.894 (minmax, 95.5%: 0.979 and 0.583); a synthetic YOLO head
+# with every class score wrong and exact boxes has raw cosine 0.99999 and normalized < 0.6.
+DEFAULT_FLOOR = {"min_cosine": 0.98, "min_norm_cosine": 0.8, "min_snr_db": None, "min_top1": 95.0}
 
 
 @dataclass
