@@ -191,19 +191,25 @@ def mlp_feeds(n=16):
 
 
 def test_default_exclusions_gelu_gemv_softmax(tmp_path):
-    result = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true}", calibration=mlp_feeds(), validate=False)
+    result = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true,method=entropy}", calibration=mlp_feeds(),
+                               validate=False, thresholds=NO_FLOOR)
     why = reasons(result)
     assert why["fc2"].startswith("skip=gelu")
     assert why["gemv"].startswith("skip=gemv")
     assert why["pv"].startswith("skip=softmax")
     assert precision(result) == {"fc1": "int8", "qk": "int8"}
+    # method=auto (the default) chooses a GELU output's range by its effect: the gelu exclusion is off
+    auto = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true}", calibration=mlp_feeds(), validate=False,
+                             thresholds=NO_FLOOR)
+    assert "fc2" not in reasons(auto) and reasons(auto)["pv"].startswith("skip=softmax")
 
 
 def test_default_exclusions_can_be_turned_off_or_forced(tmp_path):
     off = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true,skip=gemv}", calibration=mlp_feeds(), validate=False,
                             thresholds=NO_FLOOR)
     assert set(precision(off)) == {"fc1", "fc2", "qk", "pv"}
-    forced = graphopt.optimize(mlp(), "int8{force_nodes=gemv}", calibration=mlp_feeds(), validate=False)
+    forced = graphopt.optimize(mlp(), "int8{force_nodes=gemv,method=entropy}", calibration=mlp_feeds(),
+                               validate=False, thresholds=NO_FLOOR)
     assert set(precision(forced)) == {"fc1", "gemv"}
     assert reasons(forced)["fc2"].startswith("skip=gelu")
 
@@ -238,7 +244,7 @@ def test_tiny_conv_is_skipped_and_min_channels_overrides(tmp_path):
 
 
 def test_unknown_option_values_are_pipeline_errors():
-    with pytest.raises(PipelineError, match="option 'method' must be one of minmax, percentile, entropy, mse, got 'kl'"):
+    with pytest.raises(PipelineError, match="option 'method' must be one of auto, minmax, percentile, entropy, mse, got 'kl'"):
         graphopt.optimize(small_cnn(), "int8{method=kl}")
     with pytest.raises(PipelineError, match="unknown exclusion 'gelu2'"):
         graphopt.optimize(small_cnn(), "int8{skip=gelu2}")
