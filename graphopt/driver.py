@@ -34,7 +34,12 @@ from graphopt.onnx_io.write import OutputTransaction
 from graphopt.pipeline.base import Pass, PassContext
 from graphopt.pipeline.manager import PassManager, PassRecord, pass_table
 from graphopt.pipeline.registry import Registry
-from graphopt.quant.calibration import CalibrationSettings
+from graphopt.quant.calibration import (
+    CALIBRATION_REQUIRED,
+    RANDOM,
+    CalibrationRequired,
+    CalibrationSettings,
+)
 from graphopt.rewrite import Rule, RulePass
 from graphopt.runtime.validate import (
     InputsNotRunnable,
@@ -320,6 +325,11 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         warnings.append("the calibration data is not used: no pass calibrates or measures on it (int8, fp16/bf16, "
                         "a prune max_drop budget) and validation " +
                         ("has its own data" if validate else "is off"))
+    if "quantize-int8" in lossy and calib.data is None:
+        raise CalibrationRequired(CALIBRATION_REQUIRED)
+    # the default accuracy floor holds for quantized results; pruning and fp16 keep what the user set
+    floor = (thresholds or LossyThresholds()) if "quantize-int8" in lossy else \
+        (thresholds or LossyThresholds()).without_default()
     input_shapes = dict(input_shapes or {})
     protected: tuple[str, ...] = ()
     if not isinstance(model, onnx.ModelProto):
@@ -347,7 +357,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         m = original.clone() if original is not None else ir
         pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
         ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()),
-                          calibration=calib)
+                          calibration=calib, accuracy_floor=floor)
         pm.execute(m, ctx, limit=limit, quiet=limit is not None)
         return m, pm, ctx
 
@@ -363,7 +373,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                     held = _validation_samples(validation_data, ir) if validation_data is not None \
                         else _held_out(calib, ir)
                     return Validator(reference, ir, pinned=input_shapes, draws=draws, seed=seed,
-                                     lossy=thresholds or LossyThresholds(), samples=held, batch_size=calib.batch_size)
+                                     lossy=floor, samples=held, batch_size=calib.batch_size)
                 data = validation_data if validation_data is not None else calib.data
                 samples = _validation_samples(data, ir) if data is not None else None
                 return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed,
@@ -478,6 +488,8 @@ def _validation_samples(data, model: Model):
     """The user's validation (or calibration) data as samples, checked against the model's inputs."""
     from graphopt.quant.calibration import load_samples
 
+    if isinstance(data, str) and data == RANDOM:
+        return None  # --calib random: validate on synthesized inputs
     samples = load_samples(data, model)
     return samples.subset(0, VALIDATION_MAX_SAMPLES)
 

@@ -6,6 +6,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from graphopt.runtime.validate import LossyThresholds
+
+# The default accuracy floor switched off: for tests of placement and budgets on toy models with
+# random weights, whose few held-out samples say little about accuracy.
+NO_FLOOR = LossyThresholds(min_cosine=0, min_norm_cosine=0, min_top1=0)
+
 
 def _w(rng, *shape, scale=0.3):
     return rng.normal(0, scale, shape).astype(np.float32)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from int8_models import REVIEW_RNG, build, fvi, qdq_count, small_cnn, w
+from int8_models import NO_FLOOR, REVIEW_RNG, build, fvi, qdq_count, small_cnn, w
 from onnx import helper, numpy_helper
 
 import graphopt
@@ -171,7 +171,7 @@ def test_cache_is_written_then_reused_and_invalidated(tmp_path):
     first = graphopt.optimize(small_cnn(), "int8", calibration=settings, validate=False)
     assert first.pass_reports["quantize-int8"]["calibration"]["source"].startswith("calibrated")
     saved = json.load(open(cache))
-    assert saved["method"] == "entropy" and saved["ranges"] and all(v > 0 for v in saved["ranges"].values())
+    assert saved["method"] == "auto" and saved["ranges"] and all(v > 0 for v in saved["ranges"].values())
     again = graphopt.optimize(small_cnn(), "int8", calibration=settings, validate=False)
     assert again.pass_reports["quantize-int8"]["calibration"]["source"] == f"cache {cache}"
     same = [L["inputs"] for L in again.pass_reports["quantize-int8"]["layers"]]
@@ -191,9 +191,23 @@ def test_a_corrupt_cache_is_an_error(tmp_path):
         graphopt.optimize(small_cnn(), "int8", calibration=settings, validate=False)
 
 
-def test_no_data_calibrates_on_random_inputs_with_a_warning(caplog):
-    result = graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(random_samples=8), validate=False)
-    assert "NO CALIBRATION DATA" in caplog.text
+def test_no_data_is_a_usage_error_naming_calib(tmp_path, capsys):
+    from graphopt.cli.main import main
+    from graphopt.quant.calibration import CalibrationRequired
+
+    with pytest.raises(CalibrationRequired, match="--calib"):
+        graphopt.optimize(small_cnn(), "int8", validate=False)
+    path = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(), path)
+    code = main([str(path), "-p", "fuse,int8", "-q", "-o", str(tmp_path / "o.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--calib" in err and err.count("\n") == 1 and not (tmp_path / "o.onnx").exists()
+
+
+def test_random_calibration_only_when_asked_for(caplog):
+    result = graphopt.optimize(small_cnn(), "int8", calibration=CalibrationSettings(data="random", random_samples=8),
+                               validate=False, thresholds=NO_FLOOR)
+    assert "calibrating on 8 random samples (--calib random)" in caplog.text
     assert result.pass_reports["quantize-int8"]["calibration"]["data"] == "random"
 
 
@@ -242,8 +256,8 @@ def test_cache_that_cannot_be_written_is_an_error(tmp_path, capsys):
     path = tmp_path / "cnn.onnx"
     onnx.save(small_cnn(), path)
     out = tmp_path / "o.onnx"
-    code = main([str(path), "-p", "int8", "--calib-cache", str(tmp_path / "nope" / "c.json"), "-o", str(out),
-                 "--no-validate"])
+    code = main([str(path), "-p", "int8", "--calib", "random", "--calib-cache", str(tmp_path / "nope" / "c.json"),
+                 "-o", str(out), "--no-validate"])
     err = capsys.readouterr().err
     assert code == 1 and "calibration cache" in err and "does not exist" in err and not out.exists()
 
@@ -274,8 +288,8 @@ def test_input_of_unknown_rank_asks_for_its_shape():
     model = build([helper.make_node("MatMul", ["x", "w"], ["y"])], [fvi("x", None)], [fvi("y", None)], {"w": w(16, 8)},
                   check=False)
     with pytest.raises(CalibrationError, match="input 'x' has no known rank; give its shape with --input-shape x:"):
-        graphopt.optimize(model, "int8", validate=False)
-    result = graphopt.optimize(model, "int8", input_shapes={"x": (2, 16)}, validate=False)
+        graphopt.optimize(model, "int8", calibration="random", validate=False)
+    result = graphopt.optimize(model, "int8", calibration="random", input_shapes={"x": (2, 16)}, validate=False)
     assert qdq_count(result) == 1
 
 def test_input_named_labels_is_an_input():

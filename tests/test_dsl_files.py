@@ -51,7 +51,7 @@ def test_comments_survive_formatting():
 
 
 INVALID = {
-    "bad_method.gopt": "2:5: calibrate.method must be one of minmax, percentile, entropy, mse, got 'kl'",
+    "bad_method.gopt": "2:5: calibrate.method must be one of auto, minmax, percentile, entropy, mse, got 'kl'",
     "bad_option_value.gopt": "2:20: option 'lower' of pass 'fuse-batchnorm' expects bool, got 'maybe'",
     "fixpoint_zero.gopt": "2:5: a fixpoint needs at least 1 iteration",
     "missing_include.gopt": "1:1: cannot include 'nope.gopt': no such pipeline file or shipped pipeline",

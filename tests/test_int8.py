@@ -12,6 +12,7 @@ import onnx
 import pytest
 from helpers import run_ort
 from int8_models import (
+    NO_FLOOR,
     REVIEW_RNG,
     argmax_model,
     build,
@@ -28,9 +29,10 @@ from onnx import helper, numpy_helper
 
 import graphopt
 from graphopt.cli import main
-from graphopt.errors import GraphoptError, PipelineError, ValidationError
+from graphopt.errors import GraphoptError, PipelineError
 from graphopt.lint.qdq_lint import qdq_lint
 from graphopt.pipeline.manager import PassFailed
+from graphopt.quant.budget import BelowFloor
 from graphopt.quant.calibration import CalibrationSettings
 from graphopt.runtime.validate import LossyThresholds
 
@@ -205,18 +207,25 @@ def mlp_feeds(n=16):
 
 
 def test_default_exclusions_gelu_gemv_softmax(tmp_path):
-    result = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true}", calibration=mlp_feeds(), validate=False)
+    result = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true,method=entropy}", calibration=mlp_feeds(),
+                               validate=False, thresholds=NO_FLOOR)
     why = reasons(result)
     assert why["fc2"].startswith("skip=gelu")
     assert why["gemv"].startswith("skip=gemv")
     assert why["pv"].startswith("skip=softmax")
     assert precision(result) == {"fc1": "int8", "qk": "int8"}
+    # method=auto (the default) chooses a GELU output's range by its effect: the gelu exclusion is off
+    auto = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true}", calibration=mlp_feeds(), validate=False,
+                             thresholds=NO_FLOOR)
+    assert "fc2" not in reasons(auto) and reasons(auto)["pv"].startswith("skip=softmax")
 
 
 def test_default_exclusions_can_be_turned_off_or_forced(tmp_path):
-    off = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true,skip=gemv}", calibration=mlp_feeds(), validate=False)
+    off = graphopt.optimize(mlp(softmax_bmm=True), "int8{bmm=true,skip=gemv}", calibration=mlp_feeds(), validate=False,
+                            thresholds=NO_FLOOR)
     assert set(precision(off)) == {"fc1", "fc2", "qk", "pv"}
-    forced = graphopt.optimize(mlp(), "int8{force_nodes=gemv}", calibration=mlp_feeds(), validate=False)
+    forced = graphopt.optimize(mlp(), "int8{force_nodes=gemv,method=entropy}", calibration=mlp_feeds(),
+                               validate=False, thresholds=NO_FLOOR)
     assert set(precision(forced)) == {"fc1", "gemv"}
     assert reasons(forced)["fc2"].startswith("skip=gelu")
 
@@ -251,7 +260,7 @@ def test_tiny_conv_is_skipped_and_min_channels_overrides(tmp_path):
 
 
 def test_unknown_option_values_are_pipeline_errors():
-    with pytest.raises(PipelineError, match="option 'method' must be one of minmax, percentile, entropy, mse, got 'kl'"):
+    with pytest.raises(PipelineError, match="option 'method' must be one of auto, minmax, percentile, entropy, mse, got 'kl'"):
         graphopt.optimize(small_cnn(), "int8{method=kl}")
     with pytest.raises(PipelineError, match="unknown exclusion 'gelu2'"):
         graphopt.optimize(small_cnn(), "int8{skip=gelu2}")
@@ -260,8 +269,10 @@ def test_unknown_option_values_are_pipeline_errors():
 
 
 def test_lossy_thresholds_fail_validation(tmp_path):
-    with pytest.raises(ValidationError, match=r"quantize-int8: cosine similarity 0\.\d+ is below min_cosine 0.9999999"):
-        quantize(tmp_path, small_cnn(), thresholds=LossyThresholds(min_cosine=0.9999999))
+    # below the floor int8 first leaves layers in FP32 (at most max_fallback of them), then fails
+    with pytest.raises(BelowFloor, match=r"quantize-int8 \(kept in FP32\): cosine similarity 0\.\d+ of output "
+                                         r"'logits' is below min_cosine 0.9999999 .*most sensitive: "):
+        quantize(tmp_path, small_cnn(), thresholds=LossyThresholds(min_cosine=0.9999999), passes="int8{max_fallback=0.2}")
     assert not (tmp_path / "int8.onnx").exists()
 
 
@@ -289,7 +300,8 @@ def test_budget_falls_back_the_most_sensitive_layers(tmp_path):
     assert precision(result)["conv2"] == "fp32"
     assert report["accuracy"]["drop"] <= 0.0
     # the twin: a generous budget keeps every layer in INT8
-    loose = graphopt.optimize(model, "int8{per_channel=false,max_drop=100}", calibration=settings, validate=False)
+    loose = graphopt.optimize(model, "int8{per_channel=false,max_drop=100}", calibration=settings, validate=False,
+                              thresholds=NO_FLOOR)
     assert loose.pass_reports["quantize-int8"]["fallback"] == []
     assert set(precision(loose).values()) == {"int8"}
 

@@ -73,7 +73,9 @@ def test_accuracy_threshold_from_the_pipeline_file_fails_the_run(tmp_path, cnn, 
     out = tmp_path / "o.onnx"
     code, _, err = run(capsys, cnn, "--pipeline", pipe, "-o", out)
     assert code == 3
-    assert err.startswith("graphopt: error: quantize-int8: cosine similarity") and "below min_cosine 0.99999999" in err
+    # int8 first climbs back (layers in FP32) to the pipeline's floor, then fails naming the worst layers
+    assert err.startswith("graphopt: error: quantize-int8 (kept in FP32): cosine similarity")
+    assert "below min_cosine 0.99999999" in err and "most sensitive: " in err
     assert err.count("\n") == 1 and not out.exists()
 
 

@@ -4,7 +4,6 @@ calibration data nothing uses is a warning, and -q never hides a warning."""
 
 import os
 
-import numpy as np
 import onnx
 import pytest
 from helpers import golden

@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 
-import pytest
 from helpers import golden
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

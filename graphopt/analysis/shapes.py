@@ -7,7 +7,6 @@ import onnx
 
 from graphopt.ir import Model
 
-
 # onnx's data propagation sizes some buffers by declared dims (Gather by its indices' length):
 # a damaged file declaring a dim of 2**63-1 would have it allocate until the process is killed.
 MAX_PROPAGATED_DIM = 1 << 24

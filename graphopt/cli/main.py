@@ -9,7 +9,13 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from graphopt.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, version
+from graphopt.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    version,
+)
 from graphopt.errors import GraphoptError
 
 

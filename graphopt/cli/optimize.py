@@ -9,7 +9,12 @@ import logging
 import os
 import sys
 
-from graphopt.cli.common import Parser, add_input_shape_options, version, write_text_atomically
+from graphopt.cli.common import (
+    Parser,
+    add_input_shape_options,
+    version,
+    write_text_atomically,
+)
 from graphopt.errors import GraphoptError, UsageError
 from graphopt.quant import calibration
 
@@ -42,9 +47,10 @@ def main_parser() -> argparse.ArgumentParser:
                    help="inputs to validate on: an .npz keyed by input name (first axis = samples) or a folder of "
                    "them (default: --calib data, else inputs generated from how the graph uses each input)")
     p.add_argument("--calib", metavar="DATA.npz|FOLDER",
-                   help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them")
+                   help="calibration data for int8: an .npz keyed by input name (first axis = samples) or a folder of them; "
+                   "'random': synthesized inputs (only when asked for: int8 without --calib is an error)")
     p.add_argument("--calib-method", choices=calibration.METHODS,
-                   help="how activation ranges are chosen (default entropy)")
+                   help="how activation ranges are chosen (default auto)")
     p.add_argument("--calib-cache", metavar="FILE.json",
                    help="calibration cache: ranges are read from it when it matches, written to it otherwise")
     p.add_argument("--rtol", type=float, help="validation tolerance, relative to each output's max |value| (default 1e-5)")

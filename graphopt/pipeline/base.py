@@ -64,6 +64,7 @@ class PassContext:
     explain: set[str] = field(default_factory=set)  # rule names whose near misses are recorded
     near_misses: list = field(default_factory=list)
     calibration: Any = None  # graphopt.quant.calibration.CalibrationSettings for passes that calibrate
+    accuracy_floor: Any = None  # graphopt.runtime.validate.LossyThresholds lossy passes climb back to
     reports: dict[str, Any] = field(default_factory=dict)  # pass name -> details for --report
     runner: Any = None  # the PassManager running the pipeline; groups invoke their members through it
 

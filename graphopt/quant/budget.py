@@ -11,8 +11,10 @@ a copy of the model, finding the nodes there by id (Graph.node_by_id).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Optional, Sequence
 
+from graphopt.errors import UserInputError
 from graphopt.ir import Model
 from graphopt.onnx_io import emit as backend
 from graphopt.runtime.metrics import AccuracyReport, compare
@@ -21,6 +23,14 @@ from graphopt.runtime.session import Session
 log = logging.getLogger("graphopt")
 
 Apply = Callable[[Model, list], None]  # change `model` (a copy) by these units
+Floor = Callable[[AccuracyReport], list]  # what in a report is below the accuracy floor ([] when none)
+SENSITIVITY_SECONDS = 300.0  # measuring every unit alone stops here; the rest count as least sensitive
+
+
+class BelowFloor(UserInputError):
+    """A lossy pass cannot reach the accuracy floor even with its most sensitive layers unchanged."""
+
+    exit_code = 3
 
 
 class Evaluator:
@@ -45,28 +55,57 @@ class Evaluator:
                 outs.append(sess.run(feed))
         return compare(self.reference, outs, self.counts, self.labels)
 
-    def sensitivity(self, units: Sequence) -> dict[int, float]:
-        """Each unit's loss when it alone is changed, by node id."""
-        return {u.node_id: self.measure([u]).drop() for u in units}
+    def sensitivity(self, units: Sequence, seconds: float = SENSITIVITY_SECONDS) -> dict[int, float]:
+        """Each unit's loss when it alone is changed, by node id; units not measured within
+        `seconds` get 0 (least sensitive), with a warning."""
+        start, out = time.perf_counter(), {}
+        for u in units:
+            if time.perf_counter() - start > seconds:
+                log.warning("sensitivity: measured %d of %d layers in %.0fs; the rest count as least sensitive",
+                            len(out), len(units), seconds)
+                break
+            rep = self.measure([u])
+            # the loss max_drop budgets; where it is 0 (no top-1 flips on few samples), a small score
+            # by the channel-normalized cosine still orders the layers for the accuracy floor
+            drop = rep.drop()
+            out[u.node_id] = drop if drop > 0 else (1.0 - rep.norm_cosine) * 0.01
+        return {u.node_id: out.get(u.node_id, 0.0) for u in units}
 
 
 def within_budget(model: Model, held, batch_size: int, units: list, apply: Apply, max_drop: float, what: str,
-                  sensitivity: bool = False) -> tuple[list, Optional[AccuracyReport], list[str], dict[int, float]]:
+                  sensitivity: bool = False, floor: Optional[Floor] = None, max_fallback: float = 1.0
+                  ) -> tuple[list, Optional[AccuracyReport], list[str], dict[int, float]]:
     """Measure `units` applied to `model` on the held-out samples; with a budget (`max_drop` >= 0)
-    that the loss exceeds, leave the most sensitive units out. Returns (units to apply, their
-    accuracy, labels of the units left out, per-unit sensitivity by node id when it was measured)."""
+    that the loss exceeds, or an accuracy `floor` the result is below, leave the most sensitive
+    units out (at most `max_fallback` of them, a share). Returns (units to apply, their accuracy,
+    labels of the units left out, per-unit sensitivity by node id when it was measured).
+    BelowFloor when even that cannot reach the floor."""
     if held is None:
         if max_drop >= 0:
             log.warning("%s: max_drop needs held-out samples (--calib data with at least 2 samples); not applied", what)
         return units, None, [], {}
     ev = Evaluator(model.clone(), held, batch_size, apply)
     accuracy = ev.measure(units)
-    over = max_drop >= 0 and accuracy.drop() > max_drop
+    floor = floor or (lambda rep: [])
+
+    def good(rep: AccuracyReport) -> bool:
+        return not (max_drop >= 0 and rep.drop() > max_drop) and not floor(rep)
+
+    over = not good(accuracy)
     scores = ev.sensitivity(units) if over or sensitivity else {}
     if not over:
         return units, accuracy, [], scores
-    kept, accuracy, left_out = hold_budget(ev, units, scores, max_drop, accuracy, what)
-    return kept, accuracy, left_out, scores
+    kept, best, left_out = hold_budget(ev, units, scores, max_drop, accuracy, what, good=good,
+                                       limit=int(len(units) * max_fallback))
+    if floor(best):
+        worst = sorted(units, key=lambda u: -scores[u.node_id])[:3]
+        problem = "; ".join(floor(best))
+        raise BelowFloor(f"{what}: {problem} on {best.samples} held-out samples even with the {len(left_out)} most "
+                         f"sensitive of {len(units)} layers unchanged; most sensitive: "
+                         + ", ".join(f"{u.label} ({scores[u.node_id]:.3g})" for u in worst)
+                         + "; give more representative --calib data, raise max_fallback, or lower the floor "
+                         "(validate { min_cosine / min_norm_cosine / min_top1 })")
+    return kept, best, left_out, scores
 
 
 def budget_for_run(ctx, units: list, apply: Apply, max_drop: float, what: str):
@@ -81,18 +120,28 @@ def budget_for_run(ctx, units: list, apply: Apply, max_drop: float, what: str):
 
 
 def hold_budget(ev: Evaluator, units: list, sensitivity: dict[int, float], budget: float, full: AccuracyReport,
-                what: str) -> tuple[list, AccuracyReport, list[str]]:
-    """Leave the most sensitive units unchanged, as few as possible, until the loss is within
-    `budget`. The loss shrinks (nearly) monotonically as units are left out, so their count is
-    binary-searched. Returns (units to apply, their accuracy, labels left out, most sensitive first)."""
+                what: str, good: Optional[Callable[[AccuracyReport], bool]] = None,
+                limit: Optional[int] = None) -> tuple[list, AccuracyReport, list[str]]:
+    """Leave the most sensitive units unchanged, as few as possible (at most `limit`), until the
+    result is `good` (default: the loss is within `budget`). The loss shrinks (nearly)
+    monotonically as units are left out, so their count is binary-searched. Returns (units to
+    apply, their accuracy, labels left out, most sensitive first); when even `limit` units left
+    out is not good, that result (the caller checks it)."""
+    good = good or (lambda rep: rep.drop() <= budget)
     order = sorted(units, key=lambda u: -sensitivity[u.node_id])
-    lo, hi = 0, len(order)  # leaving out `lo` units is not enough; `hi` (all of them) is
+    limit = len(order) if limit is None else min(limit, len(order))
+    lo, hi = 0, limit  # leaving out `lo` units is not enough; `hi` is assumed to be until measured
     best: Optional[AccuracyReport] = None
+    if limit < len(order):
+        rep = ev.measure([u for u in units if u.node_id not in {x.node_id for x in order[:limit]}])
+        if not good(rep):
+            return units, rep, [u.label for u in order[:limit]]
+        best = rep
     while hi - lo > 1:
         mid = (lo + hi) // 2
         out = {u.node_id for u in order[:mid]}
         rep = ev.measure([u for u in units if u.node_id not in out])
-        if rep.drop() <= budget:
+        if good(rep):
             hi, best = mid, rep
         else:
             lo = mid
@@ -101,8 +150,9 @@ def hold_budget(ev: Evaluator, units: list, sensitivity: dict[int, float], budge
     if best is None:
         best = ev.measure(kept)
     names = [u.label for u in order[:hi]]
-    log.warning("%s: %d layer(s) left unchanged to hold max_drop=%g (loss %.3g -> %.3g): %s", what, len(names),
-                budget, full.drop(), best.drop(), ", ".join(names))
+    log.warning("%s: %d layer(s) left unchanged to hold %s (loss %.3g -> %.3g): %s", what, len(names),
+                f"max_drop={budget:g}" if budget >= 0 else "the accuracy floor", full.drop(), best.drop(),
+                ", ".join(names))
     return kept, best, names
 
 

@@ -25,7 +25,12 @@ from graphopt.runtime.inputs import InputSpec, Synthesizer, model_inputs
 
 log = logging.getLogger("graphopt")
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
+# method=auto: per tensor, these candidate ranges are scored by the error of the quantized
+# consumer layer's output (quant/range_search.py); (method, percentile)
+AUTO_CANDIDATES = (("minmax", None), ("percentile", 99.9), ("percentile", 99.99), ("percentile", 99.999),
+                   ("entropy", None), ("mse", None))
+AUTO_SAMPLES = 8  # calibration samples whose activations are kept to score the candidates
 LABELS_KEY = "labels"  # an optional key in evaluation data: the expected class per sample
 HISTOGRAM_BINS = 2048
 INT8_LEVELS = 128  # |q| levels of symmetric int8 (0..127), what the entropy method quantizes to
@@ -33,8 +38,20 @@ CACHE_VERSION = 1
 HELD_OUT_MAX = 256
 
 
+RANDOM = "random"  # --calib random / calibration="random": seeded synthesized inputs, only when asked for
+CALIBRATION_REQUIRED = ("int8 needs calibration data: give --calib DATA.npz (or a folder of .npz; API: "
+                        "calibration=...), or --calib random to calibrate on synthesized inputs, whose ranges "
+                        "rarely fit real data")
+
+
 class CalibrationError(UserInputError):
     """Calibration data that does not fit the model, or a calibration cache that cannot be used."""
+
+
+class CalibrationRequired(UserInputError):
+    """A pass that calibrates ran without data and without --calib random: a usage error."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -42,7 +59,7 @@ class CalibrationSettings:
     """How to calibrate: from the CLI (--calib ...), a pipeline's `calibrate {}` block or the API."""
 
     data: Union[None, str, os.PathLike, Iterable[Mapping[str, np.ndarray]]] = None
-    method: str = "entropy"
+    method: str = "auto"
     percentile: float = 99.99
     samples: int = 512  # calibration samples used at most
     batch_size: int = 32
@@ -338,6 +355,8 @@ def split_samples(settings: CalibrationSettings, model: Model) -> tuple[Optional
     same split for every pass and for validation; (None, None) without data."""
     if settings.data is None:
         return None, None
+    if isinstance(settings.data, str) and settings.data == RANDOM:
+        return _cap(*random_samples(model, settings).split(settings.holdout, settings.samples))
     return _cap(*load_samples(settings.data, model).split(settings.holdout, settings.samples))
 
 
@@ -487,6 +506,9 @@ class CalibrationResult:
     samples: int
     seconds: float
     nonfinite: dict[str, int] = field(default_factory=dict)
+    # method=auto: tensor -> {candidate name: range}, and the first AUTO_SAMPLES samples' values
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)
+    kept: dict[str, list] = field(default_factory=dict)  # batches as the model computes them
 
 
 def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, settings: CalibrationSettings,
@@ -511,6 +533,7 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     if bytes_per_sample:
         batch = max(1, min(batch, settings.memory_mb * (1 << 20) // max(bytes_per_sample, 1)))
     done = 0
+    kept: dict[str, list] = {name: [] for name in tensors} if method == "auto" else {}
     progress = _Progress(samples.size, f"calibrating ({method}, {len(tensors)} tensors)", settings.progress)
     with Session(backend.ort_view(m), optimized=True) as sess:
         fetch = [t for t in tensors if t not in inputs]
@@ -518,6 +541,10 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
             out = sess.run(feed, fetch) if fetch else {}
             for name in tensors:
                 hists[name].add(out[name] if name in out else feed[name])
+            if kept and done < AUTO_SAMPLES:
+                for name in tensors:
+                    x = np.asarray(out[name] if name in out else feed[name])
+                    kept[name].append(x if samples.stacked or x.ndim == 0 else x[: AUTO_SAMPLES - done])
             del out
             done += n
             progress.update(done)
@@ -525,9 +552,16 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     if done == 0:
         fixed = f"; the model's batch is fixed at {samples.fixed_batch}" if samples.fixed_batch else ""
         raise CalibrationError(f"no samples left to calibrate on ({samples.origin}: {samples.count} samples{fixed})")
-    amax = {name: h.threshold(method, settings.percentile) for name, h in hists.items()}
     nonfinite = {n: h.nonfinite for n, h in hists.items() if h.nonfinite}
+    if method == "auto":
+        cands = {name: {(m if p is None else f"{m}{p:g}"): h.threshold(m, p if p is not None else settings.percentile)
+                        for m, p in AUTO_CANDIDATES} for name, h in hists.items()}
+        amax = {name: c["mse"] for name, c in cands.items()}  # until range_search scores them
+        return CalibrationResult(amax, method, done, time.perf_counter() - start, nonfinite=nonfinite,
+                                 candidates=cands, kept=kept)
+    amax = {name: h.threshold(method, settings.percentile) for name, h in hists.items()}
     return CalibrationResult(amax, method, done, time.perf_counter() - start, nonfinite=nonfinite)
+
 
 
 class _Progress:

@@ -3,6 +3,13 @@ cosine similarity, signal-to-noise ratio, top-1 agreement and, when labels are k
 
 Outputs are compared per sample. Class scores are rank-2 or rank-3 outputs (batch, [positions,]
 classes) with more than one class; top-1 is their argmax along the last axis.
+
+Raw cosine and SNR are dominated by an output's largest channels (a detector's box coordinates
+up to 640 hide its class scores in [0, 1]), so every float output also gets a channel-normalized
+cosine and SNR: each channel is z-scored with the reference's mean and deviation over the
+held-out samples before comparing. The channel axis is the axis whose channels' magnitudes
+differ the most (the last axis of class scores, the channel axis of a (batch, 4 + classes,
+anchors) detection head). The default accuracy floor (runtime/validate.py) is on these.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ class OutputAccuracy:
     min_cosine: float
     snr_db: float
     top1_agreement: Optional[float] = None  # percent, for class-score outputs
+    norm_cosine: Optional[float] = None  # mean over samples, each channel z-scored by the reference
+    norm_snr_db: Optional[float] = None
+    channel_axis: Optional[int] = None  # the axis normalized
 
 
 @dataclass
@@ -39,6 +49,14 @@ class AccuracyReport:
         return min((o.snr_db for o in self.outputs), default=math.inf)
 
     @property
+    def norm_cosine(self) -> float:
+        return min((o.norm_cosine for o in self.outputs if o.norm_cosine is not None), default=1.0)
+
+    @property
+    def norm_snr_db(self) -> float:
+        return min((o.norm_snr_db for o in self.outputs if o.norm_snr_db is not None), default=math.inf)
+
+    @property
     def top1_agreement(self) -> Optional[float]:
         vals = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
         return min(vals) if vals else None
@@ -53,7 +71,8 @@ class AccuracyReport:
         return (1.0 - self.cosine) * 100.0
 
     def summary(self) -> str:
-        parts = [f"cosine {self.cosine:.5f}", f"SNR {self.snr_db:.1f} dB"]
+        parts = [f"cosine {self.cosine:.5f}", f"channel-normalized cosine {self.norm_cosine:.5f}",
+                 f"SNR {self.snr_db:.1f} dB"]
         if self.top1_agreement is not None:
             parts.append(f"top-1 agreement {self.top1_agreement:.2f}%")
         if self.accuracy is not None:
@@ -62,10 +81,12 @@ class AccuracyReport:
 
     def to_dict(self) -> dict:
         d = {"samples": self.samples, "cosine": self.cosine, "snr_db": _finite(self.snr_db),
+             "norm_cosine": self.norm_cosine, "norm_snr_db": _finite(self.norm_snr_db),
              "top1_agreement": self.top1_agreement, "accuracy_ref": self.accuracy_ref,
              "accuracy": self.accuracy, "drop": self.drop(), "outputs": [asdict(o) for o in self.outputs]}
         for o in d["outputs"]:
             o["snr_db"] = _finite(o["snr_db"])
+            o["norm_snr_db"] = _finite(o["norm_snr_db"]) if o["norm_snr_db"] is not None else None
         return d
 
 
@@ -103,13 +124,17 @@ def compare(ref: Sequence[dict], new: Sequence[dict], counts: Sequence[int],
     acc: dict[str, _Accumulator] = {}
     correct_ref = correct_new = labelled = 0
     first_prediction: Optional[str] = None
+    axes: dict[str, Optional[int]] = {}
     for b, (r_all, n_all, count) in enumerate(zip(ref, new, counts)):
         for name, r in r_all.items():
             r, n = np.asarray(r), np.asarray(n_all[name])
             a = acc.setdefault(name, _Accumulator())
             if r.dtype.kind == "f":
                 _add_float(a, r, n, count)
-            pr, pn = _predictions(r), _predictions(n)
+            if name not in axes:
+                axes[name] = channel_axis(r) if r.dtype.kind == "f" and r.ndim == 3 and r.shape[0] == count else None
+            # a (batch, channels, anchors) detection head: its last axis holds positions, not classes
+            pr, pn = (None, None) if axes[name] not in (None, r.ndim - 1) else (_predictions(r), _predictions(n))
             if pr is None or pn is None or pr.shape != pn.shape:
                 a.predictions = False
                 continue
@@ -130,7 +155,11 @@ def compare(ref: Sequence[dict], new: Sequence[dict], counts: Sequence[int],
             continue
         snr = math.inf if a.noise == 0 else 10 * math.log10(a.signal / a.noise) if a.signal > 0 else -math.inf
         cosine = a.cos_sum / a.n if a.n else 1.0
-        report.outputs.append(OutputAccuracy(name, cosine, a.cos_min, snr, top1))
+        out = OutputAccuracy(name, cosine, a.cos_min, snr, top1)
+        if a.n:
+            out.norm_cosine, out.norm_snr_db, out.channel_axis = _normalized(
+                [r[name] for r in ref], [n[name] for n in new], counts)
+        report.outputs.append(out)
     if labelled:
         report.accuracy_ref = 100.0 * correct_ref / labelled
         report.accuracy = 100.0 * correct_new / labelled
@@ -155,3 +184,56 @@ def _add_float(a: _Accumulator, r: np.ndarray, n: np.ndarray, count: int) -> Non
     a.n += per
     a.signal += float(np.sum(rf * rf))
     a.noise += float(np.sum((rf - nf) ** 2))
+
+
+NORM_FLOOR = 1e-3
+MIN_PER_CHANNEL = 8  # values per channel (samples x positions) needed to normalize it  # a channel's deviation counts as at least this share of the largest one's
+
+
+def channel_axis(r: np.ndarray) -> Optional[int]:
+    """The axis (not the leading sample axis) whose channels' magnitudes differ the most: the
+    ratio of the largest to the median per-channel RMS. None for rank < 2."""
+    if r.ndim < 2:
+        return None
+    best, best_spread = r.ndim - 1, -1.0
+    for ax in range(1, r.ndim):
+        if r.shape[ax] < 2:
+            continue
+        rms = np.sqrt(np.mean(np.square(r, dtype=np.float64), axis=tuple(i for i in range(r.ndim) if i != ax)))
+        med = float(np.median(rms))
+        spread = float(rms.max()) / med if med > 0 else (math.inf if rms.max() > 0 else 0.0)
+        if spread > best_spread * 1.5 or (ax == r.ndim - 1 and spread >= best_spread / 1.5):
+            best, best_spread = ax, spread  # ties go to the last axis
+    return best
+
+
+def _normalized(ref: list, new: list, counts: Sequence[int]):
+    """(mean per-sample cosine, SNR in dB, channel axis) of an output with every channel z-scored
+    by the reference's statistics over all samples; (None, None, None) when it cannot be stacked."""
+    try:
+        arrays_r = [np.asarray(r, np.float64) for r in ref]
+        arrays_r = [a if a.ndim and a.shape[0] == c else a[None] for a, c in zip(arrays_r, counts)]
+        arrays_n = [np.asarray(n, np.float64).reshape(a.shape) for n, a in zip(new, arrays_r)]
+        r, n = np.concatenate(arrays_r), np.concatenate(arrays_n)
+    except (ValueError, TypeError):
+        return None, None, None
+    finite = np.isfinite(r) & np.isfinite(n)
+    r, n = np.where(finite, r, 0.0), np.where(finite, n, 0.0)
+    ax = channel_axis(r) if r.ndim >= 2 else None
+    if ax is not None and r.size // r.shape[ax] < MIN_PER_CHANNEL:
+        return None, None, None  # too few values per channel to estimate its statistics
+    if ax is not None:
+        others = tuple(i for i in range(r.ndim) if i != ax)
+        mu = r.mean(axis=others, keepdims=True)
+        sd = r.std(axis=others, keepdims=True)
+        sd = np.maximum(sd, NORM_FLOOR * max(float(sd.max()), 1e-30))
+        zr, zn = (r - mu) / sd, (n - mu) / sd
+    else:
+        zr, zn = r, n
+    zr, zn = zr.reshape(len(zr), -1), zn.reshape(len(zn), -1)
+    dots = np.einsum("ij,ij->i", zr, zn)
+    norms = np.linalg.norm(zr, axis=1) * np.linalg.norm(zn, axis=1)
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.all(zr == zn, axis=1), 1.0, 0.0))
+    signal, noise = float(np.sum(zr * zr)), float(np.sum((zr - zn) ** 2))
+    snr = math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+    return float(cos.mean()), snr, ax
