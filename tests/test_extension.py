@@ -127,7 +127,7 @@ def test_an_entry_point_adds_passes_usable_from_the_command_line(tmp_path):
     onnx.save(model_from_text(MODEL), str(src))
     out = tmp_path / "out.onnx"
     run = subprocess.run([sys.executable, "-m", "graphopt", str(src), "-p", "drop-relu,double-neg,cleanup", "-o",
-                          str(out), "--no-validate"], capture_output=True, text=True, env=env)
+                          str(out), "--no-validate", "--explain", "double-neg"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert [n.op_type for n in onnx.load(str(out)).graph.node] == ["Identity"]  # y = x keeps its name
     listing = subprocess.run([sys.executable, "-m", "graphopt", "passes"], capture_output=True, text=True, env=env)

@@ -229,8 +229,12 @@ def _check_explain_names(names, cfg) -> None:
     from graphopt.driver import default_registry
     from graphopt.rewrite import RulePass
 
-    known = {r.name for cls in default_registry().passes.values() if issubclass(cls, RulePass) for r in cls.rules}
-    known |= set(cfg.rules) if cfg else set()
+    registry = default_registry()
+    builtin = {r.name for cls in registry.passes.values() if issubclass(cls, RulePass) for r in cls.rules}
+    known = builtin | (set(cfg.rules) if cfg else set())
+    if any(n not in known for n in names):  # maybe a plugin's rule: only then scan the installed packages
+        registry.load_plugins()
+        known |= {r.name for cls in registry.passes.values() if issubclass(cls, RulePass) for r in cls.rules}
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
