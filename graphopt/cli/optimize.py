@@ -229,6 +229,8 @@ def _check_explain_names(names, cfg) -> None:
     from graphopt.driver import default_registry
     from graphopt.rewrite import RulePass
 
+    if not names:
+        return  # nothing to check: do not load the pass library for it
     registry = default_registry()
     builtin = {r.name for cls in registry.passes.values() if issubclass(cls, RulePass) for r in cls.rules}
     known = builtin | (set(cfg.rules) if cfg else set())
