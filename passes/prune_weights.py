@@ -74,7 +74,12 @@ class PruneWeights(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         o = self.options
-        if o.method == "channel" or (o.method == "magnitude" and o.sparsity == 0):
+        if o.method == "channel":
+            if "prune-channels" in ctx.reports:  # the prune alias: channels went in prune-channels
+                return PassResult(False)
+            return PassResult(False, {}, ["prune-weights did nothing: method=channel is prune-channels' method "
+                                          "(run prune-channels, or the prune alias with method=channel)"])
+        if o.method == "magnitude" and o.sparsity == 0:
             return PassResult(False)
         report: dict = {"method": o.method, "layers": [], "skipped": []}
         ctx.reports[self.name] = report

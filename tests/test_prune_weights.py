@@ -213,3 +213,12 @@ def test_duplicate_and_missing_names_are_separate_layers(tmp_path):
     assert len(set(labels)) == 5
     for value, w in written_weights(out, ["c0", "c1", "c2", "h", "y"]).items():
         assert np.count_nonzero(w) / w.size == pytest.approx(0.5, abs=1 / w.size), value
+
+
+def test_prune_weights_with_method_channel_alone_says_it_did_nothing():
+    """method=channel is prune-channels' job: alone, prune-weights warns instead of a silent
+    success; inside the prune alias (which runs prune-channels first) it stays quiet."""
+    r = graphopt.optimize(small_cnn(), "prune-weights{method=channel}", validate=False)
+    assert any("prune-weights did nothing: method=channel" in w for w in r.warnings)
+    r = graphopt.optimize(small_cnn(), "prune{method=channel,ratio=0.25}", validate=False)
+    assert not any("prune-weights did nothing" in w for w in r.warnings)
