@@ -253,7 +253,6 @@ class Engine:
                 out.append(_broadcast_dim([a, b]))
             return out
         if op == "Gather":
-            idx = ins[1]
             if d[0] is None or d[1] is None:
                 return None
             ax = node.attr("axis", 0) % len(d[0])

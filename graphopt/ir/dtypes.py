@@ -64,10 +64,6 @@ def is_integer(t: Optional[int]) -> bool:
     return t in INTEGER_TYPES
 
 
-def is_half(t: Optional[int]) -> bool:
-    return t in HALF_TYPES
-
-
 def np_dtype(t: int) -> np.dtype:
     """The numpy dtype that holds elements of ONNX type `t` (bfloat16 and float8 as onnx's
     custom dtypes)."""
