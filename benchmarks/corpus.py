@@ -2,6 +2,7 @@
 
     python benchmarks/corpus/build.py             # builds benchmarks/corpus/models/ (see its README)
     python benchmarks/corpus.py [--only NAME,...] [--models DIR] [--json out.json] [--no-speed]
+    python benchmarks/corpus.py --speed 3 [--only NAME,...] [--json speed.json]
 
 Per model: the exit status and validation status of `-p none`, `-p fuse,fold`,
 `-p fuse,fold,promote` and `--pipeline trt-fp32` (each through the real CLI, with validation on:
@@ -9,6 +10,12 @@ outputs compared with the input's); nodes after `-p fuse,fold` beside onnxsim's 
 BatchNormalization left after a Conv; and, side by side in one run, wall time and peak RSS of
 `-p fuse,fold` with and without validation against onnxslim's (each tool a separate process,
 measured by /usr/bin/time -v, one after another on the same machine).
+
+`--speed N` measures only speed: per model, N rounds of (graphopt `-p fuse,fold`, the same with
+`--no-validate`, onnxslim) interleaved so that machine noise hits all three alike; the table quotes
+medians and their ratios. Children run without PYTHONDONTWRITEBYTECODE (some sandboxes set it, which
+makes every start of an editable install recompile graphopt), so both tools start as they would for
+a user.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,9 +38,18 @@ PIPELINES = {"none": ["-p", "none"], "fuse,fold": ["-p", "fuse,fold"], "fuse,fol
              "trt-fp32": ["--pipeline", "trt-fp32"]}
 
 
+def tool(name: str) -> str:
+    """The tool installed beside this interpreter (a pyenv shim would add its own start-up time)."""
+    local = os.path.join(os.path.dirname(sys.executable), name)
+    return local if os.path.exists(local) else (shutil.which(name) or name)
+
+
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def measure(cmd: list[str], cwd: str) -> dict:
     """Run `cmd` under /usr/bin/time -v: exit code, wall seconds, peak RSS (MB), last stderr line."""
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=cwd)
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=cwd, env=CHILD_ENV)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", proc.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     seconds = sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.group(1).split(":")))) if wall else None
@@ -79,18 +96,53 @@ def run_model(name: str, path: str, speed: bool) -> dict:
                 r["nodes"], r["bn_after_conv"] = nodes(out)
                 r["rolled_back"] = rep.get("rolled_back") or []
             row[label] = r
-        for tool, cmd in (("onnxsim", [shutil.which("onnxsim") or "onnxsim"]),
-                          ("onnxslim", [shutil.which("onnxslim") or "onnxslim"])):
-            out = os.path.join(tmp, f"{tool}.onnx")
-            r = measure([*cmd, path, out], tmp)
+        for other in ("onnxsim", "onnxslim"):
+            out = os.path.join(tmp, f"{other}.onnx")
+            r = measure([tool(other), path, out], tmp)
             if r["exit"] == 0 and os.path.exists(out):
                 r["nodes"], r["bn_after_conv"] = nodes(out)
-            row[tool] = r
+            row[other] = r
         if speed:
             out = os.path.join(tmp, "noval.onnx")
             row["fuse,fold --no-validate"] = measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force",
                                                       "--no-validate", "-q"], tmp)
     return row
+
+
+def speed_row(name: str, path: str, rounds: int) -> dict:
+    """Median wall time and peak RSS of graphopt (validated and not) and onnxslim, interleaved."""
+    graphopt = [sys.executable, "-m", "graphopt"]
+    slim = [tool("onnxslim")]
+    runs: dict[str, list[dict]] = {"validated": [], "no-validate": [], "onnxslim": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.onnx")
+        for _ in range(rounds):
+            runs["validated"].append(measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force", "-q"], tmp))
+            runs["no-validate"].append(measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force", "-q",
+                                                "--no-validate"], tmp))
+            runs["onnxslim"].append(measure([*slim, path, out], tmp))
+    row: dict = {"model": name}
+    for label, rs in runs.items():
+        ok = [r for r in rs if r["exit"] == 0 and r["seconds"] is not None]
+        row[label] = {"exit": max(r["exit"] for r in rs),
+                      "seconds": statistics.median(r["seconds"] for r in ok) if ok else None,
+                      "rss_mb": statistics.median(r["rss_mb"] for r in ok) if ok else None}
+    return row
+
+
+def speed_table(rows: list[dict]) -> str:
+    lines = ["| model | graphopt validated s | --no-validate s | onnxslim s | wall ×slim (val / no-val) | "
+             "RSS MB graphopt / onnxslim | RSS ×slim |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        v, nv, sl = r["validated"], r["no-validate"], r["onnxslim"]
+        ok = all(x["seconds"] for x in (v, nv, sl))
+        lines.append(f"| {r['model']} | {_fmt(v['seconds'], '.2f')} | {_fmt(nv['seconds'], '.2f')} | "
+                     f"{_fmt(sl['seconds'], '.2f')} | "
+                     f"{_fmt(v['seconds'] / sl['seconds'] if ok else None, '.2f')} / "
+                     f"{_fmt(nv['seconds'] / sl['seconds'] if ok else None, '.2f')} | "
+                     f"{_fmt(v['rss_mb'], '.0f')} / {_fmt(sl['rss_mb'], '.0f')} | "
+                     f"{_fmt(v['rss_mb'] / sl['rss_mb'] if v['rss_mb'] and sl['rss_mb'] else None, '.2f')} |")
+    return "\n".join(lines)
 
 
 def _fmt(x, spec=""):
@@ -123,6 +175,8 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma list of model names")
     ap.add_argument("--json", help="write every row here")
     ap.add_argument("--no-speed", action="store_true", help="skip the --no-validate timing run")
+    ap.add_argument("--speed", type=int, default=0, metavar="N",
+                    help="only measure speed: N interleaved rounds per model, medians")
     args = ap.parse_args()
     manifest = json.load(open(os.path.join(args.models, "manifest.json")))
     models = manifest["models"] if "models" in manifest else manifest
@@ -134,12 +188,18 @@ def main() -> int:
         path = os.path.join(args.models, info.get("file", f"{name}.onnx"))
         if info.get("build", "ok") != "ok" or not os.path.exists(path):
             continue
+        if args.speed:
+            row = speed_row(name, path, args.speed)
+            rows.append(row)
+            print(f"{name}: " + ", ".join(f"{k} {_fmt(row[k]['seconds'], '.2f')} s" for k in
+                                          ("validated", "no-validate", "onnxslim")), file=sys.stderr, flush=True)
+            continue
         row = run_model(name, path, not args.no_speed)
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{p} exit {row[p]['exit']}" for p in PIPELINES) +
               f"; nodes {row['fuse,fold'].get('nodes')} (onnxsim {row['onnxsim'].get('nodes')}, "
               f"onnxslim {row['onnxslim'].get('nodes')})", file=sys.stderr, flush=True)
-    print(table(rows))
+    print(speed_table(rows) if args.speed else table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

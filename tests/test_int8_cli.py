@@ -79,6 +79,20 @@ def test_accuracy_threshold_from_the_pipeline_file_fails_the_run(tmp_path, cnn, 
     assert err.count("\n") == 1 and not out.exists()
 
 
+@pytest.mark.parametrize("value, code", [(0.99999999, 3), (0, 0)])
+def test_normalized_cosine_floor_from_the_pipeline_file(tmp_path, cnn, calib, capsys, value, code):
+    pipe = tmp_path / "f.gopt"
+    pipe.write_text(f'pipeline {{\n    int8{{max_fallback=0}}\n}}\n\ncalibrate {{\n    data = "{calib}"\n}}\n\n'
+                    f'validate {{\n    min_cosine = 0\n    min_top1 = 0\n    min_norm_cosine = {value}\n}}\n')
+    out = tmp_path / "o.onnx"
+    got, _, err = run(capsys, cnn, "--pipeline", pipe, "-o", out)
+    assert got == code, err
+    if code:  # the file's floor, not the default (0.8), is the one in force
+        assert "below min_norm_cosine 0.99999999" in err and not out.exists()
+    else:
+        assert out.exists()
+
+
 def test_shipped_trt_int8_pipeline(tmp_path, cnn, calib, capsys):
     out = tmp_path / "o.onnx"
     code, _, err = run(capsys, cnn, "--pipeline", "trt-int8", "--calib", calib, "-o", out)

@@ -120,13 +120,13 @@ def command(argv: list[str]) -> int:
 
     shapes = {**(cfg.input_shapes if cfg else {}), **api.parse_input_shapes(args.input_shape)}
     validate = not args.no_validate and setting("validate", "enabled", None, True)
-    from graphopt.runtime.validate import LossyThresholds
+    from graphopt.runtime.validate import DEFAULT_FLOOR, LossyThresholds
 
     defaults = calibration.CalibrationSettings()
     flags = {k: getattr(args, f.lstrip("-").replace("-", "_")) for k, f in calibration.CLI_FLAGS.items()}
     calib = calibration.CalibrationSettings(progress=not args.quiet, **{
         k: setting("calibrate", k, flags.get(k), getattr(defaults, k)) for k in calibration.USER_SETTINGS})
-    thresholds = LossyThresholds(**{k: setting("validate", k, None, None) for k in ("min_cosine", "min_snr_db", "min_top1")})
+    thresholds = LossyThresholds(**{k: setting("validate", k, None, None) for k in DEFAULT_FLOOR})
     result = api.optimize(
         args.model, passes, output=args.output, input_shapes=shapes,
         validate=validate, strict=args.strict, force=args.force, debug=args.debug,

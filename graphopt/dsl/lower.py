@@ -20,7 +20,7 @@ from graphopt.quant import calibration
 # setting block -> key -> type (a tuple lists the allowed words)
 SETTINGS: dict[str, dict[str, object]] = {
     "validate": {"enabled": bool, "data": str, "rtol": float, "atol": float, "draws": int, "seed": int,
-                 "min_cosine": float, "min_snr_db": float, "min_top1": float},
+                 "min_cosine": float, "min_norm_cosine": float, "min_snr_db": float, "min_top1": float},
     "calibrate": calibration.USER_SETTINGS,
     "output": {"external_data": bool, "keep_initializer_inputs": bool, "initializers_as_constants": bool},
 }
