@@ -315,8 +315,11 @@ def fold_value(graph: Graph, value: Optional[Value], opset: int, depth: int = 0)
             and all(isinstance(d, int) for d in ins[0].shape):
         out = numpy_eval(node, [np.zeros(ins[0].shape, np.uint8)], opset)
         return None if out is None else out[0]
-    vals = [fold_value(graph, v, opset, depth + 1) if v is not None else None for v in ins]
-    if any(v is not None and x is None for v, x in zip(ins, vals)):
-        return None
+    vals = []
+    for v in ins:  # stop at the first input that is not constant: an activation's ancestry is large
+        x = fold_value(graph, v, opset, depth + 1) if v is not None else None
+        if v is not None and x is None:
+            return None
+        vals.append(x)
     out = numpy_eval(node, vals, opset)
     return None if out is None else out[0]
