@@ -206,7 +206,7 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
              strict: bool = False, force: bool = False, debug: bool = False,
              external_data: Optional[bool] = None, keep_initializer_inputs: bool = False,
              initializers_as_constants: Optional[bool] = None,
-             tolerance: Tolerance = Tolerance(), draws: int = 3, seed: int = 0,
+             tolerance: Tolerance = Tolerance(), draws: Optional[int] = None, seed: int = 0,
              explain: Optional[set[str]] = None, registry: Optional[Registry] = None,
              calibration: Union[None, str, os.PathLike, Iterable, CalibrationSettings] = None,
              thresholds: Optional[LossyThresholds] = None,
@@ -220,7 +220,8 @@ def optimize(model: Union[str, os.PathLike, onnx.ModelProto], passes: Union[str,
     `Result.model`, `Result.to_proto()` or `Result.save(path)`.
     `input_shapes`: {input name: dims} pins input shapes (symbolic dims become numbers).
     `validate`: compare the result with the input under onnxruntime (lossless pipelines within
-    `tolerance`, over `draws` seeded draws from `seed`; lossy ones by accuracy against
+    `tolerance`, over `draws` seeded draws from `seed` (None: up to 3, fewer for a model whose
+    runs are slow or outputs large, docs/ARCHITECTURE.md, Validation); lossy ones by accuracy against
     `thresholds`). `strict`: a pass that fails or breaks validation is an error instead of being
     rolled back; an unvalidated result is an error too. `force`: overwrite an existing output.
     `debug`: verify the IR after every pass. `external_data`: weights in OUT.data (None: only

@@ -225,3 +225,29 @@ def test_onehot_indices_run_over_the_depth_and_gathernd_tuples_over_their_axes()
     assert len(set(feed["i"].tolist())) > 3 and feed["i"].max() < 10
     assert feed["t"][:, 0].max() < 32 and feed["t"][:, 1].max() < 4 and feed["t"][:, 0].max() >= 4
     assert graphopt.optimize(m, "fold").validation_status == "validated"
+
+
+BIG_OUTPUT = """
+<ir_version: 8, opset_import: ["" : 17]>
+m (float[N, 64] x) => (float[N, 64, 64, 64] y) {
+    shape = Constant <value = int64[4] {1, 64, 64, 64}> ()
+    one = Constant <value = float {1}> ()
+    axes = Constant <value = int64[2] {2, 3}> ()
+    t = Add (x, one)
+    u = Unsqueeze (t, axes)
+    y = Expand (u, shape)
+}
+"""
+
+
+def test_draws_adapt_to_what_a_run_costs_unless_set():
+    big = model_from_text(BIG_OUTPUT)
+    # 32 x 64 x 64 x 64 float32 outputs are 32 MB a draw: one draw is enough evidence, three cost 3x
+    r = graphopt.optimize(big, "fuse,fold", input_shapes={"x": [32, 64]})
+    assert r.validation_status == "validated" and r.validation.draws == 1
+    # a number the user sets is honoured exactly
+    r = graphopt.optimize(big, "fuse,fold", input_shapes={"x": [32, 64]}, draws=2)
+    assert r.validation.draws == 2
+    # the twin: small outputs get all three
+    r = graphopt.optimize(big, "fuse,fold", input_shapes={"x": [1, 64]})
+    assert r.validation.draws == 3

@@ -133,7 +133,7 @@ def command(argv: list[str]) -> int:
         external_data=True if args.external_data or setting("output", "external_data", None, False) else None,
         keep_initializer_inputs=args.keep_initializer_inputs or setting("output", "keep_initializer_inputs", None, False),
         tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, 1e-5), atol=setting("validate", "atol", args.atol, 1e-6)),
-        draws=setting("validate", "draws", None, 3), seed=setting("validate", "seed", None, 0),
+        draws=setting("validate", "draws", None, None), seed=setting("validate", "seed", None, 0),
         explain=set(args.explain), calibration=calib, thresholds=thresholds,
         validation_data=setting("validate", "data", args.validate_data, None))
     for name in args.explain:

@@ -3,12 +3,20 @@ output on the same inputs (the user's data, or seeded inputs synthesized from ho
 each input, see runtime/inputs.py); every output is compared.
 
 Sessions run one at a time (the reference's outputs are kept, its session is dropped), so
-validating a large model needs one model's memory, not two.
+validating a large model needs one model's memory, not two; the candidate is compared draw by
+draw, so its outputs are never all held at once.
+
+Draws: a number the user sets is honoured; by default (`draws=None`) there are up to
+MAX_DRAWS, and a further draw is made only while the reference's runs so far took under
+DRAW_SECONDS and its kept outputs under DRAW_BYTES. A model that takes half a second a run, or
+has 60 MB of outputs, is validated on one draw (most of what validation costs is these runs);
+a small one on three. The report says how many.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import time
 from typing import Optional
 
 import numpy as np
@@ -19,7 +27,11 @@ from graphopt.onnx_io.emit import OrtModel  # noqa: F401 (re-exported)
 from graphopt.runtime.inputs import DIM_LADDER, Synthesizer
 from graphopt.runtime.metrics import AccuracyReport
 from graphopt.runtime.metrics import compare as accuracy_compare
-from graphopt.runtime.session import RANDOM_OPS, run_model
+from graphopt.runtime.session import RANDOM_OPS, Session, run_model
+
+MAX_DRAWS = 3
+DRAW_SECONDS = 0.3  # another draw only while the reference's runs took less than this in all
+DRAW_BYTES = 32 << 20  # ... and its kept outputs are smaller than this
 
 
 class InputsNotRunnable(GraphoptError):
@@ -71,8 +83,8 @@ class ValidationReport:
             o = bad[0]
             return (f"output {o.name!r} differs: {o.problem or f'max abs error {o.max_abs:.3g}, max rel error {o.max_rel:.3g}'}")
         if self.bitwise_equal:
-            return f"outputs bitwise equal ({self.draws} draws)"
-        return f"outputs equal within tolerance (max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}, {self.draws} draws)"
+            return f"outputs bitwise equal ({_draws(self.draws)})"
+        return f"outputs equal within tolerance (max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}, {_draws(self.draws)})"
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "draws": self.draws, "max_abs": self.max_abs, "max_rel": self.max_rel,
@@ -95,6 +107,19 @@ def compare(ref: list[dict[str, np.ndarray]], new: list[dict[str, np.ndarray]],
         report.outputs.append(diff)
         report.ok &= diff.ok
     return report
+
+
+def _draws(n: int) -> str:
+    return "1 draw" if n == 1 else f"{n} draws"
+
+
+def _merge(a: ValidationReport, b: ValidationReport) -> ValidationReport:
+    """Two reports of the same outputs on different draws, as one."""
+    out = ValidationReport(ok=a.ok and b.ok, draws=a.draws + b.draws)
+    for x, y in zip(a.outputs, b.outputs):
+        out.outputs.append(OutputDiff(x.name, max(x.max_abs, y.max_abs), max(x.max_rel, y.max_rel),
+                                      x.bitwise_equal and y.bitwise_equal, x.ok and y.ok, x.problem or y.problem))
+    return out
 
 
 def _compare_value(diff: OutputDiff, r, n, tol: Tolerance) -> None:
@@ -240,7 +265,7 @@ class Validator:
     Lossless pipelines are compared within a tolerance on seeded random draws; lossy ones by
     accuracy metrics, on held-out calibration samples when there are any."""
 
-    def __init__(self, reference: "OrtModel | str", model: Model, *, pinned=None, draws: int = 3,
+    def __init__(self, reference: "OrtModel | str", model: Model, *, pinned=None, draws: Optional[int] = None,
                  seed: int = 0, tol: Tolerance = Tolerance(), lossy: Optional[LossyThresholds] = None,
                  samples=None, batch_size: int = 32):
         self.tol = tol
@@ -258,24 +283,45 @@ class Validator:
             self.feeds, self.reference = self._synthesize(reference, model, pinned, draws, seed)
             self.counts = [1] * len(self.feeds)
 
-    def _synthesize(self, reference, model: Model, pinned, draws: int, seed: int):
+    def _synthesize(self, reference, model: Model, pinned, draws: Optional[int], seed: int):
         """Generated feeds the input model runs on, and its outputs on them: symbolic dims grow
         along DIM_LADDER until it runs. InputsNotRunnable if it never does."""
         problem = None
         for dim in DIM_LADDER:
             synth = Synthesizer(model, pinned, dim)
-            feeds = synth.feeds(draws, seed)
+            feeds = synth.feeds(draws or MAX_DRAWS, seed)
             try:
-                return feeds, run_model(reference, feeds, has_random_ops=self.has_random_ops)
+                return self._run_reference(reference, feeds, fixed=draws is not None)
             except GraphoptError as e:
                 problem = problem or str(e)
                 if "cannot load" in str(e) or not synth.grows:
                     break  # a larger dim changes nothing
         raise InputsNotRunnable(problem)
 
+    def _run_reference(self, reference, feeds: list, fixed: bool):
+        """(feeds used, the reference's outputs on them): every feed when the number of draws
+        was set, else as many as DRAW_SECONDS and DRAW_BYTES allow (at least one)."""
+        outs, seconds, nbytes = [], 0.0, 0
+        with Session(reference, has_random_ops=self.has_random_ops) as sess:
+            for feed in feeds:
+                if outs and not fixed and (seconds >= DRAW_SECONDS or nbytes >= DRAW_BYTES):
+                    break
+                start = time.perf_counter()
+                outs.append(sess.run(feed))
+                seconds += time.perf_counter() - start
+                nbytes += sum(v.nbytes for v in outs[-1].values() if isinstance(v, np.ndarray))
+        return feeds[:len(outs)], outs
+
     def check(self, candidate: "OrtModel | str"):
-        out = run_model(candidate, self.feeds, has_random_ops=self.has_random_ops)
         if self.lossy is not None:
+            out = run_model(candidate, self.feeds, has_random_ops=self.has_random_ops)
             acc = accuracy_compare(self.reference, out, self.counts, self.labels or None)
             return LossyReport(acc, self.lossy, check_thresholds(acc, self.lossy))
-        return compare(self.reference, out, self.tol)
+        report = None
+        with Session(candidate, has_random_ops=self.has_random_ops) as sess:
+            for feed, ref in zip(self.feeds, self.reference):  # one draw's outputs alive at a time
+                one = compare([ref], [sess.run(feed)], self.tol)
+                report = one if report is None else _merge(report, one)
+                if not report.ok:
+                    break
+        return report
