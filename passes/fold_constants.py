@@ -19,7 +19,7 @@ from graphopt.analysis.constants import (
     ort_eval,
     predicted_nbytes,
 )
-from graphopt.analysis.shapes import static_shape
+from graphopt.analysis.shapes import infer_shapes, static_shape
 from graphopt.ir import Graph, Node
 from graphopt.ir.dtypes import NO_NUMPY_ARITHMETIC, np_dtype
 from graphopt.pipeline.base import Pass, PassContext, PassResult
@@ -27,6 +27,7 @@ from graphopt.pipeline.base import Pass, PassContext, PassResult
 # Quantization is the point of these: folding a DequantizeLinear of an INT8 weight would turn a
 # quantized model back into a float one.
 NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+MAX_SWEEPS = 8  # folding, then shape inference, then folding what became static, ...
 
 
 @dataclass
@@ -42,8 +43,16 @@ class FoldConstants(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         stats = {"folded": 0, "constant_nodes": 0, "skipped_large": 0}
-        for g in list(graph.walk()):
-            self._fold_graph(g, ctx, stats)
+        for _ in range(MAX_SWEEPS):
+            # folding makes shapes static (a Reshape's shape, a Loop body's inputs), and a Shape
+            # of a static shape folds: sweep again after inference rather than leave it to the
+            # next round of the whole fold group
+            infer_shapes(ctx.model)
+            before = stats["folded"]
+            for g in list(graph.walk()):
+                self._fold_graph(g, ctx, stats)
+            if stats["folded"] == before:
+                break
         return PassResult(stats["folded"] + stats["constant_nodes"] > 0, stats)
 
     def _fold_graph(self, g: Graph, ctx: PassContext, stats: dict) -> None:

@@ -48,6 +48,23 @@ def test_fold_constants_folds_shape_of_static_values():
     assert list(result.model.graph.const_value(result.model.graph.nodes[0].inputs[1])) == [6]
 
 
+@pytest.mark.parametrize("x, folds", [("float[12] x", True), ("float[2, N] x", False)])
+def test_fold_constants_folds_what_its_own_folding_made_static(x, folds):
+    # Reshape's shape is a folded Neg (onnx's shape inference does not propagate Neg): only once
+    # it is a constant does y's shape become static and Shape(y) fold, in the same pass.
+    # The twin: the shape folds to (-1, 4) of a run-time length, so Shape(y) stays.
+    text = header() + f"""
+    m ({x}) => (int64[2] s, float[A, B] y) {{
+        a = Constant <value = int64[2] {{{-3 if folds else 1}, -4}}> ()
+        c = Neg (a)
+        y = Reshape (x, c)
+        s = Shape (y)
+    }}
+    """
+    ops, _, _ = optimized(text, "fold-constants")
+    assert ("Shape" not in ops) == folds and "Reshape" in ops
+
+
 def test_fold_constants_does_not_bloat_the_model():
     text = header() + """
     m (float[1024, 1024] x) => (float[1024, 1024] y) {

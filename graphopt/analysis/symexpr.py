@@ -37,11 +37,12 @@ def _mono_key(m: tuple) -> str:
 class Expr:
     """sum(coeff * prod(atom ** power)); never a constant alone (that is an int)."""
 
-    __slots__ = ("terms", "_hash")
+    __slots__ = ("terms", "_hash", "_repr")
 
     def __init__(self, terms: dict):
         self.terms = terms  # {monomial: coeff}; monomial = tuple of (Sym, power) sorted by repr
         self._hash = hash(frozenset(terms.items()))
+        self._repr = None  # computed once: it is the sort key of every monomial holding this
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Expr) and self.terms == other.terms
@@ -50,6 +51,11 @@ class Expr:
         return self._hash
 
     def __repr__(self) -> str:
+        if self._repr is None:
+            self._repr = self._render()
+        return self._repr
+
+    def _render(self) -> str:
         parts = []
         for mono, c in sorted(self.terms.items(), key=lambda t: _mono_key(t[0])):
             f = "*".join(f"{a.key if isinstance(a.key, str) else a.key!r}" + (f"^{p}" if p > 1 else "") for a, p in mono)
