@@ -43,16 +43,19 @@ class FoldConstants(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         stats = {"folded": 0, "constant_nodes": 0, "skipped_large": 0}
-        for _ in range(MAX_SWEEPS):
+        for sweep in range(MAX_SWEEPS):
             # folding makes shapes static (a Reshape's shape, a Loop body's inputs), and a Shape
             # of a static shape folds: sweep again after inference rather than leave it to the
             # next round of the whole fold group
-            infer_shapes(ctx.model)
+            if infer_shapes(ctx.model) == 0 and sweep > 0:
+                break  # inference learnt nothing new from the last sweep's results
             before = stats["folded"]
             for g in list(graph.walk()):
                 self._fold_graph(g, ctx, stats)
-            if stats["folded"] == before:
-                break
+            if stats["folded"] == before or not any(
+                    n.op_type in ("Shape", "Size") and n.inputs and static_shape(n.inputs[0]) is None
+                    for g in graph.walk() for n in g.nodes):
+                break  # nothing folded, or no shape read left that inference could make static
         return PassResult(stats["folded"] + stats["constant_nodes"] > 0, stats)
 
     def _fold_graph(self, g: Graph, ctx: PassContext, stats: dict) -> None:
@@ -87,7 +90,10 @@ class FoldConstants(Pass):
                 self._record(node, out, known, results)
                 continue
             if any(v is not None and v.id in pending_out for v in ins):
-                self._defer(node, pending, pending_out)
+                # only with every other input constant: one run-time input in the batch fails it
+                # all (then every node runs alone, slowly)
+                if all(v is None or v.id in pending_out or data(v) is not None for v in ins):
+                    self._defer(node, pending, pending_out)
                 continue
             vals = [data(v) for v in ins]
             if any(v is not None and x is None for v, x in zip(ins, vals)):

@@ -65,6 +65,29 @@ def test_fold_constants_folds_what_its_own_folding_made_static(x, folds):
     assert ("Shape" not in ops) == folds and "Reshape" in ops
 
 
+@pytest.mark.parametrize("reader", ["Add (x, b)", "Neg (b)"])
+def test_constants_onnxruntime_folds_run_in_one_session_beside_run_time_readers(monkeypatch, reader):
+    # Sin and Cos have no numpy kernel here: onnxruntime folds them. A run-time node reading a
+    # folded value (Add with x) must not join that batch: it has no data, and a failed batch
+    # falls back to one session per node. The twin: a constant reader (Neg) joins the batch.
+    from graphopt.analysis import constants
+
+    batches = []
+    real = constants._run_batch
+    monkeypatch.setattr(constants, "_run_batch", lambda g, nodes, *a: batches.append(len(nodes)) or real(g, nodes, *a))
+    text = header() + f"""
+    m (float[4] x) => (float[4] y) {{
+        a = Constant <value = float[4] {{1, 2, 3, 4}}> ()
+        s = Sin (a)
+        b = Cos (s)
+        y = {reader}
+    }}
+    """
+    ops, _, _ = optimized(text, "fold-constants")
+    assert ops == (["Add"] if reader.startswith("Add") else ["Identity"])
+    assert batches[0] == (2 if reader.startswith("Add") else 3)  # the first run: one session, nothing failed
+
+
 def test_fold_constants_does_not_bloat_the_model():
     text = header() + """
     m (float[1024, 1024] x) => (float[1024, 1024] y) {
