@@ -15,7 +15,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import onnx
 
@@ -348,14 +348,23 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         tx.protect(ir.source_data_files)
     nodes_before = ir.graph.count_nodes()
     # Every run of the pipeline (the first, bisection prefixes, reruns without a culprit) starts
-    # from a copy of this one (tensor data is shared, not copied).
-    original = ir.clone() if steps else None
+    # from the input as loaded. With validation on, the reference and its inputs are made from
+    # `ir` while the first run goes on, so every run takes a copy (tensor data is shared, not
+    # copied); without it the first run takes `ir` itself, and the rare rerun (bisecting a checker
+    # failure) loads the input again.
+    original = ir.clone() if steps and validate else None
+    unused = [ir] if steps and not validate else []
+
+    def fresh() -> Model:
+        if original is not None:
+            return original.clone()
+        return unused.pop() if unused else load()
 
     def run(disabled: set[str], limit: Optional[int] = None) -> tuple[Model, PassManager, PassContext]:
         """The pipeline on a copy of the input, the culprits so far disabled; with `limit`, only
         its first `limit` pass invocations (quietly: a bisection step). Every run, the first and
         the bisection's, goes through the pass manager with the same settings and context."""
-        m = original.clone() if original is not None else ir
+        m = fresh() if steps else ir
         pm = PassManager(steps, strict=strict, verify=debug, disabled=disabled)
         ctx = PassContext(m, input_shapes, debug=debug, verify=debug, explain=set(explain or ()),
                           calibration=calib, accuracy_floor=floor)
@@ -407,7 +416,8 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
             """Whether the input model already fails the checker the same way (not the output's fault)."""
             if not input_problem:
                 try:
-                    backend.emit(ir, dest.staging_dir(), "input.onnx", external_data=external_data)
+                    as_loaded = ir if original is not None or not steps else load()  # the first run took `ir`
+                    backend.emit(as_loaded, dest.staging_dir(), "input.onnx", external_data=external_data)
                     input_problem.append(None)
                 except InvalidModelError as e:
                     input_problem.append(str(e))
@@ -449,8 +459,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         skipped: list[str] = []
         emitted, report, problem = build(result_model)
         while problem:
-            culprit = _bisect(original, pm, build, lambda upto: run(set(rolled_back), upto)[0]) \
-                if original is not None else None
+            culprit = _bisect(fresh, pm, build, lambda upto: run(set(rolled_back), upto)[0]) if steps else None
             if culprit is None:
                 raise (ValidationError if report else InvalidModelError)(f"{problem} (before any pass ran)")
             msg = f"{problem}; first broken by pass {culprit}"
@@ -524,12 +533,13 @@ def _reference(source, original: Model, dest):
     return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).ort_view()
 
 
-def _bisect(original: Model, pm: PassManager, build, prefix) -> Optional[str]:
+def _bisect(fresh: Callable[[], Model], pm: PassManager, build, prefix) -> Optional[str]:
     """The name of the first pass invocation after which the model stops checking or validating.
-    `prefix(n)` is the model after the first n invocations of `pm`'s run, re-run the same way."""
+    `fresh()` is the input as loaded; `prefix(n)` the model after the first n invocations of
+    `pm`'s run, re-run the same way."""
     records = pm.records()
     lo, hi = 0, len(records)  # the prefix of length lo is good; the prefix of length hi is not
-    if hi == 0 or build(original.clone())[2] is not None:
+    if hi == 0 or build(fresh())[2] is not None:
         return None  # it fails without any pass
     while hi - lo > 1:
         mid = (lo + hi) // 2
