@@ -360,7 +360,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
             return original.clone()
         return unused.pop() if unused else load()
 
-    def run(disabled: set[str], limit: Optional[int] = None) -> tuple[Model, PassManager, PassContext]:
+    def run(disabled: set, limit: Optional[int] = None) -> tuple[Model, PassManager, PassContext]:
         """The pipeline on a copy of the input, the culprits so far disabled; with `limit`, only
         its first `limit` pass invocations (quietly: a bisection step). Every run, the first and
         the bisection's, goes through the pass manager with the same settings and context."""
@@ -372,6 +372,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         return m, pm, ctx
 
     rolled_back: list[str] = []
+    disabled: set[tuple[Optional[int], str]] = set()  # (pipeline step, pass name) rolled back
     with (tx if tx else _ScratchDir()) as dest, ThreadPoolExecutor(1) as background:
         validator = None
         if validate:
@@ -395,7 +396,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                 pending = background.submit(make_validator)
             else:
                 pending = None
-        result_model, pm, ctx = run(set())
+        result_model, pm, ctx = run(disabled)
         status = "skipped by request"
         notes: list[str] = []
         if validate:
@@ -459,15 +460,17 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         skipped: list[str] = []
         emitted, report, problem = build(result_model)
         while problem:
-            culprit = _bisect(fresh, pm, build, lambda upto: run(set(rolled_back), upto)[0]) if steps else None
-            if culprit is None:
+            found = _bisect(fresh, pm, build, lambda upto: run(disabled, upto)[0]) if steps else None
+            if found is None:
                 raise (ValidationError if report else InvalidModelError)(f"{problem} (before any pass ran)")
+            step, culprit = found
             msg = f"{problem}; first broken by pass {culprit}"
             if strict or len(rolled_back) >= MAX_ROLLBACKS or culprit in lossy:  # lossy: asked for, not optional
                 raise (ValidationError if report else InvalidModelError)(msg)
             meaning.warning("%s; rolling it back", msg)
             rolled_back.append(culprit)
-            result_model, pm, ctx = run(set(rolled_back))
+            disabled.add((step, culprit))  # that step's invocations only: the same pass elsewhere stays
+            result_model, pm, ctx = run(disabled)
             emitted, report, problem = build(result_model)
         if tx:
             tx.commit(emitted)
@@ -533,8 +536,9 @@ def _reference(source, original: Model, dest):
     return backend.emit(original, dest.staging_dir(), "reference.onnx", check=False).ort_view()
 
 
-def _bisect(fresh: Callable[[], Model], pm: PassManager, build, prefix) -> Optional[str]:
-    """The name of the first pass invocation after which the model stops checking or validating.
+def _bisect(fresh: Callable[[], Model], pm: PassManager, build, prefix) -> Optional[tuple[Optional[int], str]]:
+    """(pipeline step, pass name) of the first pass invocation after which the model stops
+    checking or validating.
     `fresh()` is the input as loaded; `prefix(n)` the model after the first n invocations of
     `pm`'s run, re-run the same way."""
     records = pm.records()
@@ -548,7 +552,7 @@ def _bisect(fresh: Callable[[], Model], pm: PassManager, build, prefix) -> Optio
         except GraphoptError:
             ok = False
         lo, hi = (mid, hi) if ok else (lo, mid)
-    return records[hi - 1].name
+    return records[hi - 1].step, records[hi - 1].name
 
 
 class _ScratchDir:

@@ -310,6 +310,29 @@ def test_a_pass_that_breaks_the_checker_is_bisected_and_rolled_back(tmp_path):
         assert rec.rolled_back and "rolled back" in rec.error
 
 
+class InvalidWithoutIdentity(InvalidAttr):
+    """Breaks the checker only once no Identity is left: harmless first, harmful later."""
+
+    name = "invalid-without-identity"
+
+    def run(self, graph, ctx):
+        if any(n.op_type == "Identity" for n in graph.nodes):
+            return PassResult(False)
+        return super().run(graph, ctx)
+
+
+def test_rollback_disables_only_the_step_that_broke_the_model(tmp_path):
+    """The same pass twice: the later invocation breaks the checker; only that step is rolled back,
+    the earlier one still runs (and is reported as run)."""
+    result = api.optimize(model_from_text(MODEL), "invalid-without-identity,eliminate-identity,invalid-without-identity",
+                          registry=registry(InvalidWithoutIdentity))
+    assert result.rolled_back == ["invalid-without-identity"]
+    first, last = [r for r in result.records if r.name == "invalid-without-identity"]
+    assert (first.step, first.rolled_back, first.error) == (0, False, None)
+    assert (last.step, last.rolled_back) == (2, True)
+    assert "bogus" not in {a for n in result.model.graph.nodes for a in n.attrs}
+
+
 def test_a_pass_that_breaks_the_checker_is_an_error_under_strict(tmp_path):
     from graphopt.errors import InvalidModelError
 

@@ -91,7 +91,7 @@ class PassManager(Pass):
 
     def __init__(self, passes: Sequence[Pass], *, name: str = "pipeline", fixed_point: bool = False,
                  max_iterations: int = DEFAULT_MAX_ITERATIONS, strict: bool = False, verify: bool = False,
-                 disabled: Iterable[str] = (), scope: Optional[NodeScope] = None):
+                 disabled: Iterable = (), scope: Optional[NodeScope] = None):
         super().__init__(NoOptions(), scope)
         self.name = name
         self.passes = list(passes)
@@ -176,7 +176,7 @@ class PassManager(Pass):
         kind = "group" if p.is_group else "pass"
         step = self._steps.get(id(p))
         group_name = group.name if group is not None and group is not self else None
-        if p.name in self.disabled:
+        if p.name in self.disabled or (step, p.name) in self.disabled:  # a name, or one step's invocations
             if not any(rec.step == step and rec.name == p.name for _, rec in self.trace):  # report it once
                 self._check_limit(kind)
                 rec = PassRecord(len(self.trace), p.name, p.label(), group_name, iteration, kind, step,
