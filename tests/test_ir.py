@@ -284,3 +284,39 @@ def test_duplicate_node_names_are_made_unique_and_empty_names_stay_empty():
     assert names[0] == "dup" and names[1].startswith("dup") and names[1] != "dup"
     assert names[2:] == ["", ""]
     assert len({n.label for n in g.nodes}) == 4
+
+
+def test_shape_inference_reruns_only_after_changes_it_could_learn_from(monkeypatch):
+    from graphopt.analysis.shapes import infer_shapes
+
+    runs = []
+    real = onnx.shape_inference.infer_shapes
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", lambda *a, **k: runs.append(1) or real(*a, **k))
+
+    m = frontend.load(model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[2, 3] x) => (float[2, 3] y) {
+        a = Identity (x)
+        b = Relu (a)
+        y = Abs (b)
+    }
+    """))
+    g = m.graph
+    infer_shapes(m)
+    ident, relu, _ = g.toposort()
+    x = g.value("x")
+    # moving a reader to a value of the same type and removing a node teach inference nothing
+    g.set_input(relu, 0, x)
+    g.remove_node(ident)
+    runs.clear()
+    assert infer_shapes(m) == 0 and runs == []
+    # a new node does: inference runs and types its output
+    n = g.add_node("Neg", [x], ["neg"])
+    assert infer_shapes(m) == 1 and runs == [1] and n.outputs[0].shape == (2, 3)
+    # so does a reader moved to a value of another type
+    before = g.typing_changes
+    cast = g.add_node("Cast", [x], ["c"], {"to": onnx.TensorProto.INT64})
+    infer_shapes(m)
+    before = g.typing_changes
+    g.set_input(n, 0, cast.outputs[0])
+    assert g.typing_changes > before

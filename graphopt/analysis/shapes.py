@@ -22,8 +22,8 @@ def infer_shapes(model: Model) -> int:
     Existing information is kept where inference knows less (it never erases a dim)."""
     from graphopt.onnx_io.emit import light_proto
 
-    if model.shapes_inferred_at == (id(model.graph), model.graph.mutations):
-        return 0  # nothing changed since the last inference
+    if model.shapes_inferred_at == (id(model.graph), model.graph.typing_changes):
+        return 0  # nothing it could learn from changed since the last inference (only removals, say)
     try:
         inferred = onnx.shape_inference.infer_shapes(light_proto(model), data_prop=not _absurd_dims(model))
     except Exception:  # inference is best effort: passes work without it, just less
@@ -47,7 +47,7 @@ def infer_shapes(model: Model) -> int:
             if (dtype, shape) != (v.dtype, v.shape):
                 v.dtype, v.shape = dtype, shape
                 changed += 1
-    model.shapes_inferred_at = (id(model.graph), model.graph.mutations)
+    model.shapes_inferred_at = (id(model.graph), model.graph.typing_changes)
     return changed
 
 

@@ -54,6 +54,10 @@ class NameScope:
         self.node_names = set(node_names)
         self._counter = itertools.count()
         self.mutations = 0  # bumped by every structural change to any graph of the model
+        # bumped by the changes that can teach shape inference something: new nodes and values,
+        # attributes, and a reader moved to a value of another type; not by removals, renames or
+        # moves between values of the same type (analysis/shapes.py skips inference then)
+        self.typing_changes = 0
 
     def claim(self, hint: str) -> str:
         return self._claim(self.used, hint or "v")
@@ -306,10 +310,16 @@ class Graph:
         """How many structural changes the model this graph belongs to has seen."""
         return self.scope.mutations
 
+    @property
+    def typing_changes(self) -> int:
+        """How many of those could change what shape inference finds (NameScope.typing_changes)."""
+        return self.scope.typing_changes
+
     def add_value(self, name: Optional[str] = None, dtype: Optional[int] = None,
                   shape: Optional[Sequence] = None) -> Value:
         """A new value; `name` is a hint made unique across the model."""
         self.scope.mutations += 1
+        self.scope.typing_changes += 1
         v = Value(self, self._new_id(), self.scope.claim(name or "v"))
         v.dtype = dtype
         v.shape = tuple(shape) if shape is not None else None
@@ -334,6 +344,7 @@ class Graph:
         """Create a node. `outputs` is a count or a list of existing producer-less values or
         name hints (None leaves an optional output absent)."""
         self.scope.mutations += 1
+        self.scope.typing_changes += 1
         node = Node(self, self._new_id(), op_type, domain, "")
         node.name = self.scope.claim_node(name or "")
         self._ops[node.id] = node
@@ -364,9 +375,13 @@ class Graph:
 
     def set_input(self, node: Node, index: int, value: Optional[Value]) -> None:
         self.scope.mutations += 1
+        same = False  # the old input had the new one's type: inference learns nothing new
         for u, k in list(self._in_keys(node.id)):
             if k == index:
+                same = value is not None and _same_type(self._values[u], value)
                 self._g.remove_edge(u, node.id, key=k)
+        if not same:
+            self.scope.typing_changes += 1
         if index >= node.n_inputs:
             node.n_inputs = index + 1
         if value is not None:
@@ -376,6 +391,7 @@ class Graph:
     def set_attr(self, node: Node, name: str, value: Any) -> None:
         """Set (or with None, remove) an attribute; counted as a change like any other."""
         self.scope.mutations += 1
+        self.scope.typing_changes += 1
         if value is None:
             node.attrs.pop(name, None)
         else:
@@ -396,6 +412,7 @@ class Graph:
         if outer.graph is not self.parent:
             outer = self.parent.capture(outer)  # nested: the parent captures it first
         self.scope.mutations += 1
+        self.scope.typing_changes += 1
         local = Value(self, self._new_id(), "")
         local.is_capture = True
         local.dtype, local.shape, local.type_proto = outer.dtype, outer.shape, outer.type_proto
@@ -457,6 +474,8 @@ class Graph:
             return
         self._check_owned(new)
         self.scope.mutations += 1
+        if not _same_type(old, new):
+            self.scope.typing_changes += 1
         if new.dtype is None and new.type_proto is None:  # same value by contract: same type
             new.dtype, new.shape, new.type_proto = old.dtype, old.shape, old.type_proto
         for _, user, key in list(self._g.out_edges(old.id, keys=True)):
@@ -654,6 +673,10 @@ class Graph:
         from graphopt.ir.verify import verify
 
         verify(self)
+
+
+def _same_type(a: Value, b: Value) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.type_proto is None and b.type_proto is None
 
 
 def _copy_structure(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
