@@ -8,6 +8,7 @@ from graphopt.passes.dead_code_elimination import DeadCodeElimination
 from graphopt.passes.eliminate_identity import EliminateIdentity
 from graphopt.passes.eliminate_noops import EliminateNoops
 from graphopt.passes.fold_constants import FoldConstants
+from graphopt.passes.fold_if import FoldIf
 from graphopt.passes.fold_shape_chains import FoldShapeChains
 from graphopt.passes.fold_shape_values import FoldShapeValues
 from graphopt.passes.fuse_batchnorm import FuseBatchNorm
@@ -34,6 +35,7 @@ PASSES = [
     FoldConstants,
     FoldShapeChains,
     FoldShapeValues,
+    FoldIf,
     MergeReshapes,
     MergeTransposes,
     FuseBatchNorm,
@@ -53,10 +55,10 @@ PASSES = [
 ALIASES = [
     Alias("cleanup", "remove Identity nodes and dead code, to a fixed point",
           ("eliminate-identity", "dce"), fixed_point=True),
-    Alias("fold", "constant folding, shape-chain folding, no-op/Identity removal, reshape and "
-          "transpose merging, CSE and dead code, to a fixed point",
-          ("fold-constants", "fold-shape-values", "fold-shape-chains", "eliminate-noops", "eliminate-identity", "merge-reshapes",
-           "merge-transposes", "cse", "dce"), fixed_point=True),
+    Alias("fold", "constant folding, shape-chain folding, Ifs with a known condition inlined, no-op/Identity "
+          "removal, reshape and transpose merging, CSE and dead code, to a fixed point",
+          ("fold-constants", "fold-shape-values", "fold-if", "fold-shape-chains", "eliminate-noops", "eliminate-identity",
+           "merge-reshapes", "merge-transposes", "cse", "dce"), fixed_point=True),
     Alias("fuse", "BatchNorm, per-channel scale (after and before a layer), Pad and MatMul+Add fusions, to a fixed point",
           ("fuse-batchnorm", "fuse-channel-affine", "fuse-input-scale", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",
            "dce"), fixed_point=True),

@@ -435,3 +435,91 @@ def test_no_new_minus_one_next_to_a_dim_that_may_be_zero():
     assert result.validation.ok
     feeds = {"x": np.zeros((0, 3), np.float32), "z": np.zeros(5, np.float32)}  # an empty batch
     assert run_ort(out, feeds)[0].shape == run_ort(proto, feeds)[0].shape == (0, 5)
+
+
+# ------------------------------------------------------------------------------ fold-if
+IF_STATIC_DIM = header() + """
+m (float[N, 3] x) => (float[N, 3] y) {
+    sh = Shape (x)
+    one = Constant <value = int64 {1}> ()
+    d1 = Gather <axis = 0> (sh, one)
+    three = Constant <value = int64 {3}> ()
+    c = Equal (d1, three)
+    a = Neg (x)
+    y = If (c) <
+        then_branch = t () => (float[N, 3] t_out) {
+            k = Constant <value = float[3] {1.0, 2.0, 3.0}> ()
+            kz = Constant <value = float {0.0}> ()
+            s = ReduceSum <keepdims = 0> (a)
+            p = Greater (s, kz)
+            t_mid = If (p) <
+                then_branch = tt () => (float[N, 3] tt_out) { tt_out = Mul (a, k) },
+                else_branch = te () => (float[N, 3] te_out) { te_out = Sub (x, k) }
+            >
+            t_out = Add (t_mid, a)
+        },
+        else_branch = e () => (float[N, 3] e_out) { e_out = Abs (x) }
+    >
+}
+"""
+
+
+def test_fold_if_inlines_the_branch_a_static_dim_selects():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(IF_STATIC_DIM)
+    ops, records, result = optimized(proto, "fold")
+    # the outer If is gone; the data-dependent inner If (it reads the outer `a` and the branch's `k`) stays
+    assert ops == ["Neg", "ReduceSum", "Greater", "If", "Add"], ops
+    assert sum(r.stats.get("inlined", 0) for r in records if r.name == "fold-if") == 1
+    out = to_proto(result.model)
+    onnx.checker.check_model(out, full_check=True)
+    g = out.graph
+    assert g.node[-1].output == ["y"]  # the branch's Add took the If's output name
+    inner = next(n for n in g.node if n.op_type == "If")
+    assert list(inner.input) == ["p"]  # the branch's names are kept
+    for seed in range(3):
+        feeds = seeded_feeds(proto, seed, dim=4)
+        for a, b in zip(run_ort(proto, feeds), run_ort(out, feeds)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fold_if_inlines_a_constant_condition_and_keeps_names_unique():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(header() + """
+    m (float[2] x) => (float[2] y, float[2] z) {
+        c = Constant <value = bool {0}> ()
+        a = Neg (x)
+        y, z = If (c) <
+            then_branch = t () => (float[2] t1, float[2] t2) { t1 = Relu (a)  t2 = Identity (a) },
+            else_branch = e () => (float[2] e1, float[2] e2) {
+                w = Constant <value = float[2] {2.0, 3.0}> ()
+                e1 = Mul (a, w)
+                e2 = Sigmoid (x)
+            }
+        >
+    }""")
+    ops, _, result = optimized(proto, "fold-if")
+    assert sorted(ops) == ["Mul", "Neg", "Sigmoid"]
+    out = to_proto(result.model)
+    assert [o.name for o in out.graph.output] == ["y", "z"]
+    feeds = seeded_feeds(proto)
+    for a, b in zip(run_ort(proto, feeds), run_ort(out, feeds)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fold_if_leaves_a_data_dependent_condition():
+    proto = onnx.parser.parse_model(header() + """
+    m (float[N, 3] x) => (float[N, 3] y) {
+        s = ReduceSum <keepdims = 0> (x)
+        zero = Constant <value = float {0.0}> ()
+        c = Greater (s, zero)
+        y = If (c) <
+            then_branch = t () => (float[N, 3] t_out) { t_out = Relu (x) },
+            else_branch = e () => (float[N, 3] e_out) { e_out = Abs (x) }
+        >
+    }""")
+    ops, records, _ = optimized(proto, "fold")
+    assert ops == ["ReduceSum", "Greater", "If"]
+    assert not any(r.modified for r in records if r.name == "fold-if")
