@@ -5,6 +5,7 @@ from __future__ import annotations
 from graphopt.passes.convert_precision import Bf16, Fp16
 from graphopt.passes.cse import CommonSubexpressionElimination
 from graphopt.passes.dead_code_elimination import DeadCodeElimination
+from graphopt.passes.drop_default_inputs import DropDefaultInputs
 from graphopt.passes.eliminate_identity import EliminateIdentity
 from graphopt.passes.eliminate_noops import EliminateNoops
 from graphopt.passes.fold_constants import FoldConstants
@@ -31,6 +32,7 @@ PASSES = [
     DeadCodeElimination,
     EliminateIdentity,
     EliminateNoops,
+    DropDefaultInputs,
     CommonSubexpressionElimination,
     FoldConstants,
     FoldShapeChains,
@@ -56,9 +58,11 @@ ALIASES = [
     Alias("cleanup", "remove Identity nodes and dead code, to a fixed point",
           ("eliminate-identity", "dce"), fixed_point=True),
     Alias("fold", "constant folding, shape-chain folding, Ifs with a known condition inlined, no-op/Identity "
-          "removal, reshape and transpose merging, CSE and dead code, to a fixed point",
-          ("fold-constants", "fold-shape-values", "fold-if", "fold-shape-chains", "eliminate-noops", "eliminate-identity",
-           "merge-reshapes", "merge-transposes", "cse", "dce"), fixed_point=True),
+          "removal, optional inputs equal to their defaults dropped, reshape and transpose merging, CSE and dead "
+          "code, to a fixed point",
+          ("fold-constants", "fold-shape-values", "fold-if", "fold-shape-chains", "eliminate-noops",
+           "drop-default-inputs", "eliminate-identity", "merge-reshapes", "merge-transposes", "cse", "dce"),
+          fixed_point=True),
     Alias("fuse", "BatchNorm, per-channel scale (after and before a layer), Pad and MatMul+Add fusions, to a fixed point",
           ("fuse-batchnorm", "fuse-channel-affine", "fuse-input-scale", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",
            "dce"), fixed_point=True),

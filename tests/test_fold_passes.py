@@ -226,6 +226,60 @@ def test_mul_by_ones_that_broadcasts_is_kept():
     assert ops == ["Mul"] and not records[0].modified
 
 
+def unknown_shape_times(one: str):
+    """y * one where y's shape is unknown (an If whose branches differ in rank)."""
+    proto = onnx.parser.parse_model(header() + f"""
+    m (float[2, 3] x) => (float z) {{
+        s = ReduceSum <keepdims = 0> (x)
+        zero = Constant <value = float {{0.0}}> ()
+        c = Greater (s, zero)
+        y = If (c) <
+            then_branch = t () => (float[2, 3] t_out) {{ t_out = Identity (x) }},
+            else_branch = e () => (float[6] e_out) {{
+                sh = Constant <value = int64[1] {{6}}> ()
+                e_out = Reshape (x, sh)
+            }}
+        >
+        one = Constant <value = {one}> ()
+        z = Mul (y, one)
+    }}""")
+    proto.graph.output[0].type.tensor_type.ClearField("shape")  # the rank is unknown
+    return proto
+
+
+def test_mul_by_a_scalar_one_of_an_unknown_shape_is_removed():
+    ops, records, _ = optimized(unknown_shape_times("float {1.0}"), "eliminate-noops")
+    assert "Mul" not in ops and records[0].stats["removed_Mul"] == 1
+
+
+def test_mul_by_a_one_element_one_of_an_unknown_shape_is_kept():
+    ops, records, _ = optimized(unknown_shape_times("float[1] {1.0}"), "eliminate-noops")  # rank 0 would become 1
+    assert "Mul" in ops and not records[0].modified
+
+
+def test_mul_by_one_of_a_value_onnx_cannot_type_takes_the_constant_s_type():
+    from onnx import TensorProto as T
+    from onnx import helper as oh
+
+    # onnx's inference leaves TreeEnsembleClassifier's probabilities untyped (an exporter's `* 1.0`)
+    tree = oh.make_node("TreeEnsembleClassifier", ["x"], ["label", "prob"], domain="ai.onnx.ml",
+                        classlabels_int64s=[0, 1], class_ids=[0, 1], class_nodeids=[0, 0], class_treeids=[0, 0],
+                        class_weights=[0.25, 0.75], nodes_falsenodeids=[0], nodes_featureids=[0],
+                        nodes_hitrates=[1.0], nodes_missing_value_tracks_true=[0], nodes_modes=["LEAF"],
+                        nodes_nodeids=[0], nodes_treeids=[0], nodes_truenodeids=[0], nodes_values=[0.0],
+                        post_transform="NONE")
+    graph = oh.make_graph([tree, oh.make_node("Mul", ["prob", "one"], ["probabilities"])], "m",
+                          [oh.make_tensor_value_info("x", T.FLOAT, [None, 2])],
+                          [oh.make_tensor_value_info("label", T.INT64, [None]),
+                           oh.make_tensor_value_info("probabilities", T.FLOAT, [None, 2])],
+                          [oh.make_tensor("one", T.FLOAT, [], [1.0])])
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 3)],
+                          ir_version=8)
+    ops, records, result = optimized(proto, "eliminate-noops")
+    assert ops == ["TreeEnsembleClassifier"] and records[0].stats["removed_Mul"] == 1
+    assert [v.name for v in result.model.graph.outputs] == ["label", "probabilities"]
+
+
 # ------------------------------------------------------------------------------ cse
 def test_cse_merges_identical_nodes_and_constants():
     text = header() + """
@@ -523,3 +577,48 @@ def test_fold_if_leaves_a_data_dependent_condition():
     ops, records, _ = optimized(proto, "fold")
     assert ops == ["ReduceSum", "Greater", "If"]
     assert not any(r.modified for r in records if r.name == "fold-if")
+
+
+# ------------------------------------------------------------------------------ drop-default-inputs
+def lstm_with_initial_state(fill: str):
+    """An LSTM whose initial_h/initial_c are ConstantOfShape([1, batch, 4]) of `fill`: the batch is dynamic."""
+    rng = np.random.default_rng(0)
+    w = ", ".join(f"{x:.3f}" for x in rng.standard_normal(16 * 3))
+    r = ", ".join(f"{x:.3f}" for x in rng.standard_normal(16 * 4))
+    return header() + f"""
+    m (float[T, B, 3] x) => (float[T, 1, B, 4] y) {{
+        w = Constant <value = float[1, 16, 3] {{{w}}}> ()
+        r = Constant <value = float[1, 16, 4] {{{r}}}> ()
+        sh = Shape (x)
+        i1 = Constant <value = int64[1] {{1}}> ()
+        b = Gather <axis = 0> (sh, i1)
+        one = Constant <value = int64[1] {{1}}> ()
+        four = Constant <value = int64[1] {{4}}> ()
+        hs = Concat <axis = 0> (one, b, four)
+        h0 = ConstantOfShape <value = {fill}> (hs)
+        y, yh, yc = LSTM <hidden_size = 4> (x, w, r, , , h0, h0)
+    }}
+    """
+
+
+def test_zero_initial_lstm_state_is_dropped():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(lstm_with_initial_state("float[1] {0.0}"))
+    ops, records, result = optimized(proto, "fold")
+    assert ops == ["LSTM"]
+    stats = next(r.stats for r in records if r.name == "drop-default-inputs" and r.modified)
+    assert stats == {"dropped": 2}
+    (lstm,) = to_proto(result.model).graph.node
+    assert list(lstm.input[5:]) in ([], ["", ""])
+    out = to_proto(result.model)
+    for seed in range(3):
+        feeds = seeded_feeds(proto, seed, dim=3)
+        np.testing.assert_allclose(run_ort(out, feeds)[0], run_ort(proto, feeds)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fill", ["float[1] {0.5}", "float[1] {-0.0}"])
+def test_a_non_default_initial_lstm_state_stays(fill):
+    ops, records, _ = optimized(lstm_with_initial_state(fill), "fold")
+    assert "ConstantOfShape" in ops and ops[-1] == "LSTM"
+    assert not any(r.modified for r in records if r.name == "drop-default-inputs")
