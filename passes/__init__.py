@@ -17,6 +17,7 @@ from graphopt.passes.fuse_channel_affine import FuseChannelAffine
 from graphopt.passes.fuse_input_scale import FuseInputScale
 from graphopt.passes.fuse_matmul_add import FuseMatMulAdd
 from graphopt.passes.fuse_pad_conv import FusePadConv
+from graphopt.passes.merge_concats import MergeConcats
 from graphopt.passes.merge_reshapes import MergeReshapes
 from graphopt.passes.merge_transposes import MergeTransposes
 from graphopt.passes.promote_shape_inputs import PromoteShapeInputs
@@ -40,6 +41,7 @@ PASSES = [
     FoldIf,
     MergeReshapes,
     MergeTransposes,
+    MergeConcats,
     FuseBatchNorm,
     FuseChannelAffine,
     FuseInputScale,
@@ -58,10 +60,11 @@ ALIASES = [
     Alias("cleanup", "remove Identity nodes and dead code, to a fixed point",
           ("eliminate-identity", "dce"), fixed_point=True),
     Alias("fold", "constant folding, shape-chain folding, Ifs with a known condition inlined, no-op/Identity "
-          "removal, optional inputs equal to their defaults dropped, reshape and transpose merging, CSE and dead "
-          "code, to a fixed point",
+          "removal, optional inputs equal to their defaults dropped, reshape, transpose and concat merging, CSE "
+          "and dead code, to a fixed point",
           ("fold-constants", "fold-shape-values", "fold-if", "fold-shape-chains", "eliminate-noops",
-           "drop-default-inputs", "eliminate-identity", "merge-reshapes", "merge-transposes", "cse", "dce"),
+           "drop-default-inputs", "eliminate-identity", "merge-reshapes", "merge-transposes", "merge-concats", "cse",
+           "dce"),
           fixed_point=True),
     Alias("fuse", "BatchNorm, per-channel scale (after and before a layer), Pad and MatMul+Add fusions, to a fixed point",
           ("fuse-batchnorm", "fuse-channel-affine", "fuse-input-scale", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",

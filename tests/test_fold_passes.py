@@ -348,6 +348,73 @@ def test_reshape_chain_with_a_shared_middle_is_left_alone():
     assert ops.count("Reshape") == 2 and not records[0].modified
 
 
+def test_a_transpose_that_moves_only_ones_merges_with_the_reshape_after_it():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(header() + """
+    m (float[N, 1, 1, 5] x) => (float[N, 5] y, float[1, N, 5] z) {
+        t = Transpose <perm = [0, 3, 1, 2]> (x)
+        s = Constant <value = int64[2] {-1, 5}> ()
+        y = Reshape <allowzero = 1> (t, s)
+        s2 = Constant <value = int64[3] {1, -1, 5}> ()
+        r = Reshape (x, s2)
+        z = Transpose <perm = [0, 1, 2]> (r)
+    }""")
+    ops, records, result = optimized(proto, "merge-reshapes,dce")
+    assert ops == ["Reshape", "Reshape"] and records[0].stats == {"merged": 2}
+    out = to_proto(result.model)
+    for seed in range(3):
+        feeds = seeded_feeds(proto, seed, dim=3)
+        for a, b in zip(run_ort(proto, feeds), run_ort(out, feeds)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_transpose_that_reorders_dims_is_not_a_reshape():
+    text = header() + """
+    m (float[N, 2, 1, 5] x) => (float[N, 10] y) {
+        t = Transpose <perm = [0, 3, 1, 2]> (x)
+        s = Constant <value = int64[2] {-1, 10}> ()
+        y = Reshape (t, s)
+    }"""
+    ops, records, _ = optimized(text, "merge-reshapes")
+    assert ops == ["Transpose", "Reshape"] and not records[0].modified
+
+
+def test_concat_of_a_concat_along_the_same_axis_is_one_concat():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(header() + """
+    m (float[2, 3] a, float[2, 4] b, float[2, 5] c) => (float[2, 12] y) {
+        inner = Concat <axis = 1> (b, c)
+        y = Concat <axis = -1> (a, inner)
+    }""")
+    ops, records, result = optimized(proto, "merge-concats")
+    assert ops == ["Concat"] and records[0].stats == {"merged": 1}
+    (node,) = result.model.graph.nodes
+    assert [v.name for v in node.inputs] == ["a", "b", "c"] and node.outputs[0].name == "y"
+    out = to_proto(result.model)
+    feeds = seeded_feeds(proto)
+    np.testing.assert_array_equal(run_ort(out, feeds)[0], run_ort(proto, feeds)[0])
+
+
+@pytest.mark.parametrize("body", [
+    # the inner Concat is along another axis
+    "inner = Concat <axis = 0> (a, b)\n y = Concat <axis = 1> (inner, c)\n z = Relu (c)",
+    # the inner Concat is read elsewhere too
+    "inner = Concat <axis = 1> (a, b)\n y = Concat <axis = 1> (inner, a, a)\n z = Relu (inner)",
+])
+def test_concat_of_a_concat_on_another_axis_or_read_elsewhere_stays(body):
+    text = header() + f"""
+    m (float[2, 4] a, float[2, 4] b, float[4, 4] c) => (float[4, 8] y, float[4, 4] z) {{
+        {body}
+    }}"""
+    proto = onnx.parser.parse_model(text)
+    for o in proto.graph.output:
+        o.type.tensor_type.ClearField("shape")
+    ops, records, _ = optimized(proto, "merge-concats")
+    assert not records[0].modified and ops.count("Concat") == 2
+
+
 def test_transposes_cancel_or_merge():
     text = header() + """
     m (float[2, 3, 4] x) => (float[2, 3, 4] y, float[4, 2, 3] z) {
