@@ -2,7 +2,7 @@
 
 Dropout in inference, Cast to the type it already has, Reshape/Flatten/Squeeze/Unsqueeze/Expand
 to the shape it already has, Transpose with the identity perm, Pad of zeros, Slice of everything,
-Concat/Sum/Max/Min/Mean of one input, and x*1, x/1, x+0, x-0 where the constant does not
+Concat/Sum/Max/Min/Mean of one input, Split into one output, and x*1, x/1, x+0, x-0 where the constant does not
 broadcast x to a larger shape or another type. Each case is decided from constants and statically
 known shapes only.
 
@@ -102,6 +102,11 @@ def _one_input(m: Match) -> Optional[str]:
     return None  # the pattern has only x: Concat/Sum/Max/Min/Mean of one input
 
 
+def _one_output(m: Match) -> Optional[str]:
+    """Split into one piece: the piece is the whole input (a given split must add up to the dim)."""
+    return None if m.root.n_outputs == 1 else "it has more than one output"
+
+
 def _neutral_binary(m: Match) -> Optional[str]:
     x, c, op = m.value("x"), m.value("in1"), m.root.op_type
     data = m.ctx.const(c)
@@ -167,7 +172,7 @@ _NOOPS = {
     "Unsqueeze": (2, _same_shape), "Expand": (2, _same_shape), "Transpose": (1, _transpose),
     "Pad": (4, _pad), "Slice": (5, _slice),
     "Concat": (1, _one_input), "Sum": (1, _one_input), "Max": (1, _one_input), "Min": (1, _one_input),
-    "Mean": (1, _one_input),
+    "Mean": (1, _one_input), "Split": (2, _one_output),
     "Mul": (2, _neutral_binary), "Div": (2, _neutral_binary), "Add": (2, _neutral_binary), "Sub": (2, _neutral_binary),
 }
 

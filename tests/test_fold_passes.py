@@ -182,6 +182,7 @@ def test_expand_shape_with_a_dynamic_dim_keeps_it_with_1():
     ("y = Transpose <perm = [0, 1]> (x)", "Transpose"),
     ("p = Constant <value = int64[4] {0, 0, 0, 0}> ()\n y = Pad (x, p)", "Pad"),
     ("y = Concat <axis = 0> (x)", "Concat"),
+    ("y = Split <axis = 0> (x)", "Split"),
     ("one = Constant <value = float[3] {1.0, 1.0, 1.0}> ()\n y = Mul (x, one)", "Mul"),
     ("s = Constant <value = int64[2] {0, 0}> ()\n e = Constant <value = int64[2] {2, 3}> ()\n y = Slice (x, s, e)", "Slice"),
 ])
@@ -203,6 +204,7 @@ def test_noops_are_removed(body, removed):
     ("t = Constant <value = bool {1}> ()\n r = Constant <value = float {0.5}> ()\n y = Dropout (x, r, t)", "float[2, 3]"),
     ("s0 = Constant <value = int64[1] {0}> ()\n e0 = Constant <value = int64[1] {1}> ()\n y = Slice (x, s0, e0)", "float[1, 3]"),
     ("zero = Constant <value = float {0.0}> ()\n y = Add (x, zero)", "float[2, 3]"),  # -0.0 + 0.0 is +0.0
+    ("y, w = Split <axis = 0> (x)", "float[1, 3]"),  # two pieces
 ])
 def test_real_work_is_not_removed(body, out_type):
     text = header() + f"""
