@@ -691,3 +691,22 @@ def test_a_non_default_initial_lstm_state_stays(fill):
     ops, records, _ = optimized(lstm_with_initial_state(fill), "fold")
     assert "ConstantOfShape" in ops and ops[-1] == "LSTM"
     assert not any(r.modified for r in records if r.name == "drop-default-inputs")
+
+
+def test_fold_if_does_not_trust_the_shapes_an_exporter_declared_for_a_branch():
+    # torch writes a branch's outputs with the other branch's shapes; Size(Shape(x)) is x's rank, a constant
+    proto = onnx.parser.parse_model(header() + """
+    m (float[N, 3] x) => (float[N, 3] y) {
+        sh = Shape (x)
+        rank = Size (sh)
+        zero = Constant <value = int64 {0}> ()
+        c = Equal (rank, zero)
+        r = If (c) <
+            then_branch = t () => (float[N] t_out) { t_out = ReduceSum <keepdims = 0> (x) },
+            else_branch = e () => (float[N] e_out) { e_out = Neg (x) }
+        >
+        y = Relu (r)
+    }""")
+    ops, records, result = optimized(proto, "fold")
+    assert ops == ["Neg", "Relu"] and not any(r.rolled_back for r in records)
+    onnx.checker.check_model(to_proto(result.model), full_check=True)

@@ -452,10 +452,13 @@ class Graph:
         mapping: dict[int, Value] = {}
 
         def moved(v: Value) -> Value:
-            """A value of this graph carrying `v`'s name (given up by the subgraph) and type."""
+            """A value of this graph carrying `v`'s name (given up by the subgraph) and type. A
+            computed value's shape is left to inference: exporters declare branch outputs with
+            shapes that hold for one branch only (or none)."""
             sub.scope.release(v._name)
             new = Value(self, self._new_id(), self.scope.claim(v._name))
-            new.dtype, new.shape, new.const, new.type_proto = v.dtype, v.shape, v.const, v.type_proto
+            new.dtype, new.const, new.type_proto = v.dtype, v.const, v.type_proto
+            new.shape = v.shape if v.const is not None else None
             new.doc_string, new.metadata = v.doc_string, dict(v.metadata)
             self._values[new.id] = new
             self._by_name[new._name] = new
