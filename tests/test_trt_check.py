@@ -447,6 +447,11 @@ def test_fused_qdq_has_no_warnings():
         xd = DequantizeLinear <axis = 1> (xq, s2, zp2)
         y = Conv (xd, wd)""", "float[1, 4, 4, 4] y", "qdq.per-channel-activation", "DequantizeLinear -> xd",
      "per-channel scales on an activation"),
+    # a DQ nothing reads (the Conv reads x itself)
+    ("""xq = QuantizeLinear (x, s, zp)
+        xd = DequantizeLinear (xq, s, zp)
+        y = Conv (x, wd)""", "float[1, 4, 4, 4] y", "qdq.dq-unused", "DequantizeLinear -> xd",
+     "DequantizeLinear whose output nothing reads"),
     # a DQ of a computed INT8 tensor that no QuantizeLinear made
     ("""i = Cast <to = 3> (x)
         xd = DequantizeLinear (i, s, zp)
