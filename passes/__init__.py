@@ -5,9 +5,11 @@ from __future__ import annotations
 from graphopt.passes.convert_precision import Bf16, Fp16
 from graphopt.passes.cse import CommonSubexpressionElimination
 from graphopt.passes.dead_code_elimination import DeadCodeElimination
+from graphopt.passes.drop_default_inputs import DropDefaultInputs
 from graphopt.passes.eliminate_identity import EliminateIdentity
 from graphopt.passes.eliminate_noops import EliminateNoops
 from graphopt.passes.fold_constants import FoldConstants
+from graphopt.passes.fold_if import FoldIf
 from graphopt.passes.fold_shape_chains import FoldShapeChains
 from graphopt.passes.fold_shape_values import FoldShapeValues
 from graphopt.passes.fuse_batchnorm import FuseBatchNorm
@@ -15,6 +17,7 @@ from graphopt.passes.fuse_channel_affine import FuseChannelAffine
 from graphopt.passes.fuse_input_scale import FuseInputScale
 from graphopt.passes.fuse_matmul_add import FuseMatMulAdd
 from graphopt.passes.fuse_pad_conv import FusePadConv
+from graphopt.passes.merge_concats import MergeConcats
 from graphopt.passes.merge_reshapes import MergeReshapes
 from graphopt.passes.merge_transposes import MergeTransposes
 from graphopt.passes.promote_shape_inputs import PromoteShapeInputs
@@ -30,12 +33,15 @@ PASSES = [
     DeadCodeElimination,
     EliminateIdentity,
     EliminateNoops,
+    DropDefaultInputs,
     CommonSubexpressionElimination,
     FoldConstants,
     FoldShapeChains,
     FoldShapeValues,
+    FoldIf,
     MergeReshapes,
     MergeTransposes,
+    MergeConcats,
     FuseBatchNorm,
     FuseChannelAffine,
     FuseInputScale,
@@ -53,10 +59,13 @@ PASSES = [
 ALIASES = [
     Alias("cleanup", "remove Identity nodes and dead code, to a fixed point",
           ("eliminate-identity", "dce"), fixed_point=True),
-    Alias("fold", "constant folding, shape-chain folding, no-op/Identity removal, reshape and "
-          "transpose merging, CSE and dead code, to a fixed point",
-          ("fold-constants", "fold-shape-values", "fold-shape-chains", "eliminate-noops", "eliminate-identity", "merge-reshapes",
-           "merge-transposes", "cse", "dce"), fixed_point=True),
+    Alias("fold", "constant folding, shape-chain folding, Ifs with a known condition inlined, no-op/Identity "
+          "removal, optional inputs equal to their defaults dropped, reshape, transpose and concat merging, CSE "
+          "and dead code, to a fixed point",
+          ("fold-constants", "fold-shape-values", "fold-if", "fold-shape-chains", "eliminate-noops",
+           "drop-default-inputs", "eliminate-identity", "merge-reshapes", "merge-transposes", "merge-concats", "cse",
+           "dce"),
+          fixed_point=True),
     Alias("fuse", "BatchNorm, per-channel scale (after and before a layer), Pad and MatMul+Add fusions, to a fixed point",
           ("fuse-batchnorm", "fuse-channel-affine", "fuse-input-scale", "fuse-pad-conv", "fuse-matmul-add", "eliminate-identity",
            "dce"), fixed_point=True),

@@ -2,7 +2,7 @@
 
 Dropout in inference, Cast to the type it already has, Reshape/Flatten/Squeeze/Unsqueeze/Expand
 to the shape it already has, Transpose with the identity perm, Pad of zeros, Slice of everything,
-Concat/Sum/Max/Min/Mean of one input, and x*1, x/1, x+0, x-0 where the constant does not
+Concat/Sum/Max/Min/Mean of one input, Split into one output, and x*1, x/1, x+0, x-0 where the constant does not
 broadcast x to a larger shape or another type. Each case is decided from constants and statically
 known shapes only.
 
@@ -102,20 +102,33 @@ def _one_input(m: Match) -> Optional[str]:
     return None  # the pattern has only x: Concat/Sum/Max/Min/Mean of one input
 
 
+def _one_output(m: Match) -> Optional[str]:
+    """Split into one piece: the piece is the whole input (a given split must add up to the dim)."""
+    return None if m.root.n_outputs == 1 else "it has more than one output"
+
+
 def _neutral_binary(m: Match) -> Optional[str]:
     x, c, op = m.value("x"), m.value("in1"), m.root.op_type
     data = m.ctx.const(c)
-    if data is None or x.dtype is None or x.shape is None or data.dtype.kind not in "fiu":
-        return "the other operand is not a constant, or x's type or shape is unknown"
+    if data is None or data.dtype.kind not in "fiu":
+        return "the other operand is not a constant"
+    if x.dtype is None and c.dtype is not None:
+        x_dtype = c.dtype  # Add/Sub/Mul/Div take both operands of one type: x's is the constant's
+    elif x.dtype is None:
+        return "x's type is unknown"
+    else:
+        x_dtype = x.dtype
+    if x.shape is None and data.ndim > 0:  # a scalar broadcasts to any shape without enlarging it
+        return "x's shape is unknown and the constant is not a scalar"
     neutral = 1 if op in ("Mul", "Div") else 0
     if data.size == 0 or not np.all(data == neutral):
         return f"the constant is not all {neutral}"
     if op in ("Add", "Sub") and data.dtype.kind == "f":
         return "-0.0 + 0.0 is +0.0: not bitwise the input"
-    if c.dtype != x.dtype or len(data.shape) > len(x.shape):
+    if c.dtype != x_dtype or len(data.shape) > len(x.shape or ()):
         return "the constant would change x's type or rank"
     # the constant must not enlarge x by broadcasting
-    for d_c, d_x in zip(reversed(data.shape), reversed(x.shape)):
+    for d_c, d_x in zip(reversed(data.shape), reversed(x.shape or ())):
         if d_c != 1 and d_c != d_x:
             return "the constant would broadcast x to a larger shape"
     return None
@@ -159,7 +172,7 @@ _NOOPS = {
     "Unsqueeze": (2, _same_shape), "Expand": (2, _same_shape), "Transpose": (1, _transpose),
     "Pad": (4, _pad), "Slice": (5, _slice),
     "Concat": (1, _one_input), "Sum": (1, _one_input), "Max": (1, _one_input), "Min": (1, _one_input),
-    "Mean": (1, _one_input),
+    "Mean": (1, _one_input), "Split": (2, _one_output),
     "Mul": (2, _neutral_binary), "Div": (2, _neutral_binary), "Add": (2, _neutral_binary), "Sub": (2, _neutral_binary),
 }
 

@@ -1,5 +1,8 @@
 """merge-reshapes: consecutive Reshape/Flatten/Squeeze/Unsqueeze become one Reshape.
 
+A Transpose that moves only dims of size 1 keeps the order of the elements in memory: it is a
+reshape too, and merges with a reshape before or after it (`[B,1,1,C] -> [B,C,1,1] -> [B,C]`).
+
 The merged shape is the outer Reshape's constant shape when that does not copy dims from the
 intermediate (allowzero honoured), else the chain's output shape from shape inference, with
 run-time dims as 0 (copied from the input) or one -1.
@@ -15,11 +18,21 @@ from graphopt.analysis.symbolic import engine_for, engine_scope, reshape_target
 from graphopt.rewrite import Builder, Match, Op, Opt, Rule, RulePass, Var
 
 RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+LIKE_RESHAPES = RESHAPES + ("Transpose",)  # a Transpose where it keeps the memory order
+
+
+def keeps_memory_order(dims: Optional[list], perm) -> bool:
+    """Whether a Transpose by `perm` of a tensor of `dims` moves only dims that are statically 1
+    (the others keep their relative order), so that it is a reshape."""
+    if dims is None or perm is None or len(perm) != len(dims):
+        return False
+    moved = [p for p in perm if dims[p] != 1]
+    return moved == sorted(moved)
 
 
 class ReshapeChain(Rule):
     name = "reshape-chain"
-    pattern = Op(RESHAPES, Op(RESHAPES, Var("x"), Opt(Var("inner_arg")), name="inner"),
+    pattern = Op(LIKE_RESHAPES, Op(LIKE_RESHAPES, Var("x"), Opt(Var("inner_arg")), name="inner"),
                  Opt(Var("outer_arg")), name="outer")
 
     def target(self, m: Match) -> Optional[tuple[list[int], int]]:
@@ -38,6 +51,12 @@ class ReshapeChain(Rule):
         return reshape_target(elems, m["x"], 0, engine.dims(m["x"]))
 
     def check(self, m: Match) -> Optional[str]:
+        inner, outer = m.node("inner"), m.node("outer")
+        if inner.op_type == outer.op_type == "Transpose":
+            return "two Transposes: merge-transposes merges them"
+        for t in (inner, outer):
+            if t.op_type == "Transpose" and not keeps_memory_order(engine_for(m.graph).dims(t.inputs[0]), t.attr("perm")):
+                return f"Transpose {t.label} moves dims that are not statically 1: it is not a reshape"
         target = self.target(m)
         if target is None:
             return "the merged shape cannot be written as one constant"
@@ -53,7 +72,8 @@ class ReshapeChain(Rule):
 
 class MergeReshapes(RulePass):
     name = "merge-reshapes"
-    summary = "merge consecutive Reshape/Flatten/Squeeze/Unsqueeze into one Reshape (allowzero honoured)"
+    summary = ("merge consecutive Reshape/Flatten/Squeeze/Unsqueeze (and Transposes that move only dims of size 1) "
+               "into one Reshape (allowzero honoured)")
     rules = [ReshapeChain()]
     stat = "merged"
 

@@ -222,6 +222,7 @@ def test_expand_shape_with_a_dynamic_dim_keeps_it_with_1():
     ("y = Transpose <perm = [0, 1]> (x)", "Transpose"),
     ("p = Constant <value = int64[4] {0, 0, 0, 0}> ()\n y = Pad (x, p)", "Pad"),
     ("y = Concat <axis = 0> (x)", "Concat"),
+    ("y = Split <axis = 0> (x)", "Split"),
     ("one = Constant <value = float[3] {1.0, 1.0, 1.0}> ()\n y = Mul (x, one)", "Mul"),
     ("s = Constant <value = int64[2] {0, 0}> ()\n e = Constant <value = int64[2] {2, 3}> ()\n y = Slice (x, s, e)", "Slice"),
 ])
@@ -243,6 +244,7 @@ def test_noops_are_removed(body, removed):
     ("t = Constant <value = bool {1}> ()\n r = Constant <value = float {0.5}> ()\n y = Dropout (x, r, t)", "float[2, 3]"),
     ("s0 = Constant <value = int64[1] {0}> ()\n e0 = Constant <value = int64[1] {1}> ()\n y = Slice (x, s0, e0)", "float[1, 3]"),
     ("zero = Constant <value = float {0.0}> ()\n y = Add (x, zero)", "float[2, 3]"),  # -0.0 + 0.0 is +0.0
+    ("y, w = Split <axis = 0> (x)", "float[1, 3]"),  # two pieces
 ])
 def test_real_work_is_not_removed(body, out_type):
     text = header() + f"""
@@ -264,6 +266,60 @@ def test_mul_by_ones_that_broadcasts_is_kept():
     """
     ops, records, _ = optimized(text, "eliminate-noops")
     assert ops == ["Mul"] and not records[0].modified
+
+
+def unknown_shape_times(one: str):
+    """y * one where y's shape is unknown (an If whose branches differ in rank)."""
+    proto = onnx.parser.parse_model(header() + f"""
+    m (float[2, 3] x) => (float z) {{
+        s = ReduceSum <keepdims = 0> (x)
+        zero = Constant <value = float {{0.0}}> ()
+        c = Greater (s, zero)
+        y = If (c) <
+            then_branch = t () => (float[2, 3] t_out) {{ t_out = Identity (x) }},
+            else_branch = e () => (float[6] e_out) {{
+                sh = Constant <value = int64[1] {{6}}> ()
+                e_out = Reshape (x, sh)
+            }}
+        >
+        one = Constant <value = {one}> ()
+        z = Mul (y, one)
+    }}""")
+    proto.graph.output[0].type.tensor_type.ClearField("shape")  # the rank is unknown
+    return proto
+
+
+def test_mul_by_a_scalar_one_of_an_unknown_shape_is_removed():
+    ops, records, _ = optimized(unknown_shape_times("float {1.0}"), "eliminate-noops")
+    assert "Mul" not in ops and records[0].stats["removed_Mul"] == 1
+
+
+def test_mul_by_a_one_element_one_of_an_unknown_shape_is_kept():
+    ops, records, _ = optimized(unknown_shape_times("float[1] {1.0}"), "eliminate-noops")  # rank 0 would become 1
+    assert "Mul" in ops and not records[0].modified
+
+
+def test_mul_by_one_of_a_value_onnx_cannot_type_takes_the_constant_s_type():
+    from onnx import TensorProto as T
+    from onnx import helper as oh
+
+    # onnx's inference leaves TreeEnsembleClassifier's probabilities untyped (an exporter's `* 1.0`)
+    tree = oh.make_node("TreeEnsembleClassifier", ["x"], ["label", "prob"], domain="ai.onnx.ml",
+                        classlabels_int64s=[0, 1], class_ids=[0, 1], class_nodeids=[0, 0], class_treeids=[0, 0],
+                        class_weights=[0.25, 0.75], nodes_falsenodeids=[0], nodes_featureids=[0],
+                        nodes_hitrates=[1.0], nodes_missing_value_tracks_true=[0], nodes_modes=["LEAF"],
+                        nodes_nodeids=[0], nodes_treeids=[0], nodes_truenodeids=[0], nodes_values=[0.0],
+                        post_transform="NONE")
+    graph = oh.make_graph([tree, oh.make_node("Mul", ["prob", "one"], ["probabilities"])], "m",
+                          [oh.make_tensor_value_info("x", T.FLOAT, [None, 2])],
+                          [oh.make_tensor_value_info("label", T.INT64, [None]),
+                           oh.make_tensor_value_info("probabilities", T.FLOAT, [None, 2])],
+                          [oh.make_tensor("one", T.FLOAT, [], [1.0])])
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 3)],
+                          ir_version=8)
+    ops, records, result = optimized(proto, "eliminate-noops")
+    assert ops == ["TreeEnsembleClassifier"] and records[0].stats["removed_Mul"] == 1
+    assert [v.name for v in result.model.graph.outputs] == ["label", "probabilities"]
 
 
 # ------------------------------------------------------------------------------ cse
@@ -332,6 +388,73 @@ def test_reshape_chain_with_a_shared_middle_is_left_alone():
     """
     ops, records, _ = optimized(text, "merge-reshapes")
     assert ops.count("Reshape") == 2 and not records[0].modified
+
+
+def test_a_transpose_that_moves_only_ones_merges_with_the_reshape_after_it():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(header() + """
+    m (float[N, 1, 1, 5] x) => (float[N, 5] y, float[1, N, 5] z) {
+        t = Transpose <perm = [0, 3, 1, 2]> (x)
+        s = Constant <value = int64[2] {-1, 5}> ()
+        y = Reshape <allowzero = 1> (t, s)
+        s2 = Constant <value = int64[3] {1, -1, 5}> ()
+        r = Reshape (x, s2)
+        z = Transpose <perm = [0, 1, 2]> (r)
+    }""")
+    ops, records, result = optimized(proto, "merge-reshapes,dce")
+    assert ops == ["Reshape", "Reshape"] and records[0].stats == {"merged": 2}
+    out = to_proto(result.model)
+    for seed in range(3):
+        feeds = seeded_feeds(proto, seed, dim=3)
+        for a, b in zip(run_ort(proto, feeds), run_ort(out, feeds)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_transpose_that_reorders_dims_is_not_a_reshape():
+    text = header() + """
+    m (float[N, 2, 1, 5] x) => (float[N, 10] y) {
+        t = Transpose <perm = [0, 3, 1, 2]> (x)
+        s = Constant <value = int64[2] {-1, 10}> ()
+        y = Reshape (t, s)
+    }"""
+    ops, records, _ = optimized(text, "merge-reshapes")
+    assert ops == ["Transpose", "Reshape"] and not records[0].modified
+
+
+def test_concat_of_a_concat_along_the_same_axis_is_one_concat():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(header() + """
+    m (float[2, 3] a, float[2, 4] b, float[2, 5] c) => (float[2, 12] y) {
+        inner = Concat <axis = 1> (b, c)
+        y = Concat <axis = -1> (a, inner)
+    }""")
+    ops, records, result = optimized(proto, "merge-concats")
+    assert ops == ["Concat"] and records[0].stats == {"merged": 1}
+    (node,) = result.model.graph.nodes
+    assert [v.name for v in node.inputs] == ["a", "b", "c"] and node.outputs[0].name == "y"
+    out = to_proto(result.model)
+    feeds = seeded_feeds(proto)
+    np.testing.assert_array_equal(run_ort(out, feeds)[0], run_ort(proto, feeds)[0])
+
+
+@pytest.mark.parametrize("body", [
+    # the inner Concat is along another axis
+    "inner = Concat <axis = 0> (a, b)\n y = Concat <axis = 1> (inner, c)\n z = Relu (c)",
+    # the inner Concat is read elsewhere too
+    "inner = Concat <axis = 1> (a, b)\n y = Concat <axis = 1> (inner, a, a)\n z = Relu (inner)",
+])
+def test_concat_of_a_concat_on_another_axis_or_read_elsewhere_stays(body):
+    text = header() + f"""
+    m (float[2, 4] a, float[2, 4] b, float[4, 4] c) => (float[4, 8] y, float[4, 4] z) {{
+        {body}
+    }}"""
+    proto = onnx.parser.parse_model(text)
+    for o in proto.graph.output:
+        o.type.tensor_type.ClearField("shape")
+    ops, records, _ = optimized(proto, "merge-concats")
+    assert not records[0].modified and ops.count("Concat") == 2
 
 
 def test_transposes_cancel_or_merge():
@@ -475,3 +598,155 @@ def test_no_new_minus_one_next_to_a_dim_that_may_be_zero():
     assert result.validation.ok
     feeds = {"x": np.zeros((0, 3), np.float32), "z": np.zeros(5, np.float32)}  # an empty batch
     assert run_ort(out, feeds)[0].shape == run_ort(proto, feeds)[0].shape == (0, 5)
+
+
+# ------------------------------------------------------------------------------ fold-if
+IF_STATIC_DIM = header() + """
+m (float[N, 3] x) => (float[N, 3] y) {
+    sh = Shape (x)
+    one = Constant <value = int64 {1}> ()
+    d1 = Gather <axis = 0> (sh, one)
+    three = Constant <value = int64 {3}> ()
+    c = Equal (d1, three)
+    a = Neg (x)
+    y = If (c) <
+        then_branch = t () => (float[N, 3] t_out) {
+            k = Constant <value = float[3] {1.0, 2.0, 3.0}> ()
+            kz = Constant <value = float {0.0}> ()
+            s = ReduceSum <keepdims = 0> (a)
+            p = Greater (s, kz)
+            t_mid = If (p) <
+                then_branch = tt () => (float[N, 3] tt_out) { tt_out = Mul (a, k) },
+                else_branch = te () => (float[N, 3] te_out) { te_out = Sub (x, k) }
+            >
+            t_out = Add (t_mid, a)
+        },
+        else_branch = e () => (float[N, 3] e_out) { e_out = Abs (x) }
+    >
+}
+"""
+
+
+def test_fold_if_inlines_the_branch_a_static_dim_selects():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(IF_STATIC_DIM)
+    ops, records, result = optimized(proto, "fold")
+    # the outer If is gone; the data-dependent inner If (it reads the outer `a` and the branch's `k`) stays
+    assert ops == ["Neg", "ReduceSum", "Greater", "If", "Add"], ops
+    assert sum(r.stats.get("inlined", 0) for r in records if r.name == "fold-if") == 1
+    out = to_proto(result.model)
+    onnx.checker.check_model(out, full_check=True)
+    g = out.graph
+    assert g.node[-1].output == ["y"]  # the branch's Add took the If's output name
+    inner = next(n for n in g.node if n.op_type == "If")
+    assert list(inner.input) == ["p"]  # the branch's names are kept
+    for seed in range(3):
+        feeds = seeded_feeds(proto, seed, dim=4)
+        for a, b in zip(run_ort(proto, feeds), run_ort(out, feeds)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fold_if_inlines_a_constant_condition_and_keeps_names_unique():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(header() + """
+    m (float[2] x) => (float[2] y, float[2] z) {
+        c = Constant <value = bool {0}> ()
+        a = Neg (x)
+        y, z = If (c) <
+            then_branch = t () => (float[2] t1, float[2] t2) { t1 = Relu (a)  t2 = Identity (a) },
+            else_branch = e () => (float[2] e1, float[2] e2) {
+                w = Constant <value = float[2] {2.0, 3.0}> ()
+                e1 = Mul (a, w)
+                e2 = Sigmoid (x)
+            }
+        >
+    }""")
+    ops, _, result = optimized(proto, "fold-if")
+    assert sorted(ops) == ["Mul", "Neg", "Sigmoid"]
+    out = to_proto(result.model)
+    assert [o.name for o in out.graph.output] == ["y", "z"]
+    feeds = seeded_feeds(proto)
+    for a, b in zip(run_ort(proto, feeds), run_ort(out, feeds)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fold_if_leaves_a_data_dependent_condition():
+    proto = onnx.parser.parse_model(header() + """
+    m (float[N, 3] x) => (float[N, 3] y) {
+        s = ReduceSum <keepdims = 0> (x)
+        zero = Constant <value = float {0.0}> ()
+        c = Greater (s, zero)
+        y = If (c) <
+            then_branch = t () => (float[N, 3] t_out) { t_out = Relu (x) },
+            else_branch = e () => (float[N, 3] e_out) { e_out = Abs (x) }
+        >
+    }""")
+    ops, records, _ = optimized(proto, "fold")
+    assert ops == ["ReduceSum", "Greater", "If"]
+    assert not any(r.modified for r in records if r.name == "fold-if")
+
+
+# ------------------------------------------------------------------------------ drop-default-inputs
+def lstm_with_initial_state(fill: str):
+    """An LSTM whose initial_h/initial_c are ConstantOfShape([1, batch, 4]) of `fill`: the batch is dynamic."""
+    rng = np.random.default_rng(0)
+    w = ", ".join(f"{x:.3f}" for x in rng.standard_normal(16 * 3))
+    r = ", ".join(f"{x:.3f}" for x in rng.standard_normal(16 * 4))
+    return header() + f"""
+    m (float[T, B, 3] x) => (float[T, 1, B, 4] y) {{
+        w = Constant <value = float[1, 16, 3] {{{w}}}> ()
+        r = Constant <value = float[1, 16, 4] {{{r}}}> ()
+        sh = Shape (x)
+        i1 = Constant <value = int64[1] {{1}}> ()
+        b = Gather <axis = 0> (sh, i1)
+        one = Constant <value = int64[1] {{1}}> ()
+        four = Constant <value = int64[1] {{4}}> ()
+        hs = Concat <axis = 0> (one, b, four)
+        h0 = ConstantOfShape <value = {fill}> (hs)
+        y, yh, yc = LSTM <hidden_size = 4> (x, w, r, , , h0, h0)
+    }}
+    """
+
+
+def test_zero_initial_lstm_state_is_dropped():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(lstm_with_initial_state("float[1] {0.0}"))
+    ops, records, result = optimized(proto, "fold")
+    assert ops == ["LSTM"]
+    stats = next(r.stats for r in records if r.name == "drop-default-inputs" and r.modified)
+    assert stats == {"dropped": 2}
+    (lstm,) = to_proto(result.model).graph.node
+    assert list(lstm.input[5:]) in ([], ["", ""])
+    out = to_proto(result.model)
+    for seed in range(3):
+        feeds = seeded_feeds(proto, seed, dim=3)
+        np.testing.assert_allclose(run_ort(out, feeds)[0], run_ort(proto, feeds)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fill", ["float[1] {0.5}", "float[1] {-0.0}"])
+def test_a_non_default_initial_lstm_state_stays(fill):
+    ops, records, _ = optimized(lstm_with_initial_state(fill), "fold")
+    assert "ConstantOfShape" in ops and ops[-1] == "LSTM"
+    assert not any(r.modified for r in records if r.name == "drop-default-inputs")
+
+
+def test_fold_if_does_not_trust_the_shapes_an_exporter_declared_for_a_branch():
+    # torch writes a branch's outputs with the other branch's shapes; Size(Shape(x)) is x's rank, a constant
+    proto = onnx.parser.parse_model(header() + """
+    m (float[N, 3] x) => (float[N, 3] y) {
+        sh = Shape (x)
+        rank = Size (sh)
+        zero = Constant <value = int64 {0}> ()
+        c = Equal (rank, zero)
+        r = If (c) <
+            then_branch = t () => (float[N] t_out) { t_out = ReduceSum <keepdims = 0> (x) },
+            else_branch = e () => (float[N] e_out) { e_out = Neg (x) }
+        >
+        y = Relu (r)
+    }""")
+    ops, records, result = optimized(proto, "fold")
+    assert ops == ["Neg", "Relu"] and not any(r.rolled_back for r in records)
+    onnx.checker.check_model(to_proto(result.model), full_check=True)

@@ -182,6 +182,30 @@ def test_matmul_add_becomes_gemm_where_shapes_allow(x_shape, c_shape, fires):
     assert (ops == ["Gemm"]) == fires and records[0].modified == fires
 
 
+@pytest.mark.parametrize("rest, k, fires", [("int64[1] {8}", 8, True), ("int64[2] {2, 4}", 4, False)])
+def test_matmul_add_after_a_reshape_by_a_computed_shape(rest, k, fires):
+    """onnx's inference (at opset 11) loses the rank of a Reshape whose shape goes through a Cast
+    (a Paddle export's flatten); the shape engine knows it (2-D: fires; 3-D: Gemm cannot take it)."""
+    w = ", ".join(["0.5"] * (k * 5))
+    proto = onnx.parser.parse_model(f"""<ir_version: 7, opset_import: ["" : 11]>
+    m (float[N, 8, 1, 1] x) => (float y) <float[{k}, 5] w = {{{w}}}, float[5] c = {{1, 2, 3, 4, 5}}> {{
+        sh = Shape (x)
+        sh32 = Cast <to = 6> (sh)
+        st = Constant <value = int64[1] {{0}}> ()
+        en = Constant <value = int64[1] {{1}}> ()
+        n32 = Slice (sh32, st, en)
+        n = Cast <to = 7> (n32)
+        tail = Constant <value = {rest}> ()
+        s = Concat <axis = 0> (n, tail)
+        f = Reshape (x, s)
+        h = MatMul (f, w)
+        y = Add (h, c)
+    }}""")
+    proto.graph.output[0].type.tensor_type.ClearField("shape")
+    ops, records, _ = optimized(proto, "fuse-matmul-add")
+    assert ("Gemm" in ops) == fires and records[0].modified == fires
+
+
 def test_fused_weights_are_numerically_close_to_the_original():
     m = conv_bn()
     ops, _, result = optimized(m, "fuse")

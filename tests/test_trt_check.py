@@ -393,3 +393,78 @@ def test_a_data_dependent_initializer_input_is_an_error_that_says_promotion_cann
     assert f.rule == "trt10.initializer-input.ReduceSum.axes"
     assert "values of input 'axes'" in f.message and "promotion cannot" in f.message
     assert "run -p promote" not in f.message
+
+
+# ---------------------------------------------------------------- Q/DQ TensorRT cannot fuse (speed warnings)
+
+def qdq_model(body: str, inputs: str = "float[1, 2, 4, 4] x", outputs: str = "float[1, 4, 4, 4] y"):
+    """A Q/DQ model from ONNX text: `s`/`zp` are an activation's scale and zero point, `w` a
+    per-channel INT8 conv weight dequantized as `wd`."""
+    return onnx.parser.parse_model(f"""<ir_version: 9, opset_import: ["" : 19]>
+        g ({inputs}) => ({outputs})
+          <float s = {{0.1}}, int8 zp = {{0}}, int8[4, 2, 1, 1] w = {{1, 2, 3, 4, 5, 6, 7, 8}},
+           float[4] ws = {{0.1, 0.2, 0.3, 0.4}}, int8[4] wz = {{0, 0, 0, 0}}, float[2] s2 = {{0.1, 0.2}},
+           int8[2] zp2 = {{0, 0}}, int64[2] flat = {{1, -1}}> {{
+            wd = DequantizeLinear <axis = 0> (w, ws, wz)
+            {body}
+        }}""")
+
+
+def qdq_rules(findings):
+    return sorted((f.rule, f.node) for f in findings if ".qdq." in f.rule)
+
+
+def test_fused_qdq_has_no_warnings():
+    # x -Q/DQ-> MaxPool (Q/DQ moves across it) -> Conv (DQ fused) -> Relu -Q/DQ-> Conv: all fused
+    clean = qdq_model("""
+            xq = QuantizeLinear (x, s, zp)
+            xd = DequantizeLinear (xq, s, zp)
+            p = MaxPool <kernel_shape = [1, 1]> (xd)
+            c = Conv (p, wd)
+            r = Relu (c)
+            rq = QuantizeLinear (r, s, zp)
+            rd = DequantizeLinear (rq, s, zp)
+            w2 = Constant <value = float[4, 4, 1, 1] {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}> ()
+            y = Conv (rd, w2)""")
+    onnx.checker.check_model(clean, full_check=True)
+    for trt in ("8.6", "10"):
+        assert qdq_rules(check(clean, trt)) == []
+
+
+@pytest.mark.parametrize("body, outputs, rule, node, words", [
+    # a DQ read by Softmax (through a Reshape Q/DQ moves across): Softmax runs in float
+    ("""xq = QuantizeLinear (x, s, zp)
+        xd = DequantizeLinear (xq, s, zp)
+        f = Reshape (xd, flat)
+        y = Softmax <axis = 1> (f)""", "float[1, 32] y", "qdq.unfused-dq", "DequantizeLinear -> xd",
+     "read by Softmax 'Softmax -> y'"),
+    # a QuantizeLinear left dangling: its INT8 tensor leaves the graph
+    ("""c = Conv (x, wd)
+        y = QuantizeLinear (c, s, zp)""", "int8[1, 4, 4, 4] y", "qdq.q-without-dq", "QuantizeLinear -> y",
+     "QuantizeLinear not followed by DequantizeLinear"),
+    # per-channel scales on an activation
+    ("""xq = QuantizeLinear <axis = 1> (x, s2, zp2)
+        xd = DequantizeLinear <axis = 1> (xq, s2, zp2)
+        y = Conv (xd, wd)""", "float[1, 4, 4, 4] y", "qdq.per-channel-activation", "DequantizeLinear -> xd",
+     "per-channel scales on an activation"),
+    # a DQ nothing reads (the Conv reads x itself)
+    ("""xq = QuantizeLinear (x, s, zp)
+        xd = DequantizeLinear (xq, s, zp)
+        y = Conv (x, wd)""", "float[1, 4, 4, 4] y", "qdq.dq-unused", "DequantizeLinear -> xd",
+     "DequantizeLinear whose output nothing reads"),
+    # a DQ of a computed INT8 tensor that no QuantizeLinear made
+    ("""i = Cast <to = 3> (x)
+        xd = DequantizeLinear (i, s, zp)
+        y = Conv (xd, wd)""", "float[1, 4, 4, 4] y", "qdq.dq-without-q", "DequantizeLinear -> xd",
+     "no QuantizeLinear before it"),
+])
+def test_unfused_qdq_is_a_speed_warning_naming_its_rule_and_node(body, outputs, rule, node, words):
+    model = qdq_model(body, outputs=outputs)
+    onnx.checker.check_model(model, full_check=True)
+    for trt in ("8.6", "10"):
+        found = [f for f in check(model, trt) if ".qdq." in f.rule]
+        assert (f"trt{trt}.{rule}", node) in qdq_rules(found), qdq_rules(found)
+        f = next(f for f in found if f.rule == f"trt{trt}.{rule}")
+        assert f.severity == "warning" and words in f.message and "costs speed" in f.message
+        assert "promote" not in f.message and "TensorRT developer guide" in f.source
+        assert not errors(found)

@@ -450,6 +450,72 @@ class Graph:
     def attach_subgraph(self, node: Node, attr: str, index: int, sub: "Graph") -> None:
         sub.parent, sub.owner, sub.owner_slot, sub.scope = self, node, (attr, index), self.scope
 
+    def inline_subgraph(self, node: Node, attr: str, index: int = 0) -> list[Value]:
+        """Copy the nodes and constants of subgraph `attr[index]` of `node` (a node of this
+        graph, e.g. the taken branch of an If) into this graph, ahead of removing `node`; returns
+        the values standing for the subgraph's outputs, in order.
+
+        The subgraph must have no inputs. Its reads of outer values become reads of those values;
+        its values and nodes keep their names (the subgraph gives them up); subgraphs of the
+        copied nodes move with them, their captures rewired to the copies. `node` itself is not
+        touched: the caller replaces its outputs and removes it (then `release_names` on the
+        branches it drops)."""
+        sub = next((s for a, i, s in node.subgraphs() if (a, i) == (attr, index)), None)
+        if sub is None or node.graph is not self:
+            raise IRError(f"{node.op_type} {node.name!r} has no subgraph {attr}[{index}] in graph {self.name!r}")
+        if sub.inputs:
+            raise IRError(f"subgraph {attr}[{index}] of {node.name!r} has inputs: it cannot be inlined")
+        self.scope.mutations += 1
+        mapping: dict[int, Value] = {}
+
+        def moved(v: Value) -> Value:
+            """A value of this graph carrying `v`'s name (given up by the subgraph) and type. A
+            computed value's shape is left to inference: exporters declare branch outputs with
+            shapes that hold for one branch only (or none)."""
+            sub.scope.release(v._name)
+            new = Value(self, self._new_id(), self.scope.claim(v._name))
+            new.dtype, new.const, new.type_proto = v.dtype, v.const, v.type_proto
+            new.shape = v.shape if v.const is not None else None
+            new.doc_string, new.metadata = v.doc_string, dict(v.metadata)
+            self._values[new.id] = new
+            self._by_name[new._name] = new
+            self._g.add_node(new.id)
+            return new
+
+        for v in sub._values.values():
+            if v.is_capture:
+                mapping[v.id] = sub.capture_source(v)
+            elif v.const is not None:
+                mapping[v.id] = moved(v)
+        for old in sub.toposort():
+            new = Node(self, self._new_id(), old.op_type, old.domain, "")
+            sub.scope.release_node(old.name)
+            new.name = self.scope.claim_node(old.name)
+            new.overload, new.doc_string, new.metadata = old.overload, old.doc_string, dict(old.metadata)
+            new.n_inputs, new.n_outputs = old.n_inputs, old.n_outputs
+            new.attrs = dict(old.attrs)
+            self._ops[new.id] = new
+            self._g.add_node(new.id)
+            for u, k in sub._in_keys(old.id):
+                self._g.add_edge(mapping[u].id, new.id, key=k)  # inputs and captures (Capture keys)
+            for i, v in enumerate(old.outputs):
+                if v is not None:
+                    mapping[v.id] = out = moved(v)
+                    self._g.add_edge(new.id, out.id, key=i)
+            for a, i, s in old.subgraphs():
+                self.attach_subgraph(new, a, i, s)
+        return [mapping[v.id] for v in sub.outputs]
+
+    def release_names(self) -> None:
+        """Give up the names of this graph's values and nodes and of its subgraphs' (a subgraph
+        that is being dropped with its owner)."""
+        for g in self.walk():
+            for v in g._values.values():
+                if not v.is_capture:
+                    g.scope.release(v._name)
+            for n in g._ops.values():
+                g.scope.release_node(n.name)
+
     # ---------------------------------------------------------------- mutation
     def rename(self, value: Value, new_name: str) -> str:
         """Give `value` a name (made unique); returns the name it got."""

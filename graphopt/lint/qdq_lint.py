@@ -4,6 +4,10 @@ Errors: a zero point that is not INT8 or not zero, a non-positive or non-finite 
 per-channel scale without an explicit axis or of the wrong length, per-channel scales on an
 activation, Q/DQ on a bias, Q/DQ on both inputs of a residual Add. Warnings: a Q with no DQ
 after it, a DQ of a computed tensor with no Q before it, a pair whose scales differ.
+
+`unfused_qdq` says which Q/DQ TensorRT cannot fuse into a layer (the unpaired ones above, a DQ
+read by an op TensorRT runs in float, per-channel scales on an activation): trt-check reports
+them as speed warnings.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from graphopt.ir import Graph, Model, Node
 from graphopt.ir.dtypes import DataType
 from graphopt.ir.layouts import LAYER_OPS, weight_axes
 from graphopt.lint.findings import Finding
+from graphopt.quant.placement import COMMUTING_OPS, COMPUTE_OPS, POOL_OPS, RESIDUAL_OPS
 
 INT8 = DataType.INT8
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
@@ -86,8 +91,8 @@ def _lint_qdq(g: Graph, node: Node, out: list[Finding]) -> None:
                     report("error", f"{scale.size} scales along axis {axis.value}, which has {x.shape[ax]} entries")
                 else:
                     _lint_weight_axis(g, node, ax, report)
-            if g.const_value(_source_of(g, node)) is None:
-                report("error", "per-channel scales on an activation; TensorRT takes them only for constant weights")
+            if _per_channel_activation(g, node):
+                report("error", PER_CHANNEL_ACTIVATION)
     if zp_v is None:
         if node.op_type == "QuantizeLinear":
             report("error", "no zero point: QuantizeLinear then outputs UINT8; TensorRT needs an INT8 zero point of 0")
@@ -100,16 +105,95 @@ def _lint_qdq(g: Graph, node: Node, out: list[Finding]) -> None:
             report("error", "its zero point is not INT8 (TensorRT quantization is signed and symmetric)")
         if np.any(zp != 0):
             report("error", "non-zero zero point (TensorRT quantization is symmetric)")
+    for _, message in _unpaired(g, node):
+        report("warning", message)
     if node.op_type == "QuantizeLinear":
-        uses = g.uses(node.outputs[0])
-        if not uses or any(u.op_type != "DequantizeLinear" for u, _ in uses):
-            report("warning", "QuantizeLinear not followed by DequantizeLinear")
-        for u, _ in uses:
+        for u, _ in g.uses(node.outputs[0]):
             other = g.const_value(u.inputs[1]) if u.op_type == "DequantizeLinear" and len(u.inputs) > 1 else None
             if scale is not None and other is not None and (other.shape != scale.shape or np.any(other != scale)):
                 report("warning", f"the DequantizeLinear {u.name!r} after it has a different scale")
+
+
+# What TensorRT does with Q/DQ (docs/ARCHITECTURE.md, TensorRT facts): it fuses a DequantizeLinear
+# into the Conv/ConvTranspose/Gemm/MatMul reading it (weights and activations) and the
+# QuantizeLinear after such a layer into it; average pools and residual Adds run in INT8 between
+# Q/DQ; per-tensor Q/DQ moves through the ops that commute with it (a Concat's inputs share its
+# scale). Anything else reading a DequantizeLinear runs in float, the pair as two extra layers.
+FUSING_OPS = COMPUTE_OPS
+INT8_OPS = POOL_OPS + RESIDUAL_OPS
+THROUGH_OPS = COMMUTING_OPS + ("Concat",)
+PER_CHANNEL_ACTIVATION = "per-channel scales on an activation; TensorRT takes them only for constant weights"
+
+
+def unfused_qdq(g: Graph) -> list[tuple[str, Node, str]]:
+    """(kind, node, message) for each Q/DQ of `g` TensorRT cannot fuse into a layer: it runs as a
+    layer of its own and the op after it in float. Kinds: `q-without-dq` (a QuantizeLinear read
+    by anything but a DequantizeLinear, or by nothing), `dq-without-q` (a DequantizeLinear of a
+    computed tensor no QuantizeLinear produced), `unfused-dq` (a DequantizeLinear read by an op
+    TensorRT cannot run in INT8, through ops Q/DQ moves across), `dq-unused` (read by nothing),
+    `per-channel-activation`. trt-check reports them as speed warnings."""
+    out = []
+    for node in g.toposort():
+        if not node.is_standard or node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        out += [(kind, node, message) for kind, message in _unpaired(g, node)]
+        if _per_channel_activation(g, node):
+            out.append(("per-channel-activation", node, PER_CHANNEL_ACTIVATION))
+        if node.op_type == "DequantizeLinear":
+            out += [(kind, node, message) for kind, message in _unfused_readers(g, node)]
+    return out
+
+
+def _unpaired(g: Graph, node: Node) -> list[tuple[str, str]]:
+    """A QuantizeLinear that no DequantizeLinear (alone) reads; a DequantizeLinear of a computed
+    tensor that no QuantizeLinear produced."""
+    x = node.inputs[0] if node.inputs else None
+    if node.op_type == "QuantizeLinear":
+        uses = g.uses(node.outputs[0]) if node.outputs[0] is not None else []
+        if not uses or any(u.op_type != "DequantizeLinear" for u, _ in uses):
+            return [("q-without-dq", "QuantizeLinear not followed by DequantizeLinear")]
     elif x is not None and g.const_value(x) is None and _producer_op(g, x) != "QuantizeLinear":
-        report("warning", "DequantizeLinear of a computed tensor with no QuantizeLinear before it")
+        return [("dq-without-q", "DequantizeLinear of a computed tensor with no QuantizeLinear before it")]
+    return []
+
+
+def _per_channel_activation(g: Graph, node: Node) -> bool:
+    ins = node.inputs
+    scale = g.const_value(ins[1]) if len(ins) > 1 else None
+    return scale is not None and scale.size > 1 and g.const_value(_source_of(g, node)) is None
+
+
+def _unfused_readers(g: Graph, dq: Node) -> list[tuple[str, str]]:
+    """Why TensorRT cannot fuse `dq` into what reads it (through the ops Q/DQ moves across)."""
+    out = dq.outputs[0]
+    if out is None or not g.has_uses(out):
+        return [("dq-unused", "DequantizeLinear whose output nothing reads")]
+    weight = g.const_value(dq.inputs[0]) is not None
+    bad: list[str] = []
+    seen: set[int] = set()
+    stack = [out]
+    while stack:
+        v = stack.pop()
+        if v.is_graph_output:
+            bad.append(f"the graph output {v.name!r}")
+        for user, index in g.uses(v):
+            if user.id in seen:
+                continue
+            seen.add(user.id)
+            op = user.op_type if user.is_standard else f"{user.domain}.{user.op_type}"
+            if op in FUSING_OPS or (op in INT8_OPS and not weight) or op == "QuantizeLinear":
+                continue
+            if op in THROUGH_OPS and user.outputs and user.outputs[0] is not None:
+                stack.append(user.outputs[0])
+                continue
+            bad.append(f"{op} {user.label!r}")
+    if not bad:
+        return []
+    what = "weights" if weight else "activations"
+    return [("unfused-dq", f"its {what} are read by {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}, "
+                           "which TensorRT does not run in INT8: the Q/DQ stays as separate layers and the reader "
+                           "runs in float (quantize only inputs of Conv/ConvTranspose/Gemm/MatMul, average pools "
+                           "and residual Adds)")]
 
 
 def _lint_weight_axis(g: Graph, dq: Node, axis: int, report) -> None:

@@ -4,7 +4,8 @@ accepts at a cost, from the support matrix in `trt_matrix`.
 Errors are what the parser rejects (an unsupported op or element type, an input that must be an
 initializer, a rejected attribute value). Warnings are what it accepts but converts (DOUBLE,
 INT64 on 8.6), does not enforce (the opset range, documented limits the parser does not check),
-resolves through a plugin (custom domains), or what costs speed (run-time shape tensors).
+resolves through a plugin (custom domains), or what costs speed (run-time shape tensors, Q/DQ
+TensorRT cannot fuse into a layer).
 
 Every finding names its rule (`trt10.initializer-input.Slice.axes`), the TensorRT version and
 the source of the rule. A value the parser wants constant is traced back: if it depends only on
@@ -21,6 +22,7 @@ from typing import Optional
 from graphopt.ir import Graph, Model, Node, Value, dtypes
 from graphopt.lint import trt_matrix
 from graphopt.lint.findings import Finding
+from graphopt.lint.qdq_lint import unfused_qdq
 from graphopt.lint.trt_inputs import initializer_inputs, shape_inputs
 
 # ONNX element type -> the type names the matrix's per-op lists use
@@ -40,6 +42,8 @@ _SHAPE_VALUE_INPUTS: dict[str, tuple[int, ...]] = {
 _OUTPUT_TYPED = {"ConstantOfShape", "EyeLike", "RandomNormalLike", "RandomUniformLike"}  # types name the output
 _RANDOM = {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike", "Bernoulli", "Multinomial"}
 
+QDQ_SOURCE = ("TensorRT developer guide, explicit quantization: Q/DQ fusion and layer-placement "
+              "recommendations (docs/ARCHITECTURE.md, TensorRT facts)")
 PROMOTE = "run -p promote"
 PINNED = "run -p promote with --input-shape pinning the dynamic input dims"
 
@@ -63,10 +67,12 @@ class _Checker:
         self.op_type_counts: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ reporting
-    def add(self, severity: str, where: str, op_type: str, rule: str, message: str, src: str = "doc") -> None:
-        s = trt_matrix.SOURCES[self.version]
-        commit = (s.get("commit") or "unpinned")[:12]
-        source = f"{s['repository'].split(' ')[0]} {s['ref'].split(' (')[0]} @ {commit} ({src})"
+    def add(self, severity: str, where: str, op_type: str, rule: str, message: str, src: str = "doc",
+            source: str = "") -> None:
+        if not source:
+            s = trt_matrix.SOURCES[self.version]
+            commit = (s.get("commit") or "unpinned")[:12]
+            source = f"{s['repository'].split(' ')[0]} {s['ref'].split(' (')[0]} @ {commit} ({src})"
         self.findings.append(Finding(severity, where, op_type, message, rule=f"trt{self.label}.{rule}",
                                      version=self.version, source=source))
 
@@ -84,6 +90,7 @@ class _Checker:
             for g in self.model.graph.walk():
                 for node in g.toposort():
                     self.check_node(g, node)
+                self.check_qdq(g)
         finally:
             sys.setrecursionlimit(old)
         for key, f in self.op_types.items():
@@ -93,6 +100,15 @@ class _Checker:
                 self.findings[i] = Finding(f.severity, f.node, f.op_type, f"{f.message} ({n} {key[0]} nodes on "
                                            f"{key[1]}; this is the first)", f.rule, f.version, f.source)
         return self.findings
+
+    def check_qdq(self, g: Graph) -> None:
+        """Q/DQ TensorRT cannot fuse into a layer: each runs as a layer of its own and the op after
+        it in float, which costs speed (qdq_lint.unfused_qdq)."""
+        if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.nodes):
+            return
+        for kind, node, message in unfused_qdq(g):
+            self.add("warning", node.label, node.op_type, f"qdq.{kind}", f"{message} (costs speed)",
+                     source=QDQ_SOURCE)
 
     def check_opset(self) -> None:
         lo, hi = self.m["opsets"]
