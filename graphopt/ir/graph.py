@@ -466,6 +466,7 @@ class Graph:
         if sub.inputs:
             raise IRError(f"subgraph {attr}[{index}] of {node.name!r} has inputs: it cannot be inlined")
         self.scope.mutations += 1
+        self.scope.typing_changes += 1
         mapping: dict[int, Value] = {}
 
         def moved(v: Value) -> Value:
