@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from graphopt.passes.convert_precision import Bf16, Fp16
+from graphopt.passes.correct_bias import CorrectBias
 from graphopt.passes.cse import CommonSubexpressionElimination
 from graphopt.passes.dead_code_elimination import DeadCodeElimination
 from graphopt.passes.eliminate_identity import EliminateIdentity
 from graphopt.passes.eliminate_noops import EliminateNoops
+from graphopt.passes.equalize_cross_layer import EqualizeCrossLayer
 from graphopt.passes.fold_constants import FoldConstants
 from graphopt.passes.fold_shape_chains import FoldShapeChains
 from graphopt.passes.fold_shape_values import FoldShapeValues
@@ -22,6 +24,7 @@ from graphopt.passes.prune_channels import PruneChannels
 from graphopt.passes.prune_weights import PruneWeights
 from graphopt.passes.quantize_int8 import QuantizeInt8
 from graphopt.passes.raise_opset import RaiseOpset
+from graphopt.passes.smooth_quant import SmoothQuant
 
 from graphopt.pipeline.registry import PLUGIN_GROUP, Alias, Registry
 from graphopt.rewrite import Rule, RulePass
@@ -43,6 +46,9 @@ PASSES = [
     FuseMatMulAdd,
     PromoteShapeInputs,
     RaiseOpset,
+    EqualizeCrossLayer,
+    SmoothQuant,
+    CorrectBias,
     QuantizeInt8,
     PruneWeights,
     PruneChannels,
