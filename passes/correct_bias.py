@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph
 from graphopt.pipeline.base import Pass, PassContext, PassResult
@@ -58,6 +59,7 @@ class CorrectBias(Pass):
         skip = tuple(s for s in SKIP_RULES if not (s == "gelu" and settings.method == "auto"))
         rules = PlacementRules(skip=skip, min_channels=o.min_channels, per_channel=o.per_channel,
                                exclude_ops=words(o.exclude_ops), exclude_nodes=words(o.exclude_nodes))
+        infer_shapes(ctx.model)  # ranks and element types the checks read
         layers, _ = plan(graph, rules, ctx.in_scope)
         sites, skipped = equalize.bias_sites(graph, layers)
         report: dict = {"layers": [], "skipped": skipped}

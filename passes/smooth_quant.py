@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph
 from graphopt.pipeline.base import Pass, PassContext, PassResult
@@ -49,6 +50,7 @@ class SmoothQuant(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         o = self.options
+        infer_shapes(ctx.model)  # ranks and element types the checks read
         sites, skipped = equalize.smooth_sites(graph, ctx.in_scope)
         report: dict = {"sites": [], "skipped": skipped, "alpha": o.alpha}
         ctx.reports[self.name] = report

@@ -250,7 +250,7 @@ def test_int8_equalize_list_applies_without_measuring():
     assert eq["kept"] == ["smoothquant"] and "baseline" not in eq
     with pytest.raises(PipelineError, match="option 'equalize' must be auto, none or a comma list of cle, "
                                             "smoothquant, bias, got 'cle,foo'"):
-        graphopt.optimize(model, "int8{equalize='cle,foo'}")
+        graphopt.optimize(model, 'int8{equalize="cle,foo"}')
 
 
 def test_int8_smooth_quant_inside_auto_on_the_outlier_model():

@@ -206,7 +206,7 @@ def cle_pairs(g: Graph, in_scope: Callable) -> tuple[list[Pair], list[dict]]:
                 continue
             if a.op_type == "PRelu":
                 slope = g.const_value(a.inputs[1]) if len(a.inputs) > 1 else None
-                rank = len(v.shape) if v.shape else None
+                rank = len(v.shape) if v.shape else w1.ndim if n1.op_type == "Conv" else 2 if n1.op_type == "Gemm" else None
                 axis = 1 if n1.op_type == "Conv" else -1
                 if slope is None or _vector(np.asarray(slope), cout, rank, axis) is None:
                     continue
@@ -365,8 +365,10 @@ def smooth_sites(g: Graph, in_scope: Callable) -> tuple[list[SmoothSite], list[d
             u = node.inputs[1 - k]
             out = node.outputs[0]
             gamma = g.const_value(node.inputs[k])
-            width = out.shape[-1] if out.shape and isinstance(out.shape[-1], int) else None
-            if (width is None or _vector(np.asarray(gamma), width, len(out.shape), -1) is None
+            width = out.shape[-1] if out.shape and isinstance(out.shape[-1], int) else (
+                gamma.size if gamma.ndim and gamma.size > 1 else None)
+            rank = len(out.shape) if out.shape else None
+            if (width is None or _vector(np.asarray(gamma), width, rank, -1) is None
                     or g.producer(u) is None or g.producer(u).op_type not in ("Div", "Mul")
                     or not _reaches_reduce_mean(g, u)):
                 continue
@@ -376,7 +378,7 @@ def smooth_sites(g: Graph, in_scope: Callable) -> tuple[list[SmoothSite], list[d
                 add = step[0]
                 kb = 1 - step[1]
                 beta = g.const_value(add.inputs[kb])
-                if beta is not None and _vector(np.asarray(beta), width, len(out.shape), -1) is not None:
+                if beta is not None and _vector(np.asarray(beta), width, rank, -1) is not None:
                     site.between.append(out.name)
                     site.tensor, site.beta = add.outputs[0].name, (add.id, kb)
         if site is None:
