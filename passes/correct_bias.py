@@ -4,10 +4,14 @@ For each Conv, Gemm and MatMul that quantize-int8 quantizes with its default pla
 bias that can take it (a Conv without one gets one; a MatMul needs an Add of one constant per
 channel after it), bias -= (W_q - W) E[x]: W_q the weight as INT8 stores it
 (quantize_int8.dequantized_weight, per channel unless per_channel=false) and E[x] the mean of each
-input channel of the layer's input over the calibration data. For a Conv that is E[x] of a
-channel times the weight error summed over the kernel's taps: exact in expectation where every
-tap reads the input; at a padded border the taps on the padding read 0, not E[x], so the
-correction there overshoots by those taps' share.
+input channel of the layer's input over the calibration data. For a Conv, (W_q - W) E[x] is
+measured rather than computed from per-channel means: a copy of the conv with W_q - W as its
+weight runs on the calibration samples and its output is averaged over samples and positions.
+In the interior that equals E[x] of each channel times the weight error summed over the kernel's
+taps; at a padded border the taps on the padding read 0, not E[x], which the per-channel formula
+would miss (it overshoots there by those taps' share, a large share on small feature maps) and
+the measurement includes. The correction is one bias per
+channel, so at borders it is the average over positions, not exact per position.
 
 Lossy on purpose: it changes the float model so that the INT8 one computes, on average, what the
 float model did; it is meant to run right before quantize-int8 with the same options
@@ -69,9 +73,9 @@ class CorrectBias(Pass):
         if settings.data is None:
             raise calibration.CalibrationRequired(equalize.calibration_required(self.name))
         calib = calibration.split_samples(settings, ctx.model)[0]
-        stats = equalize.channel_stats(ctx.model, {s.tensor: s.channel_axis for s in sites}, calib,
-                                       settings.batch_size, o.samples)
-        edits, done = equalize.bias_plan(graph, sites, {k: v[1] for k, v in stats.items()}, dequantized_weight)
+        means, measured = equalize.bias_statistics(ctx.model, sites, dequantized_weight, calib, settings.batch_size,
+                                                   o.samples)
+        edits, done = equalize.bias_plan(graph, sites, means, dequantized_weight, measured)
         report["layers"] = done
         report["samples"] = min(o.samples, calib.size)
         if not edits:

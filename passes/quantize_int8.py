@@ -454,8 +454,8 @@ def _equalize(model: Model, layers: list[Layer], tensors: list[str], amax: dict[
         if not sites:
             return equalize.Candidate(kind, False, {"reason": "no quantized layer with a bias to correct"})
         m = edited(edits)
-        stats = equalize.channel_stats(m, {s.tensor: s.channel_axis for s in sites}, calib, settings.batch_size)
-        new, done = equalize.bias_plan(m.graph, sites, {k: v[1] for k, v in stats.items()}, dequantized_weight)
+        means, measured = equalize.bias_statistics(m, sites, dequantized_weight, calib, settings.batch_size)
+        new, done = equalize.bias_plan(m.graph, sites, means, dequantized_weight, measured)
         return equalize.Candidate(kind, bool(new), {"layers": len(done)}, new, [])
 
     kept_edits: list = []

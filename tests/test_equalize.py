@@ -183,6 +183,32 @@ def test_bias_correction_lowers_the_int8_error():
     assert again.pass_reports["correct-bias"]["skipped"][0]["reason"] == "its bias was corrected already"
 
 
+def test_bias_correction_holds_on_average_at_padded_borders():
+    # 3x3 maps with a 3x3 kernel and pads 1: 8 of 9 outputs read padding; the measured correction
+    # makes the mean output of the INT8-weight conv equal the float conv's, per channel
+    from onnx import helper
+
+    from graphopt.passes.quantize_int8 import dequantized_weight
+    from int8_models import build, fvi
+
+    rng = np.random.default_rng(2)
+    wt = rng.normal(0, 0.05, (8, 8, 3, 3)).astype(np.float32)
+    wt[:, 0, 1, 1] = 2.0  # a large weight: a coarse INT8 step for the rest
+    model = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1] * 4)],
+                  [fvi("x", ["N", 8, 3, 3])], [fvi("y", ["N", 8, 3, 3])], {"w": wt, "b": np.zeros(8, np.float32)})
+    feeds = positive_feeds((1, 8, 3, 3))
+    result = graphopt.optimize(model, "correct-bias", calibration=feeds, validate=False)
+    g = result.model.graph
+    conv = next(n for n in g.nodes if n.op_type == "Conv")
+    bias = np.asarray(g.const_value(conv.inputs[2]))
+    x = stacked(feeds[:32])  # the calibration samples (the rest is held out)
+    quantized = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4)], [fvi("x", ["N", 8, 3, 3])],
+                      [fvi("y", ["N", 8, 3, 3])], {"w": dequantized_weight(wt, 0), "b": bias})
+    shift = run_ort(quantized, x)[0].mean(axis=(0, 2, 3)) - run_ort(model, x)[0].mean(axis=(0, 2, 3))
+    uncorrected = np.abs(bias).max()
+    assert uncorrected > 1e-3 and np.abs(shift).max() < 1e-3 * uncorrected, (shift, bias)
+
+
 def test_bias_correction_is_lossy_and_needs_data():
     from graphopt.passes import PASSES
 

@@ -14,9 +14,11 @@
   by s_j. Exact; needs the activation statistics of calibration data.
 - bias correction of the expected weight-quantization error: bias -= (W_q - W) E[x], with E[x]
   the per-input-channel mean of the layer's input over calibration data. Lossy on purpose. For a
-  Conv, E[x] of a channel times the sum of the weight error over the kernel's taps: exact for
+  Conv, E[x] of a channel times the sum of the weight error over the kernel's taps holds for
   outputs whose taps all read the input; at a padded border the taps that read padding see 0,
-  not E[x], so there the correction overshoots by those taps' share.
+  not E[x], and that formula overshoots by those taps' share. So for a Conv the expected error
+  is measured instead (bias_statistics: a copy of the conv with W_q - W as its weight, averaged
+  over samples and positions), which includes the borders; the formula remains the fallback.
 
 An edit is (node id, input index, new array); ids survive Model.clone(), so a plan made on a
 copy applies to the model itself. The passes equalize-cross-layer, smooth-quant and
@@ -506,19 +508,26 @@ def bias_sites(g: Graph, layers: list) -> tuple[list[BiasSite], list[dict]]:
 
 
 def bias_plan(g: Graph, sites: list[BiasSite], means: dict[str, np.ndarray],
-              dequantized: Callable[[np.ndarray, Optional[int]], np.ndarray]) -> tuple[list[Edit], list[dict]]:
-    """bias -= (W_q - W) E[x] per site; every edit is tied to its layer (Edit.layer)."""
+              dequantized: Callable[[np.ndarray, Optional[int]], np.ndarray],
+              measured: Optional[dict[int, np.ndarray]] = None) -> tuple[list[Edit], list[dict]]:
+    """bias -= (W_q - W) E[x] per site; every edit is tied to its layer (Edit.layer). `measured`:
+    per Conv layer id, its expected output error measured on the data (conv_weight_errors: exact
+    at padded borders), used instead of the per-channel means times the kernel sums."""
     ws = Workspace(g)
     layer_of, done = {}, []
     for site in sites:
-        mean = means.get(site.tensor)
-        if mean is None:
-            continue
         node = g.node_by_id(site.layer)
         w = np.asarray(g.const_value(node.inputs[1]))
-        dw = dequantized(w, site.axis).astype(np.float64) - w.astype(np.float64)
-        mean = np.asarray(mean, np.float64)
-        if node.op_type == "Conv":
+        mean = means.get(site.tensor)
+        if measured is not None and site.layer in measured:
+            delta = np.asarray(measured[site.layer], np.float64)
+            if delta.size != w.shape[0]:
+                continue
+        elif mean is None:
+            continue
+        elif node.op_type == "Conv":
+            dw = dequantized(w, site.axis).astype(np.float64) - w.astype(np.float64)
+            mean = np.asarray(mean, np.float64)
             group = node.attr("group", 1)
             cout, cpg = w.shape[0], w.shape[1]
             if mean.size != cpg * group:
@@ -527,6 +536,8 @@ def bias_plan(g: Graph, sites: list[BiasSite], means: dict[str, np.ndarray],
             per_row = np.repeat(mean.reshape(group, cpg), cout // group, axis=0)
             delta = (taps * per_row).sum(axis=1)
         else:
+            dw = dequantized(w, site.axis).astype(np.float64) - w.astype(np.float64)
+            mean = np.asarray(mean, np.float64)
             k_axis = weight_axes(node, w.ndim)[1]
             dk = dw if k_axis == 0 else dw.T  # [K, N]
             if mean.size != dk.shape[0]:
@@ -557,47 +568,106 @@ def for_layers(edits: Sequence[Edit], active_ids: set[int]) -> list[Edit]:
 
 
 # ------------------------------------------------------------------------------ statistics
-def channel_stats(model: Model, requests: dict[str, int], samples, batch_size: int,
-                  limit: int = STATS_SAMPLES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per channel of each requested tensor (name -> channel axis): (max |x|, mean x) over the
-    first `limit` samples. One streaming run; only the sums are kept."""
+def _stream(m: Model, names: Sequence[str], samples, batch_size: int, limit: int, take: Callable) -> None:
+    """Run `m` (a copy: `names` become outputs) over the first `limit` samples, handing each
+    batch's {name: array} to `take`."""
     from graphopt.onnx_io import emit as backend
     from graphopt.runtime.session import Session
 
-    if not requests:
-        return {}
-    m = model.clone()
     inputs = {v.name for v in m.graph.inputs}
     outputs = {v.name for v in m.graph.outputs}
-    for name in requests:
+    for name in names:
         if name not in inputs and name not in outputs:
             m.graph.outputs.append(m.graph.value(name))
-    fetch = [t for t in requests if t not in inputs]
-    amax: dict[str, np.ndarray] = {}
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
+    fetch = [t for t in names if t not in inputs]
     done = 0
     with Session(backend.ort_view(m), optimized=True) as sess:
         for feed, n, _ in samples.batches(batch_size):
             out = sess.run(feed, fetch) if fetch else {}
-            for name, axis in requests.items():
-                x = np.asarray(out[name] if name in out else feed[name])
-                if x.ndim == 0:
-                    continue
-                ax = axis % x.ndim
-                moved = np.moveaxis(x, ax, -1).reshape(-1, x.shape[ax]).astype(np.float64)
-                finite = np.where(np.isfinite(moved), moved, 0.0)
-                a, s = np.abs(finite).max(axis=0), finite.sum(axis=0)
-                if name in sums and sums[name].shape == s.shape:
-                    amax[name] = np.maximum(amax[name], a)
-                    sums[name] += s
-                    counts[name] += moved.shape[0]
-                elif name not in sums:
-                    amax[name], sums[name], counts[name] = a, s, moved.shape[0]
+            take({name: np.asarray(out[name] if name in out else feed[name]) for name in names})
             done += n
             if done >= limit:
                 break
+
+
+def channel_stats(model: Model, requests: dict[str, int], samples, batch_size: int,
+                  limit: int = STATS_SAMPLES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per channel of each requested tensor (name -> channel axis): (max |x|, mean x) over the
+    first `limit` samples. One streaming run; only the sums are kept."""
+    if not requests:
+        return {}
+    amax: dict[str, np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+
+    def take(arrays: dict) -> None:
+        for name, axis in requests.items():
+            x = arrays[name]
+            if x.ndim == 0:
+                continue
+            ax = axis % x.ndim
+            moved = np.moveaxis(x, ax, -1).reshape(-1, x.shape[ax]).astype(np.float64)
+            finite = np.where(np.isfinite(moved), moved, 0.0)
+            a, s = np.abs(finite).max(axis=0), finite.sum(axis=0)
+            if name not in sums:
+                amax[name], sums[name], counts[name] = a, s, moved.shape[0]
+            elif sums[name].shape == s.shape:
+                amax[name] = np.maximum(amax[name], a)
+                sums[name] += s
+                counts[name] += moved.shape[0]
+
+    _stream(model.clone(), list(requests), samples, batch_size, limit, take)
     return {k: (amax[k], sums[k] / max(counts[k], 1)) for k in sums}
+
+
+def bias_statistics(model: Model, sites: list, dequantized: Callable, samples, batch_size: int,
+                    limit: int = STATS_SAMPLES) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    """What bias correction needs, in one streaming run over the first `limit` samples:
+    (per Gemm/MatMul site's input: the mean of each channel; per Conv site's layer id: the mean
+    over the data and the output positions of Conv(x, W_q - W) per output channel, the expected
+    output error its INT8 weight causes, exact at padded borders too: a copy of the layer with
+    the weight error as its weight runs beside it, then GlobalAveragePool)."""
+    from graphopt.ir.dtypes import DataType
+
+    m = model.clone()
+    g = m.graph
+    pools: dict[str, int] = {}
+    means: dict[str, list] = {}
+    for site in sites:
+        node = g.node_by_id(site.layer)
+        if node.op_type != "Conv":
+            means[site.tensor] = [site.channel_axis, None, 0]
+            continue
+        w = np.asarray(g.const_value(node.inputs[1]))
+        dw = (dequantized(w, site.axis).astype(np.float64) - w.astype(np.float64)).astype(np.float32)
+        err = g.add_node("Conv", [node.inputs[0], g.add_constant(dw, "weight_error")], 1, dict(node.attrs),
+                         name="weight_error")
+        pool = g.add_node("GlobalAveragePool", [err.outputs[0]], 1, name="weight_error_mean")
+        for v in (err.outputs[0], pool.outputs[0]):
+            v.dtype = DataType.FLOAT
+        pools[pool.outputs[0].name] = site.layer
+    if not pools and not means:
+        return {}, {}
+    sums: dict[int, np.ndarray] = {}
+    count = [0]
+
+    def take(arrays: dict) -> None:
+        for name, layer in pools.items():
+            x = arrays[name].astype(np.float64)
+            s = x.reshape(x.shape[0], x.shape[1]).sum(axis=0)
+            sums[layer] = sums[layer] + s if layer in sums else s
+        for name, acc in means.items():
+            x = arrays[name]
+            ax = acc[0] % x.ndim
+            moved = np.moveaxis(x, ax, -1).reshape(-1, x.shape[ax]).astype(np.float64)
+            total = np.where(np.isfinite(moved), moved, 0.0).sum(axis=0)
+            acc[1] = total if acc[1] is None else acc[1] + total
+            acc[2] += moved.shape[0]
+        count[0] += next(iter(arrays.values())).shape[0] if pools else 0
+
+    _stream(m, list(pools) + list(means), samples, batch_size, limit, take)
+    return ({k: acc[1] / max(acc[2], 1) for k, acc in means.items() if acc[1] is not None},
+            {k: v / max(count[0], 1) for k, v in sums.items()})
 
 
 # ------------------------------------------------------------------------------ choosing (int8)
