@@ -27,9 +27,6 @@ correct-bias apply them; quantize-int8's `equalize` option measures them (`choos
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
@@ -37,8 +34,6 @@ import numpy as np
 
 from graphopt.ir import Graph, Model
 from graphopt.ir.layouts import weight_axes
-
-log = logging.getLogger("graphopt")
 
 EXACT_ACTIVATIONS = ("Relu", "LeakyRelu", "PRelu")  # f(s x) = s f(x) for s > 0, per channel
 # elementwise activations that do not commute with a per-channel factor: named in the report
@@ -146,7 +141,6 @@ class Pair:
     activation: Optional[str]  # the op between, if any
     between: list[str]  # the values between the two layers (their data changes)
     bias_add: Optional[int] = None  # a MatMul's bias Add (node id) between the layers
-    act_node: Optional[int] = None
 
 
 def _layer_weight(g: Graph, node) -> Optional[np.ndarray]:
@@ -228,7 +222,7 @@ def cle_pairs(g: Graph, in_scope: Callable) -> tuple[list[Pair], list[dict]]:
             continue
         between.append(v.name)
         pairs.append(Pair(n1.id, n2.id, (n1.label, n2.label), act.op_type if act else None, between,
-                          bias_add.id if bias_add else None, act.id if act else None))
+                          bias_add.id if bias_add else None))
     return pairs, skipped
 
 
