@@ -70,10 +70,9 @@ class QuantizeInt8Options(LossyLayerOptions):
     sensitivity: bool = field(default=False, metadata={"help": "report every layer's sensitivity even without a budget"})
     max_fallback: float = field(default=0.5, metadata={"help": "share of the layers that may stay FP32 to reach the "
                                                                 "accuracy floor; beyond it the run fails (exit 3)"})
-    equalize: str = field(default="auto", metadata={"help": "equalization before quantizing: auto (try cross-layer "
-                                                            "equalization, SmoothQuant and bias correction, keep each "
-                                                            "that lowers the held-out error), none, or a comma list of "
-                                                            "cle, smoothquant, bias (applied without measuring)"})
+    equalize: str = field(default="auto", metadata={"help": "auto (try cle, smoothquant, bias; keep each that lowers "
+                                                            "the held-out error), none, or a comma list of them "
+                                                            "(applied without measuring)"})
     smooth_alpha: float = field(default=0.5, metadata={"help": "SmoothQuant migration strength (0 to 1)"})
 
     def __post_init__(self):
