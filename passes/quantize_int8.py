@@ -5,6 +5,8 @@ quantization expects (docs/ARCHITECTURE.md, TensorRT facts), with calibrated act
   stored as INT8 initializers + DequantizeLinear (weights=float: float + Q/DQ). Never a bias.
 - Activations: per-tensor symmetric INT8, zero point 0, scale = range / 127 (strictly positive).
 - Placement and default exclusions: see _int8_placement.py.
+- Equalization (option `equalize`, default auto: cross-layer equalization, SmoothQuant, bias
+  correction, each kept only if it lowers the held-out error): the section at the end of this file.
 - Ranges come from calibration (graphopt.quant.calibration); part of the data is held out to report
   accuracy against FP32. With `max_drop`, the most sensitive layers fall back to FP32 until
   the loss on held-out data is within budget.
