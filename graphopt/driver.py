@@ -326,8 +326,11 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         warnings.append("the calibration data is not used: no pass calibrates or measures on it (int8, fp16/bf16, "
                         "a prune max_drop budget) and validation " +
                         ("has its own data" if validate else "is off"))
-    if "quantize-int8" in lossy and calib.data is None:
-        raise CalibrationRequired(CALIBRATION_REQUIRED)
+    needing = [p.name for s in steps for p in s.flatten() if getattr(p, "needs_calibration", False)]
+    if needing and calib.data is None:
+        from graphopt.quant.equalize import calibration_required
+
+        raise CalibrationRequired(CALIBRATION_REQUIRED if "quantize-int8" in needing else calibration_required(needing[0]))
     # the default accuracy floor holds for quantized results; pruning and fp16 keep what the user set
     floor = (thresholds or LossyThresholds()) if "quantize-int8" in lossy else \
         (thresholds or LossyThresholds()).without_default()
@@ -486,7 +489,7 @@ def _calibrating(steps) -> bool:
     """Whether some pass of the pipeline reads calibration data: int8 and fp16/bf16 calibrate or
     measure on it, the pruning passes with a max_drop budget."""
     for p in (p for s in steps for p in s.flatten()):
-        if p.name in CALIBRATING_PASSES or getattr(getattr(p, "options", None), "max_drop", -1) >= 0:
+        if p.name in CALIBRATING_PASSES or getattr(p, "needs_calibration", False) or getattr(getattr(p, "options", None), "max_drop", -1) >= 0:
             return True
     return False
 

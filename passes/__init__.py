@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from graphopt.passes.convert_precision import Bf16, Fp16
+from graphopt.passes.correct_bias import CorrectBias
 from graphopt.passes.cse import CommonSubexpressionElimination
 from graphopt.passes.dead_code_elimination import DeadCodeElimination
 from graphopt.passes.drop_default_inputs import DropDefaultInputs
 from graphopt.passes.eliminate_identity import EliminateIdentity
 from graphopt.passes.eliminate_noops import EliminateNoops
+from graphopt.passes.equalize_cross_layer import EqualizeCrossLayer
 from graphopt.passes.fold_constants import FoldConstants
 from graphopt.passes.fold_if import FoldIf
 from graphopt.passes.fold_shape_chains import FoldShapeChains
@@ -25,6 +27,7 @@ from graphopt.passes.prune_channels import PruneChannels
 from graphopt.passes.prune_weights import PruneWeights
 from graphopt.passes.quantize_int8 import QuantizeInt8
 from graphopt.passes.raise_opset import RaiseOpset
+from graphopt.passes.smooth_quant import SmoothQuant
 
 from graphopt.pipeline.registry import PLUGIN_GROUP, Alias, Registry
 from graphopt.rewrite import Rule, RulePass
@@ -49,6 +52,9 @@ PASSES = [
     FuseMatMulAdd,
     PromoteShapeInputs,
     RaiseOpset,
+    EqualizeCrossLayer,
+    SmoothQuant,
+    CorrectBias,
     QuantizeInt8,
     PruneWeights,
     PruneChannels,

@@ -5,6 +5,8 @@ quantization expects (docs/ARCHITECTURE.md, TensorRT facts), with calibrated act
   stored as INT8 initializers + DequantizeLinear (weights=float: float + Q/DQ). Never a bias.
 - Activations: per-tensor symmetric INT8, zero point 0, scale = range / 127 (strictly positive).
 - Placement and default exclusions: see _int8_placement.py.
+- Equalization (option `equalize`, default auto: cross-layer equalization, SmoothQuant, bias
+  correction, each kept only if it lowers the held-out error): the section at the end of this file.
 - Ranges come from calibration (graphopt.quant.calibration); part of the data is held out to report
   accuracy against FP32. With `max_drop`, the most sensitive layers fall back to FP32 until
   the loss on held-out data is within budget.
@@ -27,7 +29,7 @@ from graphopt.ir import Graph, Model, Tensor
 from graphopt.ir.dtypes import DataType
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.quant import budget as lossy
-from graphopt.quant import calibration
+from graphopt.quant import calibration, equalize
 from graphopt.quant.layer_options import LossyLayerOptions, words
 from graphopt.runtime.validate import LossyThresholds, check_thresholds
 from graphopt.quant.placement import (
@@ -50,6 +52,7 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
                  "ConvInteger", "MatMulInteger"}
 FLOAT, INT8 = DataType.FLOAT, DataType.INT8
 DEFAULT_SKIP = ",".join(SKIP_RULES)
+EQUALIZATIONS = ("cle", "smoothquant", "bias")  # the equalize option's words, in the order they are applied
 
 
 @dataclass
@@ -69,6 +72,10 @@ class QuantizeInt8Options(LossyLayerOptions):
     sensitivity: bool = field(default=False, metadata={"help": "report every layer's sensitivity even without a budget"})
     max_fallback: float = field(default=0.5, metadata={"help": "share of the layers that may stay FP32 to reach the "
                                                                 "accuracy floor; beyond it the run fails (exit 3)"})
+    equalize: str = field(default="auto", metadata={"help": "auto (try cle, smoothquant, bias; keep each that lowers "
+                                                            "the held-out error), none, or a comma list of them "
+                                                            "(applied without measuring)"})
+    smooth_alpha: float = field(default=0.5, metadata={"help": "SmoothQuant migration strength (0 to 1)"})
 
     def __post_init__(self):
         if self.method and self.method not in calibration.METHODS:
@@ -77,6 +84,12 @@ class QuantizeInt8Options(LossyLayerOptions):
             raise PipelineError(f"option 'weights' must be int8 or float, got {self.weights!r}")
         if not 0 <= self.max_fallback <= 1:
             raise PipelineError(f"option 'max_fallback' must be between 0 and 1, got {self.max_fallback!r}")
+        if self.equalize not in ("auto", "none") and (not words(self.equalize) or any(
+                k not in EQUALIZATIONS for k in words(self.equalize))):
+            raise PipelineError(f"option 'equalize' must be auto, none or a comma list of {', '.join(EQUALIZATIONS)}, "
+                                f"got {self.equalize!r}")
+        if not 0 < self.smooth_alpha < 1:
+            raise PipelineError(f"option 'smooth_alpha' must be above 0 and below 1, got {self.smooth_alpha!r}")
         unknown = [s for s in words(self.skip) if s not in SKIP_RULES]
         if unknown:
             raise PipelineError(f"option 'skip' has unknown exclusion {unknown[0]!r}; known: {', '.join(SKIP_RULES)}")
@@ -87,6 +100,7 @@ class QuantizeInt8(Pass):
     summary = "INT8 Q/DQ for TensorRT: per-channel weights, calibrated per-tensor activations"
     Options = QuantizeInt8Options
     lossless = False
+    needs_calibration = True
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         model, o = ctx.model, self.options
@@ -125,14 +139,22 @@ class QuantizeInt8(Pass):
                                  "source": f"calibrated in {seconds:.3f}s" if seconds is not None
                                  else f"cache {settings.cache}"}
 
+        edits: list = []
+        if o.equalize != "none":  # see "equalization" below: edits of constants, not applied yet
+            edits, amax, report["equalization"] = _equalize(model, layers, tensors, amax, calib, held, settings,
+                                                            method, o, ctx.in_scope)
+
         floor = ctx.accuracy_floor or LossyThresholds()
         report["floor"] = asdict(floor.effective())
         active, accuracy, fallback, sensitivity = lossy.within_budget(
-            model, held, settings.batch_size, layers, lambda m, units: apply(m.graph, units, amax, o), o.max_drop,
-            "quantize-int8 (kept in FP32)", sensitivity=o.sensitivity,
+            model, held, settings.batch_size, layers, lambda m, units: _apply_equalized(m, units, edits, amax, o),
+            o.max_drop, "quantize-int8 (kept in FP32)", sensitivity=o.sensitivity,
             floor=lambda rep: check_thresholds(rep, floor), max_fallback=o.max_fallback)
 
         reference = model.clone()
+        if edits:
+            _edit(graph, edits, active)
+            layers, active = equalize.refresh(graph, layers), equalize.refresh(graph, active)
         stats = apply(graph, active, amax, o)
         report["layer_error"] = _layer_errors(reference, model, held or calib, settings, active)
         report["layers"] = _layer_report(graph, layers, active, amax, sensitivity)
@@ -143,8 +165,10 @@ class QuantizeInt8(Pass):
             n8 = len(effective(active))
             log.info("quantize-int8: %d layers INT8, %d FP32; held-out %s", n8, len(layers) - n8,
                      accuracy.summary())
+        kept = report.get("equalization", {}).get("kept")
         return PassResult(bool(active), {"layers": len(effective(active)), "fallback": len(fallback),
-                                         "skipped": len(skipped), **stats})
+                                         "skipped": len(skipped), **stats,
+                                         **({"equalized": "+".join(kept) or "none"} if kept is not None else {})})
 
 
 def _drop_unfolded_bn(graph: Graph, layers: list[Layer]):
@@ -366,3 +390,131 @@ def _layer_report(graph: Graph, layers: list[Layer], active: list[Layer], amax, 
             entry["sensitivity"] = sensitivity[L.node_id]
         out.append(entry)
     return out
+
+
+# ------------------------------------------------------------------------------ equalization
+# The equalize option (issue 15): cross-layer equalization, SmoothQuant and bias correction
+# (graphopt/quant/equalize.py; the passes equalize-cross-layer, smooth-quant, correct-bias) as
+# edits of constants. With auto, each that applies is tried on top of those kept so far: its
+# changed activations calibrated again, the whole model quantized, measured on the held-out
+# samples against the model before this pass; kept when it lowers 1 - channel-normalized cosine
+# by more than equalize.MARGIN. The edits are applied with the Q/DQ, bias corrections only for
+# the layers that end in INT8.
+def _equalize(model: Model, layers: list[Layer], tensors: list[str], amax: dict[str, float], calib, held, settings,
+              method: str, o: QuantizeInt8Options, in_scope) -> tuple[list, dict[str, float], dict]:
+    """(edits, ranges with the changed activations calibrated again, the report's "equalization")."""
+    import time
+
+    auto = o.equalize == "auto"
+    wanted = EQUALIZATIONS if auto else tuple(k for k in EQUALIZATIONS if k in words(o.equalize))
+    report: dict = {"mode": o.equalize, "tried": [], "kept": []}
+    if auto and held is None:
+        report["note"] = "not tried: measuring needs held-out samples (--calib data with at least 2 samples)"
+        return [], amax, report
+    g = model.graph
+    calibrated = set(tensors)
+
+    def edited(edits: list) -> Model:
+        m = model.clone()
+        equalize.apply_edits(m.graph, edits)
+        return m
+
+    def recalibrate(m: Model, names: list[str]) -> dict[str, float]:
+        names = sorted(set(names) & calibrated)
+        if not names:
+            return {}
+        result = calibration.collect_ranges(m, names, calib, settings, method, _bytes_per_sample(m.graph, names))
+        if method == "auto":
+            from graphopt.quant import range_search
+
+            result.amax, _ = range_search.choose(m.graph, m.opset, equalize.refresh(m.graph, layers),
+                                                 result.candidates, result.kept, dequantized_weight)
+        return {k: v for k, v in result.amax.items() if k in names}
+
+    def plan(kind: str, edits: list) -> equalize.Candidate:
+        """The candidate `kind` on top of `edits`; structural checks first (they cost nothing)."""
+        if kind == "cle":
+            pairs, skipped = equalize.cle_pairs(g, in_scope)
+            if not pairs:
+                return equalize.Candidate(kind, False, {"reason": "no Conv/Gemm/MatMul chain to equalize",
+                                                        "not_crossed": len(skipped)})
+            m = edited(edits)
+            new, done = equalize.cle_plan(m.graph, pairs)
+            return equalize.Candidate(kind, bool(new), {"pairs": len(done), "not_crossed": len(skipped)}, new,
+                                      [t for d in done for t in d["tensors"]])
+        if kind == "smoothquant":
+            sites, _ = equalize.smooth_sites(g, in_scope)
+            if not sites:
+                return equalize.Candidate(kind, False, {"reason": "no LayerNorm read only by MatMul/Gemm layers"})
+            m = edited(edits)
+            stats = equalize.channel_stats(m, {s.tensor: -1 for s in sites}, calib, settings.batch_size)
+            new, done = equalize.smooth_plan(m.graph, sites, {k: v[0] for k, v in stats.items()}, o.smooth_alpha)
+            return equalize.Candidate(kind, bool(new), {"layernorms": len(done)}, new,
+                                      [t for s in sites for t in s.between])
+        sites, _ = equalize.bias_sites(g, layers)
+        if not sites:
+            return equalize.Candidate(kind, False, {"reason": "no quantized layer with a bias to correct"})
+        m = edited(edits)
+        means, measured = equalize.bias_statistics(m, sites, dequantized_weight, calib, settings.batch_size)
+        new, done = equalize.bias_plan(m.graph, sites, means, dequantized_weight, measured)
+        return equalize.Candidate(kind, bool(new), {"layers": len(done)}, new, [])
+
+    kept_edits: list = []
+    if not auto:
+        for kind in wanted:
+            c = plan(kind, kept_edits)
+            if c.applies:
+                kept_edits += c.edits
+                amax = {**amax, **recalibrate(edited(kept_edits), c.changed)}
+                c.kept = True
+                report["kept"].append(kind)
+            report["tried"].append(c.to_dict())
+        return kept_edits, amax, report
+
+    measure = equalize.HeldOut(model, held, settings.batch_size)
+
+    def error(edits: list, ranges: dict[str, float]) -> tuple[float, float]:
+        m = edited(edits)
+        apply(m.graph, equalize.refresh(m.graph, layers), ranges, o)
+        rep = measure.measure(m)
+        return equalize.error_of(rep), rep.norm_cosine
+
+    start = time.perf_counter()
+    best, report["baseline"] = error([], amax)
+    for kind in wanted:
+        t0 = time.perf_counter()
+        if t0 - start > equalize.SECONDS:
+            report["tried"].append({"name": kind, "applies": None,
+                                    "note": f"not tried: equalization took over {equalize.SECONDS:.0f} s"})
+            continue
+        c = plan(kind, kept_edits)
+        if c.applies:
+            ranges = {**amax, **recalibrate(edited(kept_edits + c.edits), c.changed)}
+            err, c.metric = error(kept_edits + c.edits, ranges)
+            c.kept = err < best * (1.0 - equalize.MARGIN)
+            if c.kept:
+                best, amax, kept_edits = err, ranges, kept_edits + c.edits
+                report["kept"].append(kind)
+        c.seconds = time.perf_counter() - t0
+        report["tried"].append(c.to_dict())
+    report["norm_cosine"] = 1.0 - best
+    report["held_out"] = held.size
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    log.info("quantize-int8: equalization (held-out channel-normalized cosine, all layers INT8): baseline %.5f; %s",
+             report["baseline"], "; ".join(f"{t['name']} " + (f"{t['norm_cosine']:.5f} {'kept' if t['kept'] else 'not kept'}"
+                                                                if t.get("applies") else "does not apply")
+                                          for t in report["tried"]))
+    return kept_edits, amax, report
+
+
+def _edit(graph: Graph, edits: list, layers: list[Layer]) -> None:
+    equalize.apply_edits(graph, equalize.for_layers(edits, {L.node_id for L in effective(layers)}))
+
+
+def _apply_equalized(model: Model, units: list[Layer], edits: list, amax: dict[str, float],
+                     o: QuantizeInt8Options) -> None:
+    """What within_budget measures: the edits (bias corrections of the INT8 layers only), then the Q/DQ."""
+    if edits:
+        _edit(model.graph, edits, units)
+        units = equalize.refresh(model.graph, units)
+    apply(model.graph, units, amax, o)

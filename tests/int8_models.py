@@ -179,3 +179,142 @@ def concat_model():
                   helper.make_node("Conv", ["abk", "wc"], ["y"], name="cc")],
                  [fvi("x", ["N", 4, 5, 5])], [fvi("y", ["N", 4, 5, 5])],
                  {"wa": w(4, 4, 1, 1), "wb": w(4, 4, 1, 1), "k": w(1, 4, 5, 5, scale=3.0), "wc": w(4, 12, 1, 1)})
+
+
+# ------------------------------------------------------------------------------ equalization (issue 15)
+def imbalanced_chain(kind: str = "conv", act: str = "Relu", seed: int = 3) -> onnx.ModelProto:
+    """layer1 -> act -> layer2 whose channels are badly balanced: output channel i of layer1 is
+    multiplied by a_i (a over four decades) and input channel i of layer2 divided by it, so the
+    float function is an ordinary one but layer2's small columns read the large activations:
+    what cross-layer equalization undoes. kind: conv, depthwise (a depthwise Conv first),
+    grouped, gemm, matmul (MatMul + bias Add). act: an op type, "" for none, or "PRelu"."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    c = 16
+    a = (10.0 ** rng.uniform(-2, 2, c)).astype(np.float32)
+    inits: dict = {}
+    if kind in ("conv", "depthwise", "grouped"):
+        cin = c if kind == "depthwise" else 4
+        group1 = c if kind == "depthwise" else 1
+        w1 = rng.normal(0, 0.3, (c, cin // group1, 3, 3)).astype(np.float32) * a[:, None, None, None]
+        b1 = rng.normal(0, 0.1, c).astype(np.float32) * a
+        group2 = 4 if kind == "grouped" else 1
+        cpg, opg = c // group2, 8 // group2
+        w2 = rng.normal(0, 0.3, (8, cpg, 3, 3)).astype(np.float32)
+        factor = np.array([[a[(o // opg) * cpg + j] for j in range(cpg)] for o in range(8)], np.float32)
+        w2 = w2 / factor[:, :, None, None]  # input channel (o // opg) * cpg + j of row o
+        inits.update(w1=w1, b1=b1, w2=w2.astype(np.float32), b2=rng.normal(0, 0.1, 8).astype(np.float32))
+        layer1 = node("Conv", ["x", "w1", "b1"], ["h"], name="conv1", pads=[1] * 4, group=group1)
+        layer2 = node("Conv", ["r", "w2", "b2"], ["y"], name="conv2", pads=[1] * 4, group=group2)
+        x, y, axis = fvi("x", ["N", cin, 8, 8]), fvi("y", ["N", 8, 8, 8]), 1
+        extra = []
+    else:
+        w1 = rng.normal(0, 0.3, (8, c)).astype(np.float32) * a[None, :]
+        w2 = rng.normal(0, 0.3, (c, 8)).astype(np.float32) / a[:, None]
+        b1 = rng.normal(0, 0.1, c).astype(np.float32) * a
+        inits.update(w1=w1, w2=w2, b1=b1, b2=rng.normal(0, 0.1, 8).astype(np.float32))
+        if kind == "gemm":
+            layer1 = node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1")
+            layer2 = node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2")
+            extra = []
+            x, y = fvi("x", ["N", 8]), fvi("y", ["N", 8])
+        else:
+            layer1 = node("MatMul", ["x", "w1"], ["h0"], name="fc1")
+            extra = [node("Add", ["h0", "b1"], ["h"], name="fc1_bias")]
+            layer2 = node("MatMul", ["r", "w2"], ["y0"], name="fc2")
+            extra2 = node("Add", ["y0", "b2"], ["y"], name="fc2_bias")
+            x, y = fvi("x", ["N", 4, 8]), fvi("y", ["N", 4, 8])
+        axis = -1
+    if act == "PRelu":
+        slope = np.full(c, 0.1, np.float32)
+        inits["slope"] = slope.reshape((c, 1, 1) if axis == 1 else (c,))
+        mid = [node("PRelu", ["h", "slope"], ["r"], name="act")]
+    elif act == "LeakyRelu":
+        mid = [node("LeakyRelu", ["h"], ["r"], name="act", alpha=0.05)]
+    elif act == "Clip":
+        inits.update(lo=np.float32(0), hi=np.float32(6))
+        mid = [node("Clip", ["h", "lo", "hi"], ["r"], name="act")]
+    elif act:
+        mid = [node(act, ["h"], ["r"], name="act")]
+    else:  # nothing between: layer2 reads layer1's output
+        mid = []
+        layer2.input[0] = "h"
+    nodes = [layer1, *extra, *mid, layer2] + ([extra2] if kind == "matmul" else [])
+    return build(nodes, [x], [y], inits)
+
+
+def chain_feeds(model: onnx.ModelProto, n: int = 40, seed: int = 1) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    vi = model.graph.input[0]
+    shape = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
+    return [{vi.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+
+
+def outlier_layernorm(decomposed: bool = False, reader: str = "", seed: int = 5) -> onnx.ModelProto:
+    """x [N, 8, 32] -> LayerNorm whose scale has a few channels 60x the rest (activation
+    outliers, as trained transformers have) -> two MatMul + Add layers -> Add: what SmoothQuant
+    evens out. decomposed: ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add instead of the
+    operator. reader: an extra op reading the LayerNorm output ("Add": a residual; "Relu")."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    c = 32
+    gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    gamma[[3, 17, 29]] *= 60.0
+    inits = {"gamma": gamma, "beta": rng.normal(0, 0.1, c).astype(np.float32),
+             "wq": rng.normal(0, 0.2, (c, 16)).astype(np.float32), "bq": rng.normal(0, 0.1, 16).astype(np.float32),
+             "wk": rng.normal(0, 0.2, (c, 16)).astype(np.float32), "bk": rng.normal(0, 0.1, 16).astype(np.float32)}
+    if decomposed:
+        inits.update(two=np.float32(2.0), eps=np.float32(1e-5), axes=np.array([-1], np.int64))
+        nodes = [node("ReduceMean", ["x", "axes"], ["mu"], name="ln_mean"),
+                 node("Sub", ["x", "mu"], ["d"], name="ln_sub"),
+                 node("Pow", ["d", "two"], ["d2"], name="ln_pow"),
+                 node("ReduceMean", ["d2", "axes"], ["var"], name="ln_var"),
+                 node("Add", ["var", "eps"], ["ve"], name="ln_eps"),
+                 node("Sqrt", ["ve"], ["sd"], name="ln_sqrt"),
+                 node("Div", ["d", "sd"], ["nrm"], name="ln_div"),
+                 node("Mul", ["nrm", "gamma"], ["sc"], name="ln_scale"),
+                 node("Add", ["sc", "beta"], ["ln"], name="ln_bias")]
+        opset = 18
+    else:
+        nodes = [node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], name="ln", axis=-1)]
+        opset = 17
+    nodes += [node("MatMul", ["ln", "wq"], ["q0"], name="q"), node("Add", ["q0", "bq"], ["q"], name="q_bias"),
+              node("MatMul", ["ln", "wk"], ["k0"], name="k"), node("Add", ["k0", "bk"], ["k"], name="k_bias"),
+              node("Add", ["q", "k"], ["y"], name="sum")]
+    outputs = [fvi("y", ["N", 8, 16])]
+    if reader == "Add":
+        inits["wr"] = rng.normal(0, 0.2, (c, c)).astype(np.float32)
+        nodes.append(node("Add", ["ln", "x"], ["res"], name="residual"))
+        outputs.append(fvi("res", ["N", 8, c]))
+    elif reader:
+        nodes.append(node(reader, ["ln"], ["extra"], name="extra"))
+        outputs.append(fvi("extra", ["N", 8, c]))
+    return build(nodes, [fvi("x", ["N", 8, c])], outputs, inits, opset=opset)
+
+
+def layernorm_feeds(n: int = 40, seed: int = 1) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 8, 32)).astype(np.float32)} for _ in range(n)]
+
+
+def biased_conv(seed: int = 7, bias: bool = True) -> onnx.ModelProto:
+    """A 1x1 Conv over 64 channels of all-positive input (mean ~3): each output channel's weight has
+    one large entry, so the per-channel INT8 step is coarse and the rounding errors of the small
+    weights, summed against the large mean input, shift every output: bias correction's case.
+    bias=False: a MatMul without a bias Add instead (nothing to correct)."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    if bias:
+        wt = rng.normal(0, 0.02, (16, 64, 1, 1)).astype(np.float32)
+        wt[np.arange(16), rng.integers(0, 64, 16), 0, 0] = 2.0
+        inits = {"w": wt, "b": rng.normal(0, 0.1, 16).astype(np.float32)}
+        return build([node("Relu", ["x"], ["xr"], name="relu"), node("Conv", ["xr", "w", "b"], ["y"], name="conv")],
+                     [fvi("x", ["N", 64, 6, 6])], [fvi("y", ["N", 16, 6, 6])], inits)
+    wt = rng.normal(0, 0.02, (64, 16)).astype(np.float32)
+    return build([node("Relu", ["x"], ["xr"], name="relu"), node("MatMul", ["xr", "w"], ["y"], name="mm")],
+                 [fvi("x", ["N", 4, 64])], [fvi("y", ["N", 4, 16])], {"w": wt})
+
+
+def positive_feeds(shape, n: int = 40, seed: int = 1) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"x": (rng.standard_normal(shape) + 3.0).astype(np.float32)} for _ in range(n)]

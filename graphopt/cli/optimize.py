@@ -153,8 +153,12 @@ def command(argv: list[str]) -> int:
             held = (f"; held-out vs FP32: cosine {acc['cosine']:.5f}" +
                     (f", top-1 agreement {acc['top1_agreement']:.2f}%" if acc.get("top1_agreement") is not None else "")
                     if acc else "")
+            eq = q.get("equalization")
+            kept = (f"; equalization kept: {', '.join(eq['kept']) or 'none'}"
+                    f" (tried {', '.join(t['name'] for t in eq['tried'] if t.get('applies')) or 'none'})"
+                    if eq and eq.get("tried") is not None else "")
             print(f"graphopt: int8: {n8} layers INT8, {len(q['layers']) - n8} fallen back to FP32, "
-                  f"{len(q['skipped'])} left FP32 by placement{held}", file=sys.stderr)
+                  f"{len(q['skipped'])} left FP32 by placement{held}{kept}", file=sys.stderr)
         _print_pruning(result.pass_reports)
         status = result.validation_status
         val = (result.validation.summary() if result.validation

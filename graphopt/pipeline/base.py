@@ -85,6 +85,7 @@ class Pass:
     Options: ClassVar[type] = NoOptions
     lossless: ClassVar[bool] = True
     is_group: ClassVar[bool] = False  # a pass manager: its run invokes other passes
+    needs_calibration: ClassVar[bool] = False  # reads the run's calibration data (--calib): without it, a usage error
 
     def __init__(self, options: Any = None, scope: Optional[NodeScope] = None):
         self.options = options if options is not None else self.Options()

@@ -54,6 +54,23 @@ def markdown(report: dict[str, Any], chart_prefix: str) -> tuple[str, dict[str, 
             lines.append(f"| {op} | " + " | ".join(str(comparison[t].get("ops", {}).get(op, 0)) if "ops" in comparison[t]
                                                    else "" for t in tools) + " |")
         lines += [f"- {t} failed: {_cell(comparison[t]['error'])}" for t in tools if "error" in comparison[t]]
+    eq = ((report.get("pass_reports") or {}).get("quantize-int8") or {}).get("equalization")
+    if isinstance(eq, dict):
+        lines += ["", "## quantize-int8: equalization", "",
+                  f"- mode: `{eq.get('mode')}`; kept: {', '.join(eq.get('kept') or []) or 'none'}"]
+        if eq.get("baseline") is not None:
+            lines.append(f"- held-out channel-normalized cosine with every layer INT8: {eq['baseline']:.5f} without "
+                         f"equalization, {eq.get('norm_cosine', eq['baseline']):.5f} with what was kept")
+        if eq.get("note"):
+            lines.append(f"- {_cell(eq['note'])}")
+        lines += ["", "| equalization | applies | held-out normalized cosine | kept | seconds | detail |",
+                  "|---|---|---:|---|---:|---|"]
+        for t in eq.get("tried") or []:
+            metric = f"{t['norm_cosine']:.5f}" if t.get("norm_cosine") is not None else ""
+            detail = ", ".join(f"{k}={v}" for k, v in t.items()
+                               if k not in ("name", "applies", "norm_cosine", "kept", "seconds"))
+            lines.append(f"| {t['name']} | {'yes' if t.get('applies') else 'no'} | {metric} | "
+                         f"{'yes' if t.get('kept') else 'no'} | {t.get('seconds', '')} | {_cell(detail)} |")
     charts: dict[str, str] = {}
     for name, details in (report.get("pass_reports") or {}).items():
         errors = details.get("layer_error") if isinstance(details, dict) else None
