@@ -74,11 +74,18 @@ def test_prepared_reference_compares_as_compare_does(monkeypatch):
     ref = [batch(n) for n in counts]
     labels = [rng.integers(0, 4, n) for n in counts]
     prepared = Prepared(ref, counts)
+    for name in ref[0]:
+        prepared.output(name)  # prepared now, z-scores kept
+    monkeypatch.setattr(metrics, "Z_CACHE_BYTES", 0)
+    uncached = Prepared(ref, counts)  # z-scores recomputed for every candidate
     for noise in (0.0, 0.01, 0.5):
         new = [batch(n, noise, r) for n, r in zip(counts, ref)]
         for chunk in (1 << 20, 7):
             monkeypatch.setattr(metrics, "CHUNK_VALUES", chunk)
-            _assert_reports_match(compare(ref, new, counts, labels, prepared), compare(ref, new, counts, labels))
+            want = compare(ref, new, counts, labels)
+            _assert_reports_match(compare(ref, new, counts, labels, prepared), want)
+            _assert_reports_match(compare(ref, new, counts, labels, uncached), want)
+    assert prepared.output("scores").zr is not None and uncached.output("scores").zr is None
     new[1]["features"][0, 0, 0, 0] = np.nan
     assert not prepared.output("features").fits([n["features"] for n in new])
     _assert_reports_match(compare(ref, new, counts, labels, prepared), compare(ref, new, counts, labels))

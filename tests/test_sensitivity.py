@@ -121,3 +121,52 @@ def test_pruned_weights_are_cut_like_quantized_layers():
     assert ev.stats["incremental"] == len(units) and len(got) == len(units)
     for u in units:
         assert_same(got[u.node_id], ev.measure([u]))
+
+
+class _Unit:
+    def __init__(self, i):
+        self.node_id, self.label = i, f"layer{i}"
+
+
+class _Report:
+    def __init__(self, drop):
+        self._drop = drop
+
+    def drop(self):
+        return self._drop
+
+
+class _Counting:
+    """An evaluator whose loss is 2 until `needed` units are left out, then 0.5."""
+
+    def __init__(self, total, needed):
+        self.total, self.needed, self.calls = total, needed, []
+
+    def measure(self, units):
+        k = self.total - len(units)
+        self.calls.append(k)
+        return _Report(2.0 if k < self.needed else 0.5)
+
+
+@pytest.mark.parametrize("limit", [40, 25])
+def test_fewest_fallback_layers_search_finds_the_same_count_in_few_measurements(limit):
+    units = [_Unit(i) for i in range(40)]
+    scores = {u.node_id: float(40 - u.node_id) for u in units}  # unit 0 is the most sensitive
+    for needed in range(1, limit + 1):
+        ev = _Counting(len(units), needed)
+        kept, best, names = budget.hold_budget(ev, units, scores, 1.0, _Report(2.0), "test", limit=limit)
+        assert names == [f"layer{i}" for i in range(needed)] and best.drop() == 0.5
+        assert {u.node_id for u in kept} == set(range(needed, 40))
+        assert len(ev.calls) <= 2 * math.ceil(math.log2(needed)) + 2
+    assert len(_calls_for(units, scores, 1, limit)) == 1  # one layer holds it: one measurement
+    # more than `limit` needed: the result at `limit` comes back for the caller to judge
+    ev = _Counting(len(units), limit + 1)
+    kept, best, names = budget.hold_budget(ev, units, scores, 1.0, _Report(2.0), "test", limit=limit)
+    if limit < len(units):
+        assert best.drop() == 2.0 and len(names) == limit
+
+
+def _calls_for(units, scores, needed, limit):
+    ev = _Counting(len(units), needed)
+    budget.hold_budget(ev, units, scores, 1.0, _Report(2.0), "test", limit=limit)
+    return ev.calls

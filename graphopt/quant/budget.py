@@ -268,7 +268,7 @@ class Evaluator:
         if view is None:  # apply did something else the second time: measure it whole
             return self.measure([c.unit], threads)
         try:
-            with Session(view, optimized=True, intra_threads=threads) as sess:
+            with Session(view, optimized=True, intra_threads=threads, arena=True) as sess:
                 outs = []
                 for b, ref in enumerate(self.reference):
                     got = sess.run({n: cache[n][b] for n in c.inputs}, c.outputs)
@@ -387,23 +387,35 @@ def hold_budget(ev: Evaluator, units: list, sensitivity: dict[int, float], budge
                 limit: Optional[int] = None) -> tuple[list, AccuracyReport, list[str]]:
     """Leave the most sensitive units unchanged, as few as possible (at most `limit`), until the
     result is `good` (default: the loss is within `budget`). The loss shrinks (nearly)
-    monotonically as units are left out, so their count is binary-searched. Returns (units to
-    apply, their accuracy, labels left out, most sensitive first); when even `limit` units left
-    out is not good, that result (the caller checks it)."""
+    monotonically as units are left out, so their count is searched: 1, 2, 4, ... until one is
+    good (a budget is usually held by a few units, found in a few measurements), then bisected.
+    Returns (units to apply, their accuracy, labels left out, most sensitive first); when even
+    `limit` units left out is not good, that result (the caller checks it)."""
     good = good or (lambda rep: rep.drop() <= budget)
     order = sorted(units, key=lambda u: -sensitivity[u.node_id])
     limit = len(order) if limit is None else min(limit, len(order))
+
+    def without(k: int) -> AccuracyReport:
+        out = {u.node_id for u in order[:k]}
+        return ev.measure([u for u in units if u.node_id not in out])
+
     lo, hi = 0, limit  # leaving out `lo` units is not enough; `hi` is assumed to be until measured
     best: Optional[AccuracyReport] = None
-    if limit < len(order):
-        rep = ev.measure([u for u in units if u.node_id not in {x.node_id for x in order[:limit]}])
+    k = 1
+    while k < limit:
+        rep = without(k)
+        if good(rep):
+            hi, best = k, rep
+            break
+        lo, k = k, k * 2
+    if best is None and limit < len(order):
+        rep = without(limit)
         if not good(rep):
             return units, rep, [u.label for u in order[:limit]]
         best = rep
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        out = {u.node_id for u in order[:mid]}
-        rep = ev.measure([u for u in units if u.node_id not in out])
+        rep = without(mid)
         if good(rep):
             hi, best = mid, rep
         else:

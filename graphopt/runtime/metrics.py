@@ -255,6 +255,7 @@ def _normalized(ref: list, new: list, counts: Sequence[int]):
 
 # ------------------------------------------------------------------------------ many candidates, one reference
 CHUNK_VALUES = 1 << 20  # values compared at a time in the prepared path (float64 buffers of a few MB)
+Z_CACHE_BYTES = 512 << 20  # a prepared output's z-scored reference is kept up to this size
 
 
 class Prepared:
@@ -315,7 +316,9 @@ class _RefOutput:
         for s in range(0, per, step):
             rf, nf = r2[s:s + step].astype(np.float64), n2[s:s + step].astype(np.float64)
             parts.append(_row_cosines(rf, nf, self.rnorms[b][s:s + step]))
-            noise += float(np.sum((rf - nf) ** 2))
+            np.subtract(rf, nf, out=nf)
+            np.square(nf, out=nf)
+            noise += float(np.sum(nf))
         cos = np.concatenate(parts)
         a.cos_sum += float(cos.sum())
         a.cos_min = min(a.cos_min, float(cos.min()))
@@ -347,6 +350,7 @@ class _RefOutput:
         self.zr_norms = np.linalg.norm(zr, axis=1)
         self.zsignal = float(np.sum(zr * zr))
         self.norm_axis, self.norm_ok = ax, True
+        self.zr = zr if zr.nbytes <= Z_CACHE_BYTES else None  # else recomputed for every candidate
 
     def _rows(self, arrays: list):
         for a, c in zip(arrays, self.counts):
@@ -361,13 +365,25 @@ class _RefOutput:
         for rb, nb in zip(self._rows(self.rs), self._rows(new)):
             step = max(1, CHUNK_VALUES // max(rb[0].size if len(rb) else 1, 1))
             for s in range(0, len(rb), step):
-                zr, zn = rb[s:s + step].astype(np.float64), nb[s:s + step].astype(np.float64)
+                zn = nb[s:s + step].astype(np.float64)
+                k = len(zn)
+                if self.zr is not None:
+                    zr = self.zr[row:row + k]
+                else:
+                    zr = rb[s:s + step].astype(np.float64)
+                    if self.mu is not None:
+                        zr -= self.mu
+                        zr /= self.sd
+                    zr = zr.reshape(k, -1)
                 if self.mu is not None:
-                    zr, zn = (zr - self.mu) / self.sd, (zn - self.mu) / self.sd
-                zr, zn = zr.reshape(len(zr), -1), zn.reshape(len(zn), -1)
-                parts.append(_row_cosines(zr, zn, self.zr_norms[row:row + len(zr)]))
-                noise += float(np.sum((zr - zn) ** 2))
-                row += len(zr)
+                    zn -= self.mu
+                    zn /= self.sd
+                zn = zn.reshape(k, -1)
+                parts.append(_row_cosines(zr, zn, self.zr_norms[row:row + k]))
+                np.subtract(zr, zn, out=zn)
+                np.square(zn, out=zn)
+                noise += float(np.sum(zn))
+                row += k
         cos = np.concatenate(parts)
         snr = math.inf if noise == 0 else 10 * math.log10(self.zsignal / noise) if self.zsignal > 0 else -math.inf
         return float(cos.mean()), snr, self.norm_axis
