@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -552,10 +553,29 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     done = 0
     kept: dict[str, list] = {name: [] for name in tensors} if method == "auto" else {}
     progress = _Progress(samples.size, f"calibrating ({method}, {len(tensors)} tensors)", settings.progress)
-    with Session(backend.ort_view(m), optimized=True) as sess:
+    # onnxruntime computes the next batch while this thread bins the last one, when two batches'
+    # activations fit the memory cap
+    overlap = not bytes_per_sample or 2 * batch * bytes_per_sample <= settings.memory_mb * (1 << 20)
+    with Session(backend.ort_view(m), optimized=True) as sess, ThreadPoolExecutor(1) as pool:
         fetch = [t for t in tensors if t not in inputs]
-        for feed, n, _ in samples.batches(batch):
-            out = sess.run(feed, fetch) if fetch else {}
+
+        def run(item):
+            return item[0], item[1], (sess.run(item[0], fetch) if fetch else {})
+
+        def batches():
+            source = samples.batches(batch)
+            if not overlap:
+                yield from map(run, source)
+                return
+            item = next(source, None)
+            pending = pool.submit(run, item) if item is not None else None
+            while pending is not None:
+                result = pending.result()
+                item = next(source, None)
+                pending = pool.submit(run, item) if item is not None else None
+                yield result
+
+        for feed, n, out in batches():
             for name in tensors:
                 hists[name].add(out[name] if name in out else feed[name])
             if kept and done < AUTO_SAMPLES:
