@@ -17,7 +17,7 @@ Every configuration runs as its own child process (under `nice`, unless this scr
                         CalibrationDataReader over calib.npz in batches of --ort-batch lines
                         (all 300 lines calibrate; graphopt holds 20% of them back by default)
 
-graphopt is only used through its command line (`graphopt` on PATH, or --graphopt).
+graphopt is only used through its command line (the `graphopt` beside this Python, else on PATH, or --graphopt).
 Columns: lines % / chars % agreeing with FP32 on data/eval.npz (ocr_eval.py), share of the
 Conv/MatMul/Gemm weights stored as INT8 and INT8 layers / weight layers, calibration seconds
 (graphopt: the calibration time its --report records; ORT: time inside its calibrator), the whole
@@ -240,7 +240,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=DATA, help="folder written by ocr_data.py")
     ap.add_argument("--out", default=None, help="where quantized models go (default DATA/bench)")
-    ap.add_argument("--graphopt", default=shutil.which("graphopt") or "graphopt")
+    beside = os.path.join(os.path.dirname(sys.executable), "graphopt")  # this venv's, not another on PATH
+    ap.add_argument("--graphopt", default=beside if os.path.exists(beside) else shutil.which("graphopt") or "graphopt")
     ap.add_argument("--only", nargs="*", help="run only configs whose name contains one of these")
     ap.add_argument("--skip-ort", action="store_true")
     ap.add_argument("--ort-batch", type=int, default=10)
