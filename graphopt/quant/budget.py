@@ -262,8 +262,12 @@ class Evaluator:
             m = self.reference_model.clone()
             self.apply(m, [c.unit])
             again = self._cut(c.unit, m)
-            view = _submodel(m, again.nodes, again.inputs, again.outputs, cache) \
-                if again.nodes is not None and again.inputs == c.inputs and again.outputs == c.outputs else None
+            try:
+                view = _submodel(m, again.nodes, again.inputs, again.outputs, cache) \
+                    if again.nodes is not None and again.inputs == c.inputs and again.outputs == c.outputs else None
+            except Exception as e:  # noqa: BLE001 - a cut that cannot be written: measure it whole
+                log.debug("sensitivity: cutting %s failed (%s)", getattr(c.unit, "label", c.unit), e)
+                view = None
             del m
         if view is None:  # apply did something else the second time: measure it whole
             return self.measure([c.unit], threads)
