@@ -149,7 +149,8 @@ class QuantizeInt8(Pass):
         active, accuracy, fallback, sensitivity = lossy.within_budget(
             model, held, settings.batch_size, layers, lambda m, units: _apply_equalized(m, units, edits, amax, o),
             o.max_drop, "quantize-int8 (kept in FP32)", sensitivity=o.sensitivity,
-            floor=lambda rep: check_thresholds(rep, floor), max_fallback=o.max_fallback)
+            floor=lambda rep: check_thresholds(rep, floor), max_fallback=o.max_fallback,
+            stats=report.setdefault("budget", {}))
 
         reference = model.clone()
         if edits:

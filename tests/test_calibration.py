@@ -109,6 +109,46 @@ def test_histogram_grows_by_merging_bins_without_losing_counts():
     np.testing.assert_array_equal(h.counts, expect)
 
 
+def test_histogram_in_chunks_counts_as_one_pass_over_the_tensor(monkeypatch):
+    # binning goes through small reused buffers: the counts must be those of the plain
+    # one-pass formula (float32 |x| times 1/width, truncated, clipped to the last bin),
+    # whatever the chunk size, with growing ranges, negative values and non-finite ones
+    rng = np.random.default_rng(5)
+    parts = [rng.standard_normal((3, 1000)).astype(np.float32) * s for s in (0.5, 4.0, 4.0, 300.0)]
+    parts[2][1, 7], parts[2][2, 9] = np.nan, -np.inf
+    parts.append(rng.standard_normal(10).astype(np.float64))  # another dtype: as float32
+
+    def reference(bins):
+        counts, width = np.zeros(bins), 0.0
+        for p in parts:
+            a = np.abs(np.asarray(p, np.float32).ravel())
+            a = a[np.isfinite(a)]
+            m = float(a.max())
+            if width == 0.0:
+                width = m / bins * (1 + 1e-6)
+            elif m >= width * bins:
+                k = int(np.ceil(m / (width * bins) * (1 + 1e-6)))
+                counts = (np.concatenate([[counts.sum()], np.zeros(bins - 1)]) if k >= bins else
+                          np.concatenate([counts, np.zeros(bins * (k - 1))]).reshape(bins, k).sum(axis=1))
+                width *= k
+            a *= np.float32(1.0 / width)
+            counts += np.bincount(np.minimum(a.astype(np.int32), bins - 1), minlength=bins)
+        return counts, width
+
+    want, width = reference(256)
+    for chunk in (7, 1000, 1 << 16):
+        monkeypatch.setattr(calibration, "HISTOGRAM_CHUNK", chunk)
+        h = AbsHistogram(bins=256)
+        for p in parts:
+            h.add(p)
+        assert h.width == width and h.nonfinite == 2 and h.total == want.sum()
+        np.testing.assert_array_equal(h.counts, want)
+    minmax = AbsHistogram(counting=False)
+    for p in parts:
+        minmax.add(p)
+    assert minmax.amax == max(float(np.nanmax(np.abs(np.where(np.isinf(p), np.nan, p)))) for p in parts)
+
+
 def test_methods_order_on_a_heavy_tailed_distribution():
     rng = np.random.default_rng(1)
     h = AbsHistogram()

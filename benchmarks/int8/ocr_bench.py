@@ -3,6 +3,7 @@
 
     python benchmarks/int8/ocr_data.py            # once: data/rec.onnx, calib.npz, eval.npz, dict.txt
     python benchmarks/int8/ocr_bench.py [--only NAME ...] [--json out.json] [--keep]
+    python benchmarks/int8/ocr_bench.py --only default max_drop "ORT MinMax" --rounds 3 --no-eval   # times only
 
 Every configuration runs as its own child process (under `nice`, unless this script already runs niced), on the same data/calib.npz:
 
@@ -16,12 +17,16 @@ Every configuration runs as its own child process (under `nice`, unless this scr
                         CalibrationDataReader over calib.npz in batches of --ort-batch lines
                         (all 300 lines calibrate; graphopt holds 20% of them back by default)
 
-graphopt is only used through its command line (`graphopt` on PATH, or --graphopt).
+graphopt is only used through its command line (the `graphopt` beside this Python, else on PATH, or --graphopt).
 Columns: lines % / chars % agreeing with FP32 on data/eval.npz (ocr_eval.py), share of the
 Conv/MatMul/Gemm weights stored as INT8 and INT8 layers / weight layers, calibration seconds
 (graphopt: the calibration time its --report records; ORT: time inside its calibrator), the whole
 child's wall seconds, its peak RSS (os.wait4 rusage of the child), and graphopt's own printed
-held-out cosine vs FP32. Quantized models go to data/bench/ (kept with --keep, else deleted).
+held-out cosine vs FP32; for graphopt also the accuracy budget's seconds from its --report
+(sensitivity: every layer measured alone; search: the fewest layers to leave in FP32). With
+--rounds N every configuration runs N times, interleaved (a, b, c, a, b, c, ...), and the table
+gives medians; --no-eval skips decoding the quantized models (timing only). Quantized models go
+to data/bench/ (kept with --keep, else deleted).
 """
 
 from __future__ import annotations
@@ -86,6 +91,9 @@ def run_graphopt(graphopt: str, name: str, args: list[str], src: str, out_dir: s
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         q = json.load(open(report))["pass_reports"]["quantize-int8"]
         res["calib_s"] = (q.get("calibration") or {}).get("seconds")
+        res["budget"] = q.get("budget") or {}
+        res["sensitivity_s"] = res["budget"].get("sensitivity_seconds")
+        res["search_s"] = res["budget"].get("search_seconds")
     if res["rc"] != 0:
         res["error"] = text.strip().splitlines()[-1] if text.strip() else f"exit {res['rc']}"
     return res
@@ -206,23 +214,25 @@ def fmt(v, spec):
 
 
 def table(rows: list[dict], fp32: dict) -> str:
-    head = ("config", "lines %", "chars %", "INT8 w %", "INT8 layers", "calib s", "wall s", "peak RSS MB",
-            "held-out cos")
+    head = ("config", "lines %", "chars %", "INT8 w %", "INT8 layers", "calib s", "sensitivity s", "wall s",
+            "peak RSS MB", "held-out cos")
     lines = [head]
     for r in rows:
         if r.get("error") and "lines_pct" not in r:
-            lines.append((r["name"], "failed: " + r["error"][:60], "", "", "", "", fmt(r.get("wall_s"), ".1f"),
+            lines.append((r["name"], "failed: " + r["error"][:60], "", "", "", "", "", fmt(r.get("wall_s"), ".1f"),
                           fmt(r.get("peak_rss_mb"), ".0f"), ""))
             continue
         lines.append((r["name"], fmt(r.get("lines_pct"), ".1f"), fmt(r.get("chars_pct"), ".2f"),
                       fmt(r.get("int8_weight_pct"), ".1f"), f"{r.get('layers_int8', '-')}/{r.get('layers_total', '-')}",
-                      fmt(r.get("calib_s"), ".1f"), fmt(r.get("wall_s"), ".1f"), fmt(r.get("peak_rss_mb"), ".0f"),
+                      fmt(r.get("calib_s"), ".1f"), fmt(r.get("sensitivity_s"), ".1f"), fmt(r.get("wall_s"), ".1f"),
+                      fmt(r.get("peak_rss_mb"), ".0f"),
                       fmt(r.get("heldout_cosine"), ".5f")))
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
     out = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    out.append(f"FP32 on {fp32['lines']} eval lines vs ground truth: {fp32['fp32_gt_lines_pct']:.1f}% lines, "
-               f"{fp32['fp32_gt_chars_pct']:.2f}% chars")
+    if fp32:
+        out.append(f"FP32 on {fp32['lines']} eval lines vs ground truth: {fp32['fp32_gt_lines_pct']:.1f}% lines, "
+                   f"{fp32['fp32_gt_chars_pct']:.2f}% chars")
     return "\n".join(out)
 
 
@@ -230,7 +240,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=DATA, help="folder written by ocr_data.py")
     ap.add_argument("--out", default=None, help="where quantized models go (default DATA/bench)")
-    ap.add_argument("--graphopt", default=shutil.which("graphopt") or "graphopt")
+    beside = os.path.join(os.path.dirname(sys.executable), "graphopt")  # this venv's, not another on PATH
+    ap.add_argument("--graphopt", default=beside if os.path.exists(beside) else shutil.which("graphopt") or "graphopt")
     ap.add_argument("--only", nargs="*", help="run only configs whose name contains one of these")
     ap.add_argument("--skip-ort", action="store_true")
     ap.add_argument("--ort-batch", type=int, default=10)
@@ -241,6 +252,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads for evaluation")
     ap.add_argument("--json", help="also write all results here")
     ap.add_argument("--keep", action="store_true", help="keep the quantized models")
+    ap.add_argument("--rounds", type=int, default=1, help="run every configuration this many times, interleaved; "
+                                                          "the table gives medians")
+    ap.add_argument("--no-eval", dest="evaluate", action="store_false", help="time only: do not decode the models")
     # internal: one onnxruntime quantization in its own process
     ap.add_argument("--ort-worker", choices=ORT_METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
@@ -265,20 +279,22 @@ def main(argv=None) -> int:
     if args.only:
         jobs = [j for j in jobs if any(o.lower() in j[1].lower() for o in args.only)]
 
-    fp32 = ocr_eval.evaluate(src, src, evaln, dct, args.threads)
+    fp32 = ocr_eval.evaluate(src, src, evaln, dct, args.threads) if args.evaluate else {}
     rows = []
-    for kind, name, a in jobs:
-        print(f"ocr_bench: {name} ...", file=sys.stderr, flush=True)
+    for rnd, (kind, name, a) in [(r, j) for r in range(args.rounds) for j in jobs]:
+        print(f"ocr_bench: {name} (round {rnd + 1}/{args.rounds}) ...", file=sys.stderr, flush=True)
         r = (run_graphopt(args.graphopt, name, a, src, out_dir) if kind == "graphopt"
              else run_ort(a, src, calib, out_dir, args.ort_batch, args.ort_preprocess, args.ort_limit))
         r["name"] = name + (f" ({args.ort_limit} lines)" if kind == "ort" and args.ort_limit else "")
-        if r["rc"] == 0 and os.path.exists(r["model"]):
+        r["round"] = rnd
+        if args.evaluate and r["rc"] == 0 and os.path.exists(r["model"]):
             try:
                 r.update({k: v for k, v in ocr_eval.evaluate(r["model"], src, evaln, dct, args.threads).items()
                           if k not in ("model", "reference")})
             except Exception as e:  # a model onnxruntime cannot load: a result, not a crash
                 r["error"] = f"evaluation failed: {type(e).__name__}: {str(e)[:200]}"
         print(f"ocr_bench: {name}: lines {fmt(r.get('lines_pct'), '.1f')}% chars {fmt(r.get('chars_pct'), '.2f')}% "
+              f"calib {fmt(r.get('calib_s'), '.1f')}s sensitivity {fmt(r.get('sensitivity_s'), '.1f')}s "
               f"wall {r['wall_s']:.0f}s rss {r['peak_rss_mb']:.0f}MB{' ERROR ' + r['error'] if r.get('error') else ''}",
               file=sys.stderr, flush=True)
         rows.append(r)
@@ -287,8 +303,27 @@ def main(argv=None) -> int:
                 json.dump({"fp32": fp32, "rows": rows}, f, ensure_ascii=False, indent=1)
         if not args.keep and os.path.exists(r["model"]):
             os.unlink(r["model"])
-    print(table(rows, fp32))
+    print(table(medians(rows) if args.rounds > 1 else rows, fp32))
     return 0
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per configuration: the median of every number over its rounds (the rest from its first)."""
+    import statistics
+
+    out: dict[str, list] = {}
+    for r in rows:
+        out.setdefault(r["name"], []).append(r)
+    merged = []
+    for name, runs in out.items():
+        m = dict(runs[0])
+        for k, v in runs[0].items():
+            vals = [x.get(k) for x in runs if isinstance(x.get(k), (int, float)) and not isinstance(x.get(k), bool)]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and vals:
+                m[k] = statistics.median(vals)
+        m["name"] = f"{name} (median of {len(runs)})"
+        merged.append(m)
+    return merged
 
 
 if __name__ == "__main__":

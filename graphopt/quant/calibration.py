@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -33,6 +34,7 @@ AUTO_CANDIDATES = (("minmax", None), ("percentile", 99.9), ("percentile", 99.99)
 AUTO_SAMPLES = 8  # calibration samples whose activations are kept to score the candidates
 LABELS_KEY = "labels"  # an optional key in evaluation data: the expected class per sample
 HISTOGRAM_BINS = 2048
+HISTOGRAM_CHUNK = 1 << 16  # values binned at a time (buffers that stay in cache)
 INT8_LEVELS = 128  # |q| levels of symmetric int8 (0..127), what the entropy method quantizes to
 CACHE_VERSION = 1
 HELD_OUT_MAX = 256
@@ -392,24 +394,30 @@ class AbsHistogram:
         self.nonfinite = 0
 
     def add(self, x: np.ndarray) -> None:
-        a = np.abs(np.asarray(x, np.float32).ravel())
-        if a.size == 0:
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        x = x.reshape(-1)
+        if x.size == 0:
             return
-        m = float(a.max())
-        if not math.isfinite(m):  # NaN or inf somewhere: count them, bin the rest
+        hi, lo = float(x.max()), float(x.min())  # |x|'s largest without an |x| copy
+        if math.isfinite(hi) and math.isfinite(lo):
+            m = max(hi, -lo)
+        else:  # NaN or inf somewhere: count them, bin the rest
+            a = np.abs(x)
             finite = np.isfinite(a)
             self.nonfinite += int(a.size - finite.sum())
-            a = a[finite]
-            if a.size == 0:
+            x = a[finite]
+            if x.size == 0:
                 return
-            m = float(a.max())
+            m = float(x.max())
         self.amax = max(self.amax, m)
-        self.total += a.size
+        self.total += x.size
         if not self.counting:
             return
         if self.width == 0.0:
             if m == 0.0:
-                self.counts[0] += a.size
+                self.counts[0] += x.size
                 return
             self.width = m / self.bins * (1 + 1e-6)
         elif m >= self.width * self.bins:
@@ -421,10 +429,20 @@ class AbsHistogram:
                 padded[: self.bins] = self.counts
                 self.counts = padded.reshape(self.bins, k).sum(axis=1)
             self.width *= k
-        a *= np.float32(1.0 / self.width)
-        idx = a.astype(np.int32)
-        np.minimum(idx, self.bins - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=self.bins)
+        # bin index floor(|x| / width) in float32, in cache-sized chunks through reused buffers
+        # (the same numbers as one pass over the whole tensor, without its temporaries)
+        scale = np.float32(1.0 / self.width)
+        n = x.size
+        step = min(n, HISTOGRAM_CHUNK)
+        buf, idx = np.empty(step, np.float32), np.empty(step, np.intp)
+        for start in range(0, n, step):
+            part = x[start:start + step]
+            b, i = buf[: part.size], idx[: part.size]
+            np.abs(part, out=b)
+            np.multiply(b, scale, out=b)
+            np.copyto(i, b, casting="unsafe")
+            np.minimum(i, self.bins - 1, out=i)
+            self.counts += np.bincount(i, minlength=self.bins)
 
     def threshold(self, method: str, percentile: float = 99.99) -> float:
         """The |x| range to quantize to by `method`; never above the largest value seen."""
@@ -535,10 +553,29 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     done = 0
     kept: dict[str, list] = {name: [] for name in tensors} if method == "auto" else {}
     progress = _Progress(samples.size, f"calibrating ({method}, {len(tensors)} tensors)", settings.progress)
-    with Session(backend.ort_view(m), optimized=True) as sess:
+    # onnxruntime computes the next batch while this thread bins the last one, when two batches'
+    # activations fit the memory cap
+    overlap = not bytes_per_sample or 2 * batch * bytes_per_sample <= settings.memory_mb * (1 << 20)
+    with Session(backend.ort_view(m), optimized=True) as sess, ThreadPoolExecutor(1) as pool:
         fetch = [t for t in tensors if t not in inputs]
-        for feed, n, _ in samples.batches(batch):
-            out = sess.run(feed, fetch) if fetch else {}
+
+        def run(item):
+            return item[0], item[1], (sess.run(item[0], fetch) if fetch else {})
+
+        def batches():
+            source = samples.batches(batch)
+            if not overlap:
+                yield from map(run, source)
+                return
+            item = next(source, None)
+            pending = pool.submit(run, item) if item is not None else None
+            while pending is not None:
+                result = pending.result()
+                item = next(source, None)
+                pending = pool.submit(run, item) if item is not None else None
+                yield result
+
+        for feed, n, out in batches():
             for name in tensors:
                 hists[name].add(out[name] if name in out else feed[name])
             if kept and done < AUTO_SAMPLES:

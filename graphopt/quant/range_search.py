@@ -13,6 +13,8 @@ Adds, pools, Concats) are scored by the activation's own quantization error.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
@@ -76,8 +78,8 @@ def choose(graph: Graph, opset: int, layers: list, candidates: dict[str, dict[st
             continue
         for idx, name in L.activations:
             consumers.setdefault(name, []).append((node, idx, L.weight))
-    chosen, report = {}, {}
-    for name, cands in candidates.items():
+
+    def score(name: str, cands: dict[str, float]) -> tuple[float, dict]:
         batches = [np.asarray(b, np.float32) for b in kept.get(name, [])]
         errors = {c: 0.0 for c in cands}
         scored = False
@@ -106,7 +108,20 @@ def choose(graph: Graph, opset: int, layers: list, candidates: dict[str, dict[st
                 errors[c] = sum(float(np.sum(np.square(fake_quant(b, amax) - b, dtype=np.float64)))
                                 for b in batches) / den if batches else (0.0 if c == "mse" else 1.0)
         best = min(errors, key=lambda c: (errors[c], c != "mse"))
-        chosen[name] = cands[best]
-        report[name] = {"method": best, "error": errors[best], "scored_on": "layer output" if scored else "activation",
-                        "errors": errors}
+        return cands[best], {"method": best, "error": errors[best],
+                             "scored_on": "layer output" if scored else "activation", "errors": errors}
+
+    # tensors are scored independently (each layer in its own small session): several at once
+    names = list(candidates)
+    with ThreadPoolExecutor(max(1, min(_cores(), len(names) or 1))) as pool:
+        results = list(pool.map(lambda name: score(name, candidates[name]), names))
+    chosen = {name: r[0] for name, r in zip(names, results)}
+    report = {name: r[1] for name, r in zip(names, results)}
     return chosen, report
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -15,6 +15,7 @@ anchors) detection head). The default accuracy floor (runtime/validate.py) is on
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
@@ -116,25 +117,38 @@ def _predictions(r: np.ndarray) -> Optional[np.ndarray]:
 
 
 def compare(ref: Sequence[dict], new: Sequence[dict], counts: Sequence[int],
-            labels: Optional[Sequence[Optional[np.ndarray]]] = None) -> AccuracyReport:
+            labels: Optional[Sequence[Optional[np.ndarray]]] = None,
+            prepared: Optional["Prepared"] = None) -> AccuracyReport:
     """Compare per-batch outputs. `counts` says how many samples each batch holds (the leading
     axis of every output is the sample axis when it matches; otherwise the batch is one sample).
     Float outputs get cosine and SNR; predictions (class scores, integer outputs) get agreement,
-    and the first of them is checked against `labels` where the batch has them."""
+    and the first of them is checked against `labels` where the batch has them. `prepared`
+    (Prepared(ref, counts)): the reference's side computed once, for many candidates."""
     acc: dict[str, _Accumulator] = {}
     correct_ref = correct_new = labelled = 0
     first_prediction: Optional[str] = None
     axes: dict[str, Optional[int]] = {}
+    fast: dict[str, _RefOutput] = {}
+    if prepared is not None and ref:
+        for name in ref[0]:
+            po = prepared.output(name)
+            if po is not None and po.fits([n_all[name] for n_all in new]):
+                fast[name] = po
     for b, (r_all, n_all, count) in enumerate(zip(ref, new, counts)):
         for name, r in r_all.items():
             r, n = np.asarray(r), np.asarray(n_all[name])
             a = acc.setdefault(name, _Accumulator())
-            if r.dtype.kind == "f":
+            po = fast.get(name)
+            if po is not None:
+                po.add_float(a, b, n)
+            elif r.dtype.kind == "f":
                 _add_float(a, r, n, count)
             if name not in axes:
-                axes[name] = channel_axis(r) if r.dtype.kind == "f" and r.ndim == 3 and r.shape[0] == count else None
+                axes[name] = po.axis if po is not None else (
+                    channel_axis(r) if r.dtype.kind == "f" and r.ndim == 3 and r.shape[0] == count else None)
             # a (batch, channels, anchors) detection head: its last axis holds positions, not classes
-            pr, pn = (None, None) if axes[name] not in (None, r.ndim - 1) else (_predictions(r), _predictions(n))
+            pr, pn = (None, None) if axes[name] not in (None, r.ndim - 1) else (
+                po.predictions[b] if po is not None else _predictions(r), _predictions(n))
             if pr is None or pn is None or pr.shape != pn.shape:
                 a.predictions = False
                 continue
@@ -157,8 +171,8 @@ def compare(ref: Sequence[dict], new: Sequence[dict], counts: Sequence[int],
         cosine = a.cos_sum / a.n if a.n else 1.0
         out = OutputAccuracy(name, cosine, a.cos_min, snr, top1)
         if a.n:
-            out.norm_cosine, out.norm_snr_db, out.channel_axis = _normalized(
-                [r[name] for r in ref], [n[name] for n in new], counts)
+            out.norm_cosine, out.norm_snr_db, out.channel_axis = fast[name].normalized([n[name] for n in new]) \
+                if name in fast else _normalized([r[name] for r in ref], [n[name] for n in new], counts)
         report.outputs.append(out)
     if labelled:
         report.accuracy_ref = 100.0 * correct_ref / labelled
@@ -237,3 +251,148 @@ def _normalized(ref: list, new: list, counts: Sequence[int]):
     signal, noise = float(np.sum(zr * zr)), float(np.sum((zr - zn) ** 2))
     snr = math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
     return float(cos.mean()), snr, ax
+
+
+# ------------------------------------------------------------------------------ many candidates, one reference
+CHUNK_VALUES = 1 << 20  # values compared at a time in the prepared path (float64 buffers of a few MB)
+Z_CACHE_BYTES = 512 << 20  # a prepared output's z-scored reference is kept up to this size
+
+
+class Prepared:
+    """The reference's side of compare() computed once, for the accuracy budget that compares many
+    candidates with one reference: per float output its per-sample norms, signal, predictions,
+    channel axis and z-score statistics. A candidate is then compared a few samples at a time,
+    with no full-size float64 copies. The numbers are compare()'s: per-sample cosines are
+    the same row computations; sums over all values (SNR) differ at most by rounding. Outputs that
+    are not finite floats (or whose candidate is not) take compare()'s general path."""
+
+    def __init__(self, ref: Sequence[dict], counts: Sequence[int]):
+        self.ref, self.counts = ref, list(counts)
+        self._outputs: dict[str, Optional[_RefOutput]] = {}
+        self._lock = threading.Lock()  # candidates may be compared from several threads
+
+    def output(self, name: str) -> Optional["_RefOutput"]:
+        with self._lock:
+            if name not in self._outputs:
+                self._outputs[name] = _RefOutput.build([np.asarray(r[name]) for r in self.ref], self.counts)
+            return self._outputs[name]
+
+
+class _RefOutput:
+    def __init__(self, rs: list, counts: list):
+        self.rs, self.counts = rs, counts
+        self.per = [c if r.ndim and r.shape[0] == c else 1 for r, c in zip(rs, counts)]
+        self.rnorms, self.signal = [], []
+        for r, per in zip(rs, self.per):
+            rf = r.astype(np.float64).reshape(per, -1)
+            self.rnorms.append(np.linalg.norm(rf, axis=1))
+            self.signal.append(float(np.sum(rf * rf)))
+            del rf
+        first = rs[0]
+        self.axis = channel_axis(first) if first.ndim == 3 and first.shape[0] == counts[0] else None
+        self.predictions = [_predictions(r) for r in rs]
+        self._prepare_normalized()
+
+    @classmethod
+    def build(cls, rs: list, counts: list) -> Optional["_RefOutput"]:
+        if not rs or any(r.dtype.kind != "f" for r in rs) or not all(bool(np.isfinite(r).all()) for r in rs):
+            return None
+        return cls(rs, counts)
+
+    def fits(self, new: list) -> bool:
+        """Whether a candidate's arrays can take the prepared path: same shapes, finite floats."""
+        for r, n in zip(self.rs, new):
+            n = np.asarray(n)
+            if n.shape != r.shape or n.dtype.kind != "f" or not bool(np.isfinite(n).all()):
+                return False
+        return len(new) == len(self.rs)
+
+    def add_float(self, a: _Accumulator, b: int, n: np.ndarray) -> None:
+        """_add_float of batch `b` for a finite candidate."""
+        per = self.per[b]
+        r2, n2 = self.rs[b].reshape(per, -1), np.asarray(n).reshape(per, -1)
+        step = max(1, CHUNK_VALUES // max(r2.shape[1], 1))
+        parts, noise = [], 0.0
+        for s in range(0, per, step):
+            rf, nf = r2[s:s + step].astype(np.float64), n2[s:s + step].astype(np.float64)
+            parts.append(_row_cosines(rf, nf, self.rnorms[b][s:s + step]))
+            np.subtract(rf, nf, out=nf)
+            np.square(nf, out=nf)
+            noise += float(np.sum(nf))
+        cos = np.concatenate(parts)
+        a.cos_sum += float(cos.sum())
+        a.cos_min = min(a.cos_min, float(cos.min()))
+        a.n += per
+        a.signal += self.signal[b]
+        a.noise += noise
+
+    def _prepare_normalized(self) -> None:
+        self.norm_ok = False
+        try:
+            arrays = [np.asarray(r, np.float64) for r in self.rs]
+            arrays = [a if a.ndim and a.shape[0] == c else a[None] for a, c in zip(arrays, self.counts)]
+            r = np.concatenate(arrays)
+        except (ValueError, TypeError):
+            return
+        del arrays
+        ax = channel_axis(r) if r.ndim >= 2 else None
+        if ax is not None and r.size // r.shape[ax] < MIN_PER_CHANNEL:
+            return
+        self.mu = self.sd = None
+        if ax is not None:
+            others = tuple(i for i in range(r.ndim) if i != ax)
+            self.mu = r.mean(axis=others, keepdims=True)
+            sd = r.std(axis=others, keepdims=True)
+            self.sd = np.maximum(sd, NORM_FLOOR * max(float(sd.max()), 1e-30))
+            r -= self.mu  # in place: r is this function's own copy
+            r /= self.sd
+        zr = r.reshape(len(r), -1)
+        self.zr_norms = np.linalg.norm(zr, axis=1)
+        self.zsignal = float(np.sum(zr * zr))
+        self.norm_axis, self.norm_ok = ax, True
+        self.zr = zr if zr.nbytes <= Z_CACHE_BYTES else None  # else recomputed for every candidate
+
+    def _rows(self, arrays: list):
+        for a, c in zip(arrays, self.counts):
+            a = np.asarray(a)
+            yield a if a.ndim and a.shape[0] == c else a[None]
+
+    def normalized(self, new: list):
+        """_normalized for a finite candidate."""
+        if not self.norm_ok:
+            return None, None, None
+        parts, noise, row = [], 0.0, 0
+        for rb, nb in zip(self._rows(self.rs), self._rows(new)):
+            step = max(1, CHUNK_VALUES // max(rb[0].size if len(rb) else 1, 1))
+            for s in range(0, len(rb), step):
+                zn = nb[s:s + step].astype(np.float64)
+                k = len(zn)
+                if self.zr is not None:
+                    zr = self.zr[row:row + k]
+                else:
+                    zr = rb[s:s + step].astype(np.float64)
+                    if self.mu is not None:
+                        zr -= self.mu
+                        zr /= self.sd
+                    zr = zr.reshape(k, -1)
+                if self.mu is not None:
+                    zn -= self.mu
+                    zn /= self.sd
+                zn = zn.reshape(k, -1)
+                parts.append(_row_cosines(zr, zn, self.zr_norms[row:row + k]))
+                np.subtract(zr, zn, out=zn)
+                np.square(zn, out=zn)
+                noise += float(np.sum(zn))
+                row += k
+        cos = np.concatenate(parts)
+        snr = math.inf if noise == 0 else 10 * math.log10(self.zsignal / noise) if self.zsignal > 0 else -math.inf
+        return float(cos.mean()), snr, self.norm_axis
+
+
+def _row_cosines(rf: np.ndarray, nf: np.ndarray, rnorms: np.ndarray) -> np.ndarray:
+    """Per-row cosine as _add_float and _normalized compute it, the reference rows' norms given."""
+    dots = np.einsum("ij,ij->i", rf, nf)
+    norms = rnorms * np.linalg.norm(nf, axis=1)
+    if bool(np.all(norms > 0)):
+        return dots / norms
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.all(rf == nf, axis=1), 1.0, 0.0))

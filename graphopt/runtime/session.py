@@ -103,7 +103,7 @@ class Session:
     optimization off; calibration and accuracy checks may use the basic level."""
 
     def __init__(self, model: "OrtModel | str", *, optimized: bool = False, has_random_ops: bool = False,
-                 intra_threads: int = 0):
+                 intra_threads: int = 0, arena: bool = False):
         import onnxruntime as ort
 
         if isinstance(model, str):
@@ -113,7 +113,8 @@ class Session:
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimized
                                          else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         opts.log_severity_level = 3
-        opts.enable_cpu_mem_arena = False  # a few batches per session: return memory promptly
+        # a few batches per session: return memory promptly (`arena`: a small model run many times)
+        opts.enable_cpu_mem_arena = arena
         opts.enable_mem_pattern = False
         # prepacking copies every MatMul/Conv weight into a second, packed buffer: twice the memory
         # for a session that runs a few batches
