@@ -15,8 +15,8 @@ a small one on three. The report says how many.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
