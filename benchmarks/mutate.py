@@ -34,7 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -374,7 +374,7 @@ def run_one(path: str, out: str) -> dict:
             code = main([path, "-p", PASSES, "-o", out, "-q"])
         except SystemExit as e:  # argparse
             code = e.code if isinstance(e.code, int) else 1
-        except BaseException as e:  # noqa: BLE001 - anything escaping main is a bug
+        except BaseException:  # noqa: BLE001 - anything escaping main is a bug
             import traceback
             traceback.print_exc()
             code = -1

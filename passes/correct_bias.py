@@ -28,7 +28,7 @@ from graphopt.ir import Graph
 from graphopt.pipeline.base import Pass, PassContext, PassResult
 from graphopt.quant import calibration, equalize
 from graphopt.quant.layer_options import words
-from graphopt.quant.placement import SKIP_RULES, PlacementRules, plan
+from graphopt.quant.placement import PlacementRules, default_skip, plan
 
 
 @dataclass
@@ -59,9 +59,7 @@ class CorrectBias(Pass):
 
         o = self.options
         settings = ctx.calibration or calibration.CalibrationSettings()
-        # the layers int8 quantizes by default (with method=auto its default placement keeps GELU inputs)
-        skip = tuple(s for s in SKIP_RULES if not (s == "gelu" and settings.method == "auto"))
-        rules = PlacementRules(skip=skip, min_channels=o.min_channels, per_channel=o.per_channel,
+        rules = PlacementRules(skip=default_skip(settings.method),  # the layers int8 quantizes by default min_channels=o.min_channels, per_channel=o.per_channel,
                                exclude_ops=words(o.exclude_ops), exclude_nodes=words(o.exclude_nodes))
         infer_shapes(ctx.model)  # ranks and element types the checks read
         layers, _ = plan(graph, rules, ctx.in_scope)

@@ -38,6 +38,7 @@ from graphopt.quant.placement import (
     PlacementRules,
     Skipped,
     concat_ties,
+    default_skip,
     plan,
 )
 
@@ -112,12 +113,7 @@ class QuantizeInt8(Pass):
         infer_shapes(model)
         settings = ctx.calibration or calibration.CalibrationSettings()
         method = o.method or settings.method
-        skip = words(o.skip)
-        if method == "auto" and o.skip == DEFAULT_SKIP:
-            # a range chosen by its effect on the layer fits a GELU output's one-signed, long-tailed
-            # distribution (the OCR recognizer: 99.5% of lines as FP32 with its GELU convs in INT8);
-            # the accuracy floor still leaves any that hurt in FP32
-            skip = tuple(s for s in skip if s != "gelu")
+        skip = default_skip(method) if o.skip == DEFAULT_SKIP else words(o.skip)
         rules = PlacementRules(skip=skip, min_channels=o.min_channels, residual=o.residual, bmm=o.bmm,
                                per_channel=o.per_channel, exclude_ops=words(o.exclude_ops),
                                exclude_nodes=words(o.exclude_nodes), force_nodes=words(o.force_nodes))

@@ -318,3 +318,21 @@ def biased_conv(seed: int = 7, bias: bool = True) -> onnx.ModelProto:
 def positive_feeds(shape, n: int = 40, seed: int = 1) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [{"x": (rng.standard_normal(shape) + 3.0).astype(np.float32)} for _ in range(n)]
+
+
+def sensitive_cnn():
+    """small_cnn with one output channel of conv2 500x larger (the head compensates): with
+    per-tensor weight scales conv2 alone breaks the output."""
+    return one_channel_500x(small_cnn(), "conv2_w", "conv2_b", "head_w")
+
+
+def one_channel_500x(model: onnx.ModelProto, weight: str, bias: str, next_weight: str) -> onnx.ModelProto:
+    """Output channel 0 of a layer 500x larger and the next layer's input channel 0 500x smaller:
+    the float model computes the same, but per-tensor weight scales round the layer's other
+    channels to zero."""
+    for name, index, factor in ((weight, 0, 500.0), (bias, 0, 500.0), (next_weight, (slice(None), 0), 1 / 500.0)):
+        t = next(t for t in model.graph.initializer if t.name == name)
+        a = numpy_helper.to_array(t).copy()
+        a[index] *= factor
+        t.CopyFrom(numpy_helper.from_array(a, name))
+    return model

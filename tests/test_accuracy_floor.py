@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from int8_models import small_cnn
-from onnx import numpy_helper
+from int8_models import sensitive_cnn
 
 import graphopt
 from graphopt.quant.budget import BelowFloor
@@ -54,23 +53,6 @@ def test_class_scores_normalize_along_the_class_axis():
 def test_floor_values_can_be_turned_off():
     t = LossyThresholds(min_cosine=0, min_top1=0).effective()
     assert t.min_cosine is None and t.min_top1 is None and t.min_norm_cosine == 0.8
-
-
-def sensitive_cnn():
-    """small_cnn with one output channel of conv2 500x larger (the head compensates): with
-    per-tensor weight scales conv2 alone breaks the output."""
-    model = small_cnn()
-
-    def scale(name, index, factor):
-        t = next(t for t in model.graph.initializer if t.name == name)
-        a = numpy_helper.to_array(t).copy()
-        a[index] *= factor
-        t.CopyFrom(numpy_helper.from_array(a, name))
-
-    scale("conv2_w", 0, 500.0)
-    scale("conv2_b", 0, 500.0)
-    scale("head_w", (slice(None), 0), 1 / 500.0)
-    return model
 
 
 def test_int8_climbs_back_to_the_floor(tmp_path):

@@ -19,7 +19,9 @@ from int8_models import (
     concat_model,
     fvi,
     mlp,
+    one_channel_500x,
     qdq_count,
+    sensitive_cnn,
     small_cnn,
     unnamed_feeds,
     unnamed_net,
@@ -277,20 +279,9 @@ def test_lossy_thresholds_fail_validation(tmp_path):
 
 
 def test_budget_falls_back_the_most_sensitive_layers(tmp_path):
-    # one output channel of conv2 500x larger (the head compensates, so FP32 is unchanged in
-    # spirit): with per-tensor weight scales every other channel of conv2 rounds to zero, which
-    # makes conv2 by far the most sensitive layer
-    model = small_cnn()
-
-    def scale(name, index, factor):
-        t = next(t for t in model.graph.initializer if t.name == name)
-        a = numpy_helper.to_array(t).copy()
-        a[index] *= factor
-        t.CopyFrom(numpy_helper.from_array(a, name))
-
-    scale("conv2_w", 0, 500.0)
-    scale("conv2_b", 0, 500.0)
-    scale("head_w", (slice(None), 0), 1 / 500.0)
+    # with per-tensor weight scales every other channel of conv2 rounds to zero next to its one
+    # 500x larger channel, which makes conv2 by far the most sensitive layer
+    model = sensitive_cnn()
     settings = CalibrationSettings(data=cnn_feeds(60), holdout=0.5)
     result = graphopt.optimize(model, "int8{per_channel=false,max_drop=0}", calibration=settings, validate=False)
     report = result.pass_reports["quantize-int8"]
@@ -359,17 +350,7 @@ def test_name_globs_never_match_unnamed_nodes_by_accident():
 def test_budget_falls_back_the_right_unnamed_layers(tmp_path):
     # as in test_budget_falls_back_the_most_sensitive_layers: one channel of the 1x1 conv 500x
     # larger, the Gemm compensating; per-tensor weight scales make that conv the most sensitive
-    model = unnamed_net()
-
-    def scale(name, index, factor):
-        t = next(t for t in model.graph.initializer if t.name == name)
-        a = numpy_helper.to_array(t).copy()
-        a[index] *= factor
-        t.CopyFrom(numpy_helper.from_array(a, name))
-
-    scale("w2", 0, 500.0)
-    scale("b2", 0, 500.0)
-    scale("wg", (slice(None), 0), 1 / 500.0)
+    model = one_channel_500x(unnamed_net(), "w2", "b2", "wg")
     settings = CalibrationSettings(data=unnamed_feeds(60), holdout=0.5)
     out = str(tmp_path / "budget.onnx")
     result = graphopt.optimize(model, "int8{per_channel=false,max_drop=0}", output=out, calibration=settings,
