@@ -255,3 +255,32 @@ def test_draws_adapt_to_what_a_run_costs_unless_set():
     # the twin: small outputs get all three
     r = graphopt.optimize(big, "fuse,fold", input_shapes={"x": [1, 64]})
     assert r.validation.draws == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_large_outputs_are_compared_chunk_by_chunk_with_the_whole_array_numbers(monkeypatch, dtype):
+    # a 60 MB output must not cost two float64 copies: the comparer walks chunks, and its verdict
+    # and errors are those of the whole array (a difference in a late chunk, a scale set early)
+    from graphopt.runtime import validate
+    from graphopt.runtime.validate import Tolerance, compare
+
+    monkeypatch.setattr(validate, "COMPARE_CHUNK", 7)
+    rng = np.random.default_rng(3)
+    ref = (rng.standard_normal((5, 9)) * 10).astype(dtype)
+    ref[0, 0], ref[4, 5] = 100, np.nan
+    assert compare([{"y": ref}], [{"y": ref.copy()}]).bitwise_equal
+    new = ref.copy()
+    new[4, 8] += dtype(0.5)  # the last chunk; the scale (100) is in the first
+    rep = compare([{"y": ref}], [{"y": new}], Tolerance(rtol=1e-2, atol=0))
+    got = rep.outputs[0]
+    want_abs = float(abs(np.float64(new[4, 8]) - np.float64(ref[4, 8])))
+    assert (got.ok, got.bitwise_equal) == (True, False)
+    assert got.max_abs == pytest.approx(want_abs) and got.max_rel == pytest.approx(want_abs / 100)
+    assert not compare([{"y": ref}], [{"y": new}], Tolerance(rtol=1e-4, atol=0)).ok
+    moved = ref.copy()
+    moved[4, 5], moved[4, 6] = moved[4, 6], np.nan
+    assert compare([{"y": ref}], [{"y": moved}]).outputs[0].problem == "NaN in different places"
+    ints = np.arange(45).reshape(5, 9)
+    other = ints.copy()
+    other[3, 3] = other[4, 4] = -1
+    assert compare([{"y": ints}], [{"y": other}]).outputs[0].problem == "2 of 45 values differ"

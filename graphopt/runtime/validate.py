@@ -146,33 +146,41 @@ def _compare_value(diff: OutputDiff, r, n, tol: Tolerance) -> None:
     _compare_one(diff, np.asarray(r), np.asarray(n), tol)
 
 
+COMPARE_CHUNK = 1 << 20  # values compared at a time: no full-size copies of a large output
+
+
 def _compare_one(diff: OutputDiff, r: np.ndarray, n: np.ndarray, tol: Tolerance) -> None:
     if r.shape != n.shape or r.dtype != n.dtype:
         diff.ok, diff.bitwise_equal = False, False
         diff.problem = f"shape/type {n.dtype}{list(n.shape)} instead of {r.dtype}{list(r.shape)}"
         return
+    r, n = r.reshape(-1), n.reshape(-1)
     if r.dtype.kind not in "fc":
-        if not np.array_equal(r, n):
+        differ = sum(int(np.count_nonzero(r[s:s + COMPARE_CHUNK] != n[s:s + COMPARE_CHUNK]))
+                     for s in range(0, r.size, COMPARE_CHUNK))
+        if differ:
             diff.ok = diff.bitwise_equal = False
-            diff.max_abs = max(diff.max_abs, float(np.sum(r != n)))
-            diff.problem = f"{int(np.sum(r != n))} of {r.size} values differ"
+            diff.max_abs = max(diff.max_abs, float(differ))
+            diff.problem = f"{differ} of {r.size} values differ"
         return
-    if r.tobytes() == n.tobytes():
+    chunks = range(0, r.size, COMPARE_CHUNK)
+    if all(r[s:s + COMPARE_CHUNK].tobytes() == n[s:s + COMPARE_CHUNK].tobytes() for s in chunks):
         return
+    # chunk by chunk, in float64: a 60 MB output costs a few MB more, not two float64 copies
+    scale = max_abs = 0.0
+    for s in chunks:
+        rf, nf = r[s:s + COMPARE_CHUNK].astype(np.float64), n[s:s + COMPARE_CHUNK].astype(np.float64)
+        nan_r = np.isnan(rf)
+        if not np.array_equal(nan_r, np.isnan(nf)):
+            diff.ok, diff.bitwise_equal, diff.problem = False, False, "NaN in different places"
+            return
+        rf, nf = rf[~nan_r], nf[~nan_r]
+        with np.errstate(invalid="ignore"):
+            err = np.nan_to_num(np.abs(rf - nf), nan=np.inf)  # inf - inf at the same place is equal
+        err[np.isinf(rf) & (rf == nf)] = 0.0
+        scale = max(scale, float(np.max(np.abs(rf[np.isfinite(rf)]), initial=0.0)))
+        max_abs = max(max_abs, float(err.max(initial=0.0)))
     diff.bitwise_equal = False
-    rf, nf = r.astype(np.float64), n.astype(np.float64)
-    nan_r, nan_n = np.isnan(rf), np.isnan(nf)
-    if not np.array_equal(nan_r, nan_n):
-        diff.ok, diff.problem = False, "NaN in different places"
-        return
-    finite = ~nan_r
-    err = np.abs(rf[finite] - nf[finite]) if finite.any() else np.zeros(1)
-    with np.errstate(invalid="ignore"):
-        err = np.nan_to_num(err, nan=np.inf)  # inf - inf at the same place is equal
-        same_inf = np.isinf(rf[finite]) & (rf[finite] == nf[finite])
-        err[same_inf] = 0.0
-    scale = float(np.max(np.abs(rf[finite][np.isfinite(rf[finite])]), initial=0.0))
-    max_abs = float(err.max(initial=0.0))
     diff.max_abs = max(diff.max_abs, max_abs)
     diff.max_rel = max(diff.max_rel, max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf))
     if max_abs > tol.atol + tol.rtol * scale:
