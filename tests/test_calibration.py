@@ -149,6 +149,43 @@ def test_histogram_in_chunks_counts_as_one_pass_over_the_tensor(monkeypatch):
     assert minmax.amax == max(float(np.nanmax(np.abs(np.where(np.isinf(p), np.nan, p)))) for p in parts)
 
 
+def test_a_large_tensor_is_binned_from_a_sample_and_its_exact_tail(monkeypatch):
+    # above HISTOGRAM_SAMPLE values, the histogram's bulk comes from seeded random blocks (never
+    # a fixed stride, which could pick the same column of every row), weighted to the tensor's
+    # size; the bins holding the sample's top HISTOGRAM_TAIL are counted over every value, so a
+    # lone outlier outside the sample still sets the MSE and entropy ranges as on all the data
+    monkeypatch.setattr(calibration, "HISTOGRAM_SAMPLE", 1 << 14)
+    monkeypatch.setattr(calibration, "HISTOGRAM_BLOCK", 1 << 8)
+    rng = np.random.default_rng(2)
+    first = rng.laplace(0, 1, (4, 64, 1024)).astype(np.float32)
+    later = rng.laplace(0, 1, (4, 64, 1024)).astype(np.float32)  # read once: range and tail together
+    later[3, 63, 1000] = -50.0  # one outlier past the first batch's range: the bins merge
+    small = first[:1, :8]  # under the cap: binned whole
+    batches = (first, later, small)
+    sampled, again = AbsHistogram(), AbsHistogram()
+    for h in (sampled, again):
+        for b in batches:
+            h.add(b)
+    np.testing.assert_array_equal(sampled.counts, again.counts)  # seeded: the same every run
+    assert sampled.total == sum(b.size for b in batches) and sampled.amax == 50.0
+    assert sampled.counts.sum() == pytest.approx(sampled.total, rel=0.01)
+    monkeypatch.setattr(calibration, "HISTOGRAM_SAMPLE", first.size)
+    full = AbsHistogram()
+    for b in batches:
+        full.add(b)
+    assert full.width == sampled.width
+    top = int(np.argmax(np.cumsum(full.counts[::-1])[::-1] <= 1e-3 * full.total)) + 2
+    np.testing.assert_array_equal(sampled.counts[top:], full.counts[top:])  # the tail: exact
+    for method, p in (("percentile", 99.0), ("percentile", 99.99), ("entropy", None), ("mse", None)):
+        got, want = sampled.threshold(method, p or 99.99), full.threshold(method, p or 99.99)
+        assert got == pytest.approx(want, rel=0.05), method
+    nan = later.copy()
+    nan[0, 0, :3] = (np.nan, np.inf, -np.inf)  # a large batch with non-finite values: binned whole
+    sampled.add(nan)
+    full.add(nan)
+    assert sampled.nonfinite == full.nonfinite == 3 and sampled.total == full.total
+
+
 def test_methods_order_on_a_heavy_tailed_distribution():
     rng = np.random.default_rng(1)
     h = AbsHistogram()

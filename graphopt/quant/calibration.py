@@ -35,6 +35,12 @@ AUTO_SAMPLES = 8  # calibration samples whose activations are kept to score the 
 LABELS_KEY = "labels"  # an optional key in evaluation data: the expected class per sample
 HISTOGRAM_BINS = 2048
 HISTOGRAM_CHUNK = 1 << 16  # values binned at a time (buffers that stay in cache)
+# Above this many values in a batch, a tensor's histogram bulk comes from seeded random blocks
+# of HISTOGRAM_BLOCK values and only its tail from every value (AbsHistogram.add,
+# docs/ARCHITECTURE.md, Calibration). The largest |x| always comes from every value.
+HISTOGRAM_SAMPLE = 1 << 18
+HISTOGRAM_BLOCK = 1 << 12
+HISTOGRAM_TAIL = 1e-3  # the share of a sample above which bins are counted exactly
 INT8_LEVELS = 128  # |q| levels of symmetric int8 (0..127), what the entropy method quantizes to
 CACHE_VERSION = 1
 HELD_OUT_MAX = 256
@@ -392,25 +398,29 @@ class AbsHistogram:
         self.amax = 0.0
         self.total = 0
         self.nonfinite = 0
+        self._rng = np.random.default_rng(0)  # which blocks of a large tensor are binned: seeded
 
     def add(self, x: np.ndarray) -> None:
+        """Add a batch of values. A large one (over HISTOGRAM_SAMPLE values) once the range is
+        known is read from memory once: one pass finds its largest |x| and keeps the values
+        above the histogram's current tail, the bulk comes from a sample."""
         x = np.asarray(x)
         if x.dtype != np.float32:
             x = x.astype(np.float32)
         x = x.reshape(-1)
         if x.size == 0:
             return
-        hi, lo = float(x.max()), float(x.min())  # |x|'s largest without an |x| copy
-        if math.isfinite(hi) and math.isfinite(lo):
-            m = max(hi, -lo)
-        else:  # NaN or inf somewhere: count them, bin the rest
+        sampled = self.counting and self.width > 0.0 and x.size > HISTOGRAM_SAMPLE
+        tail_from = self._tail_start() * self.width if sampled else None
+        m, tail = self._scan(x, tail_from)
+        if m is None or not math.isfinite(m):  # NaN or inf somewhere: count them, bin the rest
             a = np.abs(x)
             finite = np.isfinite(a)
             self.nonfinite += int(a.size - finite.sum())
             x = a[finite]
             if x.size == 0:
                 return
-            m = float(x.max())
+            m, tail, tail_from, sampled = float(x.max()), None, None, False
         self.amax = max(self.amax, m)
         self.total += x.size
         if not self.counting:
@@ -429,20 +439,95 @@ class AbsHistogram:
                 padded[: self.bins] = self.counts
                 self.counts = padded.reshape(self.bins, k).sum(axis=1)
             self.width *= k
-        # bin index floor(|x| / width) in float32, in cache-sized chunks through reused buffers
-        # (the same numbers as one pass over the whole tensor, without its temporaries)
         scale = np.float32(1.0 / self.width)
+        if x.size <= HISTOGRAM_SAMPLE:
+            self.counts += self._bin(x, scale)
+            return
+        # A large tensor: the bulk of the histogram is estimated from a sample, weighted to the
+        # tensor's size; its tail is counted exactly over every value, so rare outliers move
+        # percentiles, entropy and MSE as they would on all the data. The tail starts where the
+        # histogram so far has its top HISTOGRAM_TAIL (one bin above: rounding at the edge);
+        # on a first batch, where the sample's has it (and its values are read once more).
+        sample = self._bin(self._sample(x), scale)
+        if sampled:
+            low = min(self.bins, math.ceil(tail_from / self.width) + 1)
+            exact = self._bin(tail, scale, low) if tail.size else np.zeros(self.bins)
+        else:
+            above = np.cumsum(sample[::-1])[::-1]  # sample values in this bin or higher
+            low = int(np.argmax(above <= HISTOGRAM_TAIL * above[0])) if above[-1] <= HISTOGRAM_TAIL * above[0] \
+                else self.bins
+            exact = self._bin(x, scale, low) if low < self.bins else None
+        self.counts[:low] += sample[:low] * (x.size / sample.sum())
+        if low < self.bins:
+            self.counts[low:] += exact[low:]
+
+    def _tail_start(self) -> int:
+        """The first bin of the histogram's top HISTOGRAM_TAIL share (at least 1; `bins` when
+        the top bin alone holds more: then only values past the range are the tail)."""
+        above = np.cumsum(self.counts[::-1])[::-1]
+        if above[-1] > HISTOGRAM_TAIL * above[0]:
+            return self.bins
+        return max(1, int(np.argmax(above <= HISTOGRAM_TAIL * above[0])))
+
+    def _scan(self, x: np.ndarray, tail_from: Optional[float]) -> tuple[Optional[float], Optional[np.ndarray]]:
+        """(largest |x|, the values with |x| >= tail_from when given) in one pass of cache-sized
+        chunks; largest None when a value is NaN or infinite."""
+        m, tails = 0.0, []
+        step = min(x.size, HISTOGRAM_CHUNK)
+        buf = np.empty(step, np.float32)
+        mask = np.empty(step, bool) if tail_from is not None else None
+        for start in range(0, x.size, step):
+            part = x[start:start + step]
+            b = buf[: part.size]
+            np.abs(part, out=b)
+            cm = float(b.max())
+            if not math.isfinite(cm):
+                return None, None
+            m = max(m, cm)
+            if mask is not None and cm >= tail_from:
+                np.greater_equal(b, tail_from, out=mask[: part.size])
+                tails.append(part[mask[: part.size]])
+        if mask is None:
+            return m, None
+        return m, (np.concatenate(tails) if tails else np.zeros(0, np.float32))
+
+    def _bin(self, x: np.ndarray, scale: np.float32, low: int = 0) -> np.ndarray:
+        """Counts per bin of |x| (bin index floor(|x| * scale) = |trunc(x * scale)|, in float32;
+        a value rounding onto the top edge counts in the last bin). With `low`, only values of
+        bin `low` or above are counted (the others stay 0). In cache-sized chunks through reused
+        buffers: the same numbers as one pass over the tensor, without its temporaries."""
+        counts = np.zeros(self.bins, np.float64)
         n = x.size
         step = min(n, HISTOGRAM_CHUNK)
-        buf, idx = np.empty(step, np.float32), np.empty(step, np.intp)
+        buf, idx = np.empty(step, np.float32), np.empty(step, np.int32)
+        mask = np.empty(step, bool) if low else None
         for start in range(0, n, step):
             part = x[start:start + step]
             b, i = buf[: part.size], idx[: part.size]
-            np.abs(part, out=b)
-            np.multiply(b, scale, out=b)
+            np.multiply(part, scale, out=b)
+            if low:
+                np.abs(b, out=b)
+                np.greater_equal(b, low, out=mask[: part.size])
+                b = b[mask[: part.size]]
+                if not b.size:
+                    continue
+                i = i[: b.size]
             np.copyto(i, b, casting="unsafe")
-            np.minimum(i, self.bins - 1, out=i)
-            self.counts += np.bincount(i, minlength=self.bins)
+            np.abs(i, out=i)
+            c = np.bincount(i)
+            k = min(c.size, self.bins)
+            counts[:k] += c[:k]
+            if c.size > self.bins:
+                counts[-1] += c[self.bins:].sum()
+        return counts
+
+    def _sample(self, x: np.ndarray) -> np.ndarray:
+        """HISTOGRAM_SAMPLE values of `x`: random blocks (contiguous runs, not a fixed stride,
+        which could fall on the same position of every row or channel)."""
+        blocks = x.size // HISTOGRAM_BLOCK
+        rows = x[: blocks * HISTOGRAM_BLOCK].reshape(blocks, HISTOGRAM_BLOCK)
+        pick = np.sort(self._rng.choice(blocks, HISTOGRAM_SAMPLE // HISTOGRAM_BLOCK, replace=False))
+        return rows[pick].reshape(-1)
 
     def threshold(self, method: str, percentile: float = 99.99) -> float:
         """The |x| range to quantize to by `method`; never above the largest value seen."""
@@ -517,6 +602,13 @@ def _mse_threshold(counts: np.ndarray, width: float, amax: float) -> float:
 
 
 # ------------------------------------------------------------------------------ running
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class CalibrationResult:
     amax: dict[str, float]  # tensor -> |x| range
@@ -553,36 +645,23 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     done = 0
     kept: dict[str, list] = {name: [] for name in tensors} if method == "auto" else {}
     progress = _Progress(samples.size, f"calibrating ({method}, {len(tensors)} tensors)", settings.progress)
-    # onnxruntime computes the next batch while this thread bins the last one, when two batches'
-    # activations fit the memory cap
-    overlap = not bytes_per_sample or 2 * batch * bytes_per_sample <= settings.memory_mb * (1 << 20)
-    with Session(backend.ort_view(m), optimized=True) as sess, ThreadPoolExecutor(1) as pool:
-        fetch = [t for t in tensors if t not in inputs]
-
-        def run(item):
-            return item[0], item[1], (sess.run(item[0], fetch) if fetch else {})
-
-        def batches():
-            source = samples.batches(batch)
-            if not overlap:
-                yield from map(run, source)
-                return
-            item = next(source, None)
-            pending = pool.submit(run, item) if item is not None else None
-            while pending is not None:
-                result = pending.result()
-                item = next(source, None)
-                pending = pool.submit(run, item) if item is not None else None
-                yield result
-
-        for feed, n, out in batches():
-            for name in tensors:
-                hists[name].add(out[name] if name in out else feed[name])
+    # One batch at a time: onnxruntime runs it on every core, then its tensors are binned on
+    # every core (numpy releases the GIL). Running the next batch while binning this one was
+    # slower: both are memory-bound and onnxruntime's threads wait for the busy core. The arena
+    # keeps one batch's buffers for the next (docs/ARCHITECTURE.md, Calibration).
+    fetch = [t for t in tensors if t not in inputs]
+    with Session(backend.ort_view(m), optimized="all", arena=True) as sess, ThreadPoolExecutor(_cores()) as pool:
+        for feed, n in ((f, n) for f, n, _ in samples.batches(batch)):
+            out = sess.run(feed, fetch) if fetch else {}
+            values = {name: out[name] if name in out else feed[name] for name in tensors}
+            # largest tensors first, so the cores finish together
+            list(pool.map(lambda name: hists[name].add(values[name]),
+                          sorted(tensors, key=lambda t: -np.asarray(values[t]).size)))
             if kept and done < AUTO_SAMPLES:
                 for name in tensors:
-                    x = np.asarray(out[name] if name in out else feed[name])
+                    x = np.asarray(values[name])
                     kept[name].append(x if samples.stacked or x.ndim == 0 else x[: AUTO_SAMPLES - done])
-            del out
+            del out, values
             done += n
             progress.update(done)
     progress.close()

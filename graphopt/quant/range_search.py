@@ -27,9 +27,16 @@ QMAX = 127
 SCORED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def fake_quant(x: np.ndarray, amax: float) -> np.ndarray:
-    s = max(float(amax), 1e-30) / QMAX
-    return (np.clip(np.rint(x / s), -QMAX, QMAX) * s).astype(np.float32)
+def fake_quant(x: np.ndarray, amax: float, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """x through symmetric INT8 quantize / dequantize with range `amax`, in float32 (into `out`,
+    a buffer of x's shape, when given)."""
+    s = np.float32(max(float(amax), 1e-30) / QMAX)
+    out = np.empty(x.shape, np.float32) if out is None else out
+    np.divide(x, s, out=out)
+    np.rint(out, out=out)
+    np.clip(out, -QMAX, QMAX, out=out)
+    np.multiply(out, s, out=out)
+    return out
 
 
 def _session(graph: Graph, opset: int, node, act_index: int, weight_index: Optional[int], weight: Optional[np.ndarray]):
@@ -82,6 +89,9 @@ def choose(graph: Graph, opset: int, layers: list, candidates: dict[str, dict[st
     def score(name: str, cands: dict[str, float]) -> tuple[float, dict]:
         batches = [np.asarray(b, np.float32) for b in kept.get(name, [])]
         errors = {c: 0.0 for c in cands}
+        by_value: dict[float, list[str]] = {}
+        for c, amax in cands.items():
+            by_value.setdefault(amax, []).append(c)
         scored = False
         for node, idx, (w_idx, w_name, axis) in consumers.get(name, []):
             w = graph.const_value(graph.value(w_name))
@@ -95,10 +105,12 @@ def choose(graph: Graph, opset: int, layers: list, candidates: dict[str, dict[st
                 (rs, rin), (qsess, qin) = ref, qs
                 ys = [rs.run(None, {rin: b})[0] for b in batches]
                 den = sum(float(np.sum(np.square(y, dtype=np.float64))) for y in ys) or 1.0
-                for c, amax in cands.items():
-                    num = sum(float(np.sum(np.square(qsess.run(None, {qin: fake_quant(b, amax)})[0] - y,
-                                                      dtype=np.float64))) for b, y in zip(batches, ys))
-                    errors[c] += num / den
+                bufs = [np.empty(b.shape, np.float32) for b in batches]
+                for amax, same in by_value.items():  # candidates of equal range are scored once
+                    num = sum(float(np.sum(np.square(qsess.run(None, {qin: fake_quant(b, amax, buf)})[0] - y,
+                                                      dtype=np.float64))) for b, buf, y in zip(batches, bufs, ys))
+                    for c in same:
+                        errors[c] += num / den
                 scored = True
             except Exception as e:  # noqa: BLE001 - a layer onnxruntime cannot run alone is scored by its input
                 log.debug("range search: %s alone did not run (%s)", node.label, e)

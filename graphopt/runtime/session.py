@@ -100,9 +100,11 @@ def _all_nodes(g):
 
 class Session:
     """One onnxruntime CPU session. `optimized=False` (validation) turns every graph
-    optimization off; calibration and accuracy checks may use the basic level."""
+    optimization off; accuracy checks of quantized models use the basic level (True: the Q/DQ
+    pairs stay as written); "all" (calibration of a float model) adds fusions and onnxruntime's
+    blocked Conv layout, which change the requested tensors by rounding only."""
 
-    def __init__(self, model: "OrtModel | str", *, optimized: bool = False, has_random_ops: bool = False,
+    def __init__(self, model: "OrtModel | str", *, optimized: "bool | str" = False, has_random_ops: bool = False,
                  intra_threads: int = 0, arena: bool = False):
         import onnxruntime as ort
 
@@ -110,7 +112,8 @@ class Session:
             model = OrtModel(path=model)
         self.label = model.label
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimized
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized == "all" else
+                                         ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimized
                                          else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         opts.log_severity_level = 3
         # a few batches per session: return memory promptly (`arena`: a small model run many times)
