@@ -394,8 +394,10 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                                  samples=samples, batch_size=calib.batch_size)
 
             # The reference runs on the second core while the passes run, unless the model is so
-            # large that two copies of it (onnxruntime's and ours) should not be alive at once.
-            if steps and backend.constant_bytes(ir) <= OVERLAP_MAX_BYTES:
+            # large that two copies of it (onnxruntime's and ours) should not be alive at once,
+            # or the pipeline is lossy: its passes calibrate and measure on every core, and a
+            # reference run beside them slows them more than it saves.
+            if steps and not lossy and backend.constant_bytes(ir) <= OVERLAP_MAX_BYTES:
                 pending = background.submit(make_validator)
             else:
                 pending = None
