@@ -10,9 +10,9 @@ Every configuration runs as its own child process (under `nice`, unless this scr
 - graphopt default      `graphopt data/rec.onnx -p fuse,fold,int8 --calib data/calib.npz -o Q.onnx`
                         (what a user types: method=auto, equalize=auto)
 - graphopt minmax|percentile|entropy|mse   the same plus `--calib-method M`
-- graphopt max_drop=1   `-p 'fuse,fold,int8{max_drop=1}'` (default method)
-- ORT MinMax|Percentile|Entropy   onnxruntime.quantization.quantize_static after quant_pre_process:
 - graphopt max_drop=1   `-p 'fuse,fold,int8{max_drop=1}'` (the defaults otherwise)
+- ORT MinMax|Percentile|Entropy   onnxruntime.quantization.quantize_static after quant_pre_process:
+                        QDQ, per_channel=True, QInt8 activations and weights, extra_options
                         ActivationSymmetric, WeightSymmetric True, QuantizeBias False; a
                         CalibrationDataReader over calib.npz in batches of --ort-batch lines
                         (all 300 lines calibrate; graphopt holds 20% of them back by default)
