@@ -71,7 +71,7 @@ def _session(graph: Graph, opset: int, node, act_index: int, weight_index: Optio
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]), f"in{act_index}"
 
 

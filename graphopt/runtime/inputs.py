@@ -16,7 +16,9 @@ each input and draws values that make sense there:
 
 Symbolic dims get one size per name (axis 0: a batch of 1, others `dim`). Some models need larger
 dims (a reflect Pad wider than 32, a kernel or an STFT frame): `DIM_LADDER` lists the sizes to
-try in turn when the model does not run on the first ones (see runtime/validate.py).
+try in turn when the model does not run on the first ones, and last axis-0 dims grow too
+(`GROWN_BATCH`: a graph network's node count sits where a batch usually does); see
+runtime/validate.py.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ from graphopt.ir.dtypes import (
 DEFAULT_BATCH = 1
 DEFAULT_DIM = 32
 DIM_LADDER = (32, 64, 160, 512)  # sizes tried in turn for symbolic dims other than a batch
+GROWN_BATCH = 8  # the last try: symbolic axis-0 dims too (a graph's node count, not a batch)
 MAX_FEED_BYTES = 1 << 30  # one draw of inputs; more is a model declaring absurd dims
 MAX_FOLLOW = 8  # how far a use is followed through ops that pass values on unchanged
 
 # Ops whose output holds (some of) the values of input 0 unchanged: an input's use is followed
 # through them.
 PASS_ON = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Expand", "Transpose", "Slice",
-           "Concat", "Tile", "Gather", "CastLike"}
+           "Concat", "Tile", "Gather", "CastLike", "Split"}
 INDEX_INPUTS = {("Gather", 1), ("GatherElements", 1), ("GatherND", 1), ("ScatterND", 1), ("ScatterElements", 1),
                 ("Scatter", 1), ("OneHot", 0), ("RoiAlign", 2), ("MaxUnpool", 1), ("TfIdfVectorizer", 0)}
 AXES_INPUTS = {("Unsqueeze", 1), ("Slice", 3), ("Pad", 3), ("CumSum", 1), ("CumProd", 1)}
@@ -92,9 +95,9 @@ def model_inputs(model: Model) -> list[InputSpec]:
 
 
 def symbol_sizes(specs: Sequence[InputSpec], pinned: Optional[Mapping[str, Sequence[int]]] = None,
-                 dim: int = DEFAULT_DIM) -> dict[str, int]:
-    """One size per symbolic dim name: pinned where --input-shape pins it, else axis 0 a batch
-    of 1 and any other `dim`."""
+                 dim: int = DEFAULT_DIM, batch: int = DEFAULT_BATCH) -> dict[str, int]:
+    """One size per symbolic dim name: pinned where --input-shape pins it, else axis 0 `batch`
+    (1) and any other `dim`."""
     pinned = pinned or {}
     sizes: dict[str, int] = {}
     for s in specs:
@@ -105,11 +108,12 @@ def symbol_sizes(specs: Sequence[InputSpec], pinned: Optional[Mapping[str, Seque
     for s in specs:
         for axis, d in enumerate(s.shape or ()):
             if isinstance(d, str):
-                sizes.setdefault(d, DEFAULT_BATCH if axis == 0 else dim)
+                sizes.setdefault(d, batch if axis == 0 else dim)
     return sizes
 
 
-def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: int = DEFAULT_DIM) -> tuple:
+def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: int = DEFAULT_DIM,
+                   batch: int = DEFAULT_BATCH) -> tuple:
     if pinned and spec.name in pinned:
         return tuple(int(d) for d in pinned[spec.name])
     out = []
@@ -119,7 +123,7 @@ def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: 
         elif isinstance(d, str):
             out.append(sizes[d])
         else:  # unknown (or a negative dim an exporter wrote for "unknown")
-            out.append(DEFAULT_BATCH if axis == 0 else dim)
+            out.append(batch if axis == 0 else dim)
     return tuple(out)
 
 
@@ -213,16 +217,15 @@ def _use_of(g: Graph, v: Value) -> Use:
 class Synthesizer:
     """Seeded feeds for a model: `feeds(draws, seed)` gives `draws` dicts of input name -> value."""
 
-    def __init__(self, model: Model, pinned: Optional[Mapping[str, Sequence[int]]] = None, dim: int = DEFAULT_DIM):
+    def __init__(self, model: Model, pinned: Optional[Mapping[str, Sequence[int]]] = None, dim: int = DEFAULT_DIM,
+                 batch: int = DEFAULT_BATCH):
         self.specs = model_inputs(model)
         self.pinned = dict(pinned or {})
         self.dim = dim
-        self.sizes = symbol_sizes(self.specs, self.pinned, dim)
+        self.sizes = symbol_sizes(self.specs, self.pinned, dim, batch)
         self.uses = input_uses(model)
-        self.shapes = {s.name: concrete_shape(s, self.sizes, self.pinned, dim) for s in self.specs if s.is_tensor}
-        # whether a larger `dim` gives other inputs: some dim is neither declared nor pinned
-        self.grows = any(s.name not in self.pinned and (s.shape is None or any(
-            not (isinstance(d, int) and d >= 0) for d in s.shape[1:])) for s in self.specs)
+        self.shapes = {s.name: concrete_shape(s, self.sizes, self.pinned, dim, batch)
+                       for s in self.specs if s.is_tensor}
         total = 0
         for s in self.specs:
             if s.is_tensor:

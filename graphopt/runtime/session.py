@@ -115,7 +115,7 @@ class Session:
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized == "all" else
                                          ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimized
                                          else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # failures reach the user as one-line errors, not onnxruntime logs
         # a few batches per session: return memory promptly (`arena`: a small model run many times)
         opts.enable_cpu_mem_arena = arena
         opts.enable_mem_pattern = False

@@ -24,7 +24,7 @@ import numpy as np
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
 from graphopt.onnx_io.emit import OrtModel  # noqa: F401 (re-exported)
-from graphopt.runtime.inputs import DIM_LADDER, Synthesizer
+from graphopt.runtime.inputs import DEFAULT_BATCH, DIM_LADDER, GROWN_BATCH, Synthesizer
 from graphopt.runtime.metrics import AccuracyReport
 from graphopt.runtime.metrics import compare as accuracy_compare
 from graphopt.runtime.session import RANDOM_OPS, Session, run_model
@@ -293,17 +293,22 @@ class Validator:
 
     def _synthesize(self, reference, model: Model, pinned, draws: Optional[int], seed: int):
         """Generated feeds the input model runs on, and its outputs on them: symbolic dims grow
-        along DIM_LADDER until it runs. InputsNotRunnable if it never does."""
-        problem = None
-        for dim in DIM_LADDER:
-            synth = Synthesizer(model, pinned, dim)
+        along DIM_LADDER until it runs, and last symbolic axis-0 dims too (GROWN_BATCH: a graph
+        network's node count sits where a batch usually does). A size that changes no input
+        shape is not tried again. InputsNotRunnable if it never runs."""
+        problem, tried = None, []
+        for dim, batch in [(d, DEFAULT_BATCH) for d in DIM_LADDER] + [(DIM_LADDER[0], GROWN_BATCH)]:
+            synth = Synthesizer(model, pinned, dim, batch)
+            if synth.shapes in tried:
+                continue
+            tried.append(synth.shapes)
             feeds = synth.feeds(draws or MAX_DRAWS, seed)
             try:
                 return self._run_reference(reference, feeds, fixed=draws is not None)
             except GraphoptError as e:
                 problem = problem or str(e)
-                if "cannot load" in str(e) or not synth.grows:
-                    break  # a larger dim changes nothing
+                if "cannot load" in str(e):
+                    break  # no size changes that
         raise InputsNotRunnable(problem)
 
     def _run_reference(self, reference, feeds: list, fixed: bool):
