@@ -54,14 +54,25 @@ class CommonSubexpressionElimination(Pass):
         return merged
 
     def _merge_nodes(self, g: Graph, ctx: PassContext) -> int:
-        seen: dict[tuple, Node] = {}
+        # Nodes are grouped by op, inputs and attribute names first; attribute values (a tree
+        # ensemble's may hold 100k numbers) are keyed only once a group has a second node.
+        groups: dict[tuple, list[list]] = {}  # cheap key -> [[attribute key or None, node], ...]
         merged = 0
         for node in g.toposort():
-            key = _node_key(node) if ctx.in_scope(node) else None
-            if key is None:
+            cheap = _cheap_key(node) if ctx.in_scope(node) else None
+            if cheap is None:
                 continue
-            first = seen.setdefault(key, node)
-            if first is node:
+            group = groups.setdefault(cheap, [])
+            if not group:
+                group.append([None, node])
+                continue
+            key = _attrs_key(node)
+            for entry in group:
+                if entry[0] is None:
+                    entry[0] = _attrs_key(entry[1])
+            first = next((n for k, n in group if k == key), None)
+            if first is None:
+                group.append([key, node])
                 continue
             outs, keep = node.outputs, first.outputs
             if any(v is not None and v.is_graph_output for v in outs):
@@ -75,17 +86,18 @@ class CommonSubexpressionElimination(Pass):
         return merged
 
 
-def _node_key(node: Node):
+def _cheap_key(node: Node):
+    """What two nodes must share before their attribute values are compared; None: never merged."""
     if node.op_type in NON_DETERMINISTIC or any(True for _ in node.subgraphs()):
         return None
-    attrs = []
-    for name in sorted(node.attrs):
-        a = node.attrs[name]
-        if a.ref_attr_name:
-            return None
-        attrs.append((name, a.type, _attr_key(a.value)))
+    if any(a.ref_attr_name for a in node.attrs.values()):
+        return None
     inputs = tuple(v.id if v is not None else None for v in node.inputs)
-    return (node.op_type, node.domain, node.overload, inputs, node.n_outputs, tuple(attrs))
+    return (node.op_type, node.domain, node.overload, inputs, node.n_outputs, tuple(sorted(node.attrs)))
+
+
+def _attrs_key(node: Node):
+    return tuple((name, node.attrs[name].type, _attr_key(node.attrs[name].value)) for name in sorted(node.attrs))
 
 
 def _attr_key(value):
@@ -93,7 +105,13 @@ def _attr_key(value):
         return ("f", struct.pack("<d", value))
     if isinstance(value, Tensor):
         return _tensor_key(value)
-    if isinstance(value, list):
+    if isinstance(value, list):  # whole lists at once: a value_floats Constant may hold 100k numbers
+        if all(type(x) is int for x in value):
+            return ("ints", tuple(value))
+        if all(type(x) is float for x in value):
+            return ("floats", struct.pack(f"<{len(value)}d", *value))
+        if all(type(x) in (str, bytes) for x in value):
+            return ("strings", tuple(value))
         return tuple(_attr_key(x) for x in value)
     if isinstance(value, (int, bytes, str)) or value is None:
         return value

@@ -7,8 +7,9 @@ shape inference and matched onnxruntime on seeded random inputs, or the test fai
 import numpy as np
 import onnx
 import pytest
-from helpers import optimized, run_ort
+from helpers import model_from_text, optimized, run_ort
 
+import graphopt
 from graphopt import driver as api
 from graphopt.onnx_io.emit import to_proto
 
@@ -356,6 +357,31 @@ def test_cse_twins_that_must_not_merge(pair):
     """
     ops, records, _ = optimized(text, "cse")
     assert len(ops) == 3 and not records[0].modified
+
+
+@pytest.mark.parametrize("second, merges", [
+    ("[0.0, 1.5, 2.0]", True),
+    ("[-0.0, 1.5, 2.0]", False),  # equal as numbers, not as bits
+    ("[0.0, 1.5, 2.5]", False),
+])
+def test_cse_compares_whole_attribute_lists_exactly(second, merges):
+    # list attributes are keyed whole (a tree ensemble's hold 100k numbers), floats by their bits
+    text = header() + f"""
+    m (float[3] x) => (float[3] y) {{
+        k1 = Constant <value_floats = [0.0, 1.5, 2.0]> ()
+        k2 = Constant <value_floats = {second}> ()
+        s1 = Constant <value_strings = ["a", "b"]> ()
+        s2 = Constant <value_strings = ["a", "b"]> ()
+        a = Add (x, k1)
+        b = Add (x, k2)
+        y = Mul (a, b)
+    }}
+    """
+    model = graphopt.load(model_from_text(text))
+    for n in model.graph.nodes:  # as an exporter writes them: Constant nodes with list attributes
+        assert n.op_type != "Constant" or isinstance(next(iter(n.attrs.values())).value, list)
+    ops, records, _ = optimized(text, "cse")
+    assert records[0].stats["nodes_merged"] == (3 if merges else 1)  # the strings always, then the Add
 
 
 # ------------------------------------------------------------------------------ merge-reshapes / merge-transposes
