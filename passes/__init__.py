@@ -2,65 +2,47 @@
 
 from __future__ import annotations
 
-from graphopt.passes.convert_precision import Bf16, Fp16
-from graphopt.passes.correct_bias import CorrectBias
-from graphopt.passes.cse import CommonSubexpressionElimination
-from graphopt.passes.dead_code_elimination import DeadCodeElimination
-from graphopt.passes.drop_default_inputs import DropDefaultInputs
-from graphopt.passes.eliminate_identity import EliminateIdentity
-from graphopt.passes.eliminate_noops import EliminateNoops
-from graphopt.passes.equalize_cross_layer import EqualizeCrossLayer
-from graphopt.passes.fold_constants import FoldConstants
-from graphopt.passes.fold_if import FoldIf
-from graphopt.passes.fold_shape_chains import FoldShapeChains
-from graphopt.passes.fold_shape_values import FoldShapeValues
-from graphopt.passes.fuse_batchnorm import FuseBatchNorm
-from graphopt.passes.fuse_channel_affine import FuseChannelAffine
-from graphopt.passes.fuse_input_scale import FuseInputScale
-from graphopt.passes.fuse_matmul_add import FuseMatMulAdd
-from graphopt.passes.fuse_pad_conv import FusePadConv
-from graphopt.passes.merge_concats import MergeConcats
-from graphopt.passes.merge_reshapes import MergeReshapes
-from graphopt.passes.merge_transposes import MergeTransposes
-from graphopt.passes.promote_shape_inputs import PromoteShapeInputs
-from graphopt.passes.prune_channels import PruneChannels
-from graphopt.passes.prune_weights import PruneWeights
-from graphopt.passes.quantize_int8 import QuantizeInt8
-from graphopt.passes.raise_opset import RaiseOpset
-from graphopt.passes.smooth_quant import SmoothQuant
-
-from graphopt.pipeline.registry import PLUGIN_GROUP, Alias, Registry
+from graphopt.pipeline.registry import PLUGIN_GROUP, Alias, PassRef, Registry
 from graphopt.rewrite import Rule, RulePass
 
-PASSES = [
-    DeadCodeElimination,
-    EliminateIdentity,
-    EliminateNoops,
-    DropDefaultInputs,
-    CommonSubexpressionElimination,
-    FoldConstants,
-    FoldShapeChains,
-    FoldShapeValues,
-    FoldIf,
-    MergeReshapes,
-    MergeTransposes,
-    MergeConcats,
-    FuseBatchNorm,
-    FuseChannelAffine,
-    FuseInputScale,
-    FusePadConv,
-    FuseMatMulAdd,
-    PromoteShapeInputs,
-    RaiseOpset,
-    EqualizeCrossLayer,
-    SmoothQuant,
-    CorrectBias,
-    QuantizeInt8,
-    PruneWeights,
-    PruneChannels,
-    Fp16,
-    Bf16,
-]
+# Every built-in pass, by name and class: a run imports the modules of the passes it names only
+# (docs/ARCHITECTURE.md, Passes and the pass manager). `PASSES` is the list of classes.
+LIBRARY = [PassRef(name, f"graphopt.passes.{path}") for name, path in (
+    ("dce", "dead_code_elimination:DeadCodeElimination"),
+    ("eliminate-identity", "eliminate_identity:EliminateIdentity"),
+    ("eliminate-noops", "eliminate_noops:EliminateNoops"),
+    ("drop-default-inputs", "drop_default_inputs:DropDefaultInputs"),
+    ("cse", "cse:CommonSubexpressionElimination"),
+    ("fold-constants", "fold_constants:FoldConstants"),
+    ("fold-shape-chains", "fold_shape_chains:FoldShapeChains"),
+    ("fold-shape-values", "fold_shape_values:FoldShapeValues"),
+    ("fold-if", "fold_if:FoldIf"),
+    ("merge-reshapes", "merge_reshapes:MergeReshapes"),
+    ("merge-transposes", "merge_transposes:MergeTransposes"),
+    ("merge-concats", "merge_concats:MergeConcats"),
+    ("fuse-batchnorm", "fuse_batchnorm:FuseBatchNorm"),
+    ("fuse-channel-affine", "fuse_channel_affine:FuseChannelAffine"),
+    ("fuse-input-scale", "fuse_input_scale:FuseInputScale"),
+    ("fuse-pad-conv", "fuse_pad_conv:FusePadConv"),
+    ("fuse-matmul-add", "fuse_matmul_add:FuseMatMulAdd"),
+    ("promote-shape-inputs", "promote_shape_inputs:PromoteShapeInputs"),
+    ("raise-opset", "raise_opset:RaiseOpset"),
+    ("equalize-cross-layer", "equalize_cross_layer:EqualizeCrossLayer"),
+    ("smooth-quant", "smooth_quant:SmoothQuant"),
+    ("correct-bias", "correct_bias:CorrectBias"),
+    ("quantize-int8", "quantize_int8:QuantizeInt8"),
+    ("prune-weights", "prune_weights:PruneWeights"),
+    ("prune-channels", "prune_channels:PruneChannels"),
+    ("fp16", "convert_precision:Fp16"),
+    ("bf16", "convert_precision:Bf16"),
+)]
+
+
+def __getattr__(name: str):
+    if name == "PASSES":  # every pass class, imported
+        return [ref.load() for ref in LIBRARY]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ALIASES = [
     Alias("cleanup", "remove Identity nodes and dead code, to a fixed point",
@@ -99,4 +81,4 @@ def rule_as_pass(item):
 
 def default_registry() -> Registry:
     """The built-in passes and aliases; other packages' passes and rules join through entry points."""
-    return Registry(PASSES, ALIASES, plugin_group=PLUGIN_GROUP, plugin_adapter=rule_as_pass)
+    return Registry(LIBRARY, ALIASES, plugin_group=PLUGIN_GROUP, plugin_adapter=rule_as_pass)

@@ -709,3 +709,31 @@ def test_verbose_logs_every_round(tmp_path, capsys):
     for name in ("eliminate-identity", "dce"):
         for k in (1, 2):
             assert f"{name} [cleanup round {k}]" in err
+
+
+def test_a_run_imports_only_the_passes_it_names(tmp_path):
+    # the pass library is listed by name; a module is imported when its pass is looked up
+    import subprocess
+    import sys
+
+    src = tmp_path / "m.onnx"
+    onnx.save(model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[2] x) => (float[2] y) {
+        i = Identity (x)
+        y = Relu (i)
+    }
+    """), str(src))
+    code = ("import sys, graphopt\n"
+            f"graphopt.optimize({str(src)!r}, 'cleanup')\n"
+            "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('graphopt.passes.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['dead_code_elimination', 'eliminate_identity']"
+
+
+def test_a_library_entry_must_name_the_pass_its_class_is():
+    from graphopt.pipeline.registry import PassRef
+
+    reg = Registry([PassRef("dce", "graphopt.passes.eliminate_identity:EliminateIdentity")])
+    with pytest.raises(ValueError, match="is pass 'eliminate-identity', listed as 'dce'"):
+        reg.lookup("dce")

@@ -1,13 +1,17 @@
 """The pass registry: an explicit list of pass classes and aliases, checked once.
 
-Nothing registers itself on import; `graphopt.passes.default_registry()` builds the list.
+Nothing registers itself on import; `graphopt.passes.default_registry()` builds the list. A
+built-in pass may be listed as a PassRef (its name and where its class lives): its module is
+imported the first time the pass is looked up, so a run imports only the passes it names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import logging
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -34,14 +38,64 @@ class Alias:
 PLUGIN_GROUP = "graphopt.passes"  # the entry-point group other packages add passes through
 
 
+@dataclass(frozen=True)
+class PassRef:
+    """A pass by name and location ("module:Class"), imported when first looked up."""
+
+    name: str
+    path: str
+
+    def load(self) -> type[Pass]:
+        module, _, attr = self.path.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        if getattr(cls, "name", None) != self.name:
+            raise ValueError(f"{self.path} is pass {getattr(cls, 'name', None)!r}, listed as {self.name!r}")
+        _check_options(cls)
+        return cls
+
+
+def _check_options(p: type[Pass]) -> None:
+    if not dataclasses.is_dataclass(p.Options):
+        raise ValueError(f"pass {p.name}: Options must be a dataclass")
+
+
+class PassTable(MutableMapping):
+    """name -> Pass class; a PassRef entry is imported on first access (keys and `in` never
+    import anything; values() and items() import every pass)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, "type[Pass] | PassRef"] = {}
+
+    def __getitem__(self, name: str) -> type[Pass]:
+        entry = self._entries[name]
+        if isinstance(entry, PassRef):
+            entry = self._entries[name] = entry.load()
+        return entry
+
+    def __setitem__(self, name: str, entry: "type[Pass] | PassRef") -> None:
+        self._entries[name] = entry
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
 class Registry:
     """Passes and aliases by name. With `plugin_group`, the passes other packages declare in that
     entry-point group join the first time a name is not found here (or everything is listed):
     a run that names only built-in passes never scans the installed packages."""
 
-    def __init__(self, passes: Sequence[type[Pass]], aliases: Sequence[Alias] = (),
+    def __init__(self, passes: "Sequence[type[Pass] | PassRef]", aliases: Sequence[Alias] = (),
                  plugin_group: Optional[str] = None, plugin_adapter=None):
-        self.passes: dict[str, type[Pass]] = {}
+        self.passes = PassTable()
         self.aliases: dict[str, Alias] = {}
         self.plugin_group = plugin_group
         self.plugins_loaded = plugin_group is None
@@ -58,10 +112,10 @@ class Registry:
                 if m not in self.passes and m not in self.aliases:
                     raise ValueError(f"alias {a.name} names unknown pass {m}")
 
-    def _add_pass(self, p: type[Pass]) -> None:
+    def _add_pass(self, p: "type[Pass] | PassRef") -> None:
         self._claim(getattr(p, "name", ""), "pass")
-        if not dataclasses.is_dataclass(p.Options):
-            raise ValueError(f"pass {p.name}: Options must be a dataclass")
+        if not isinstance(p, PassRef):
+            _check_options(p)
         self.passes[p.name] = p
 
     def load_plugins(self) -> None:
