@@ -18,7 +18,6 @@ reference's. Units are measured in parallel, several onnxruntime sessions at onc
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from graphopt.errors import GraphoptError, UserInputError
 from graphopt.ir import Model
 from graphopt.onnx_io import emit as backend
 from graphopt.runtime.metrics import AccuracyReport, Prepared, compare
-from graphopt.runtime.session import Session
+from graphopt.runtime.session import Session, usable_cores
 
 log = logging.getLogger("graphopt")
 
@@ -44,13 +43,6 @@ class BelowFloor(UserInputError):
     """A lossy pass cannot reach the accuracy floor even with its most sensitive layers unchanged."""
 
     exit_code = 3
-
-
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass

@@ -37,7 +37,7 @@ HISTOGRAM_BINS = 2048
 HISTOGRAM_CHUNK = 1 << 16  # values binned at a time (buffers that stay in cache)
 # Above this many values in a batch, a tensor's histogram bulk comes from seeded random blocks
 # of HISTOGRAM_BLOCK values and only its tail from every value (AbsHistogram.add,
-# docs/ARCHITECTURE.md, Calibration). The largest |x| always comes from every value.
+# docs/ARCHITECTURE.md, Lossy passes). The largest |x| always comes from every value.
 HISTOGRAM_SAMPLE = 1 << 18
 HISTOGRAM_BLOCK = 1 << 12
 HISTOGRAM_TAIL = 1e-3  # the share of a sample above which bins are counted exactly
@@ -602,13 +602,6 @@ def _mse_threshold(counts: np.ndarray, width: float, amax: float) -> float:
 
 
 # ------------------------------------------------------------------------------ running
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass
 class CalibrationResult:
     amax: dict[str, float]  # tensor -> |x| range
@@ -626,7 +619,7 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     """Run `model` over `samples` with every tensor in `tensors` exposed as an output and return
     each one's range by `method`. Streaming: one batch's activations in memory at a time."""
     from graphopt.onnx_io import emit as backend
-    from graphopt.runtime.session import Session
+    from graphopt.runtime.session import Session, usable_cores
 
     method = method or settings.method
     if method not in METHODS:
@@ -646,17 +639,18 @@ def collect_ranges(model: Model, tensors: Sequence[str], samples: SampleSet, set
     kept: dict[str, list] = {name: [] for name in tensors} if method == "auto" else {}
     progress = _Progress(samples.size, f"calibrating ({method}, {len(tensors)} tensors)", settings.progress)
     # One batch at a time: onnxruntime runs it on every core, then its tensors are binned on
-    # every core (numpy releases the GIL). Running the next batch while binning this one was
-    # slower: both are memory-bound and onnxruntime's threads wait for the busy core. The arena
-    # keeps one batch's buffers for the next (docs/ARCHITECTURE.md, Calibration).
+    # every core (numpy's elementwise work releases the GIL). Running the next batch while
+    # binning this one was slower: both are memory-bound and onnxruntime's threads wait for the
+    # busy core. The arena keeps one batch's buffers for the next (docs/ARCHITECTURE.md, Lossy
+    # passes).
     fetch = [t for t in tensors if t not in inputs]
-    with Session(backend.ort_view(m), optimized="all", arena=True) as sess, ThreadPoolExecutor(_cores()) as pool:
+    with Session(backend.ort_view(m), optimized="all", arena=True) as sess, ThreadPoolExecutor(usable_cores()) as pool:
         for feed, n in ((f, n) for f, n, _ in samples.batches(batch)):
             out = sess.run(feed, fetch) if fetch else {}
             values = {name: out[name] if name in out else feed[name] for name in tensors}
             # largest tensors first, so the cores finish together
-            list(pool.map(lambda name: hists[name].add(values[name]),
-                          sorted(tensors, key=lambda t: -np.asarray(values[t]).size)))
+            list(pool.map(lambda item: hists[item[0]].add(item[1]),
+                          sorted(values.items(), key=lambda item: -np.asarray(item[1]).size)))
             if kept and done < AUTO_SAMPLES:
                 for name in tensors:
                     x = np.asarray(values[name])

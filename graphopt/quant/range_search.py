@@ -13,13 +13,13 @@ Adds, pools, Concats) are scored by the activation's own quantization error.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
 
 from graphopt.ir import Graph
+from graphopt.runtime.session import usable_cores
 
 log = logging.getLogger("graphopt")
 
@@ -125,15 +125,9 @@ def choose(graph: Graph, opset: int, layers: list, candidates: dict[str, dict[st
 
     # tensors are scored independently (each layer in its own small session): several at once
     names = list(candidates)
-    with ThreadPoolExecutor(max(1, min(_cores(), len(names) or 1))) as pool:
+    with ThreadPoolExecutor(max(1, min(usable_cores(), len(names) or 1))) as pool:
         results = list(pool.map(lambda name: score(name, candidates[name]), names))
     chosen = {name: r[0] for name, r in zip(names, results)}
     report = {name: r[1] for name, r in zip(names, results)}
     return chosen, report
 
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)

@@ -98,6 +98,14 @@ def _all_nodes(g):
                 yield from _all_nodes(sub)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: how many sessions or binning threads run at once."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class Session:
     """One onnxruntime CPU session. `optimized=False` (validation) turns every graph
     optimization off; accuracy checks of quantized models use the basic level (True: the Q/DQ
