@@ -418,8 +418,12 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                 meaning.warning("NOT VALIDATED: %s", why)
         input_problem: list = []  # the checker's finding on the input model, once computed
 
-        def known_finding(problem: str) -> bool:
-            """Whether the input model already fails the checker the same way (not the output's fault)."""
+        input_findings: list[frozenset] = []
+
+        def known_finding(error: InvalidModelError) -> bool:
+            """Whether the input model already fails the checker the same way (not the output's
+            fault): the same first finding, and no finding the input does not have (the checker
+            names one, strict shape inference lists every failing node)."""
             if not input_problem:
                 try:
                     as_loaded = ir if original is not None or not steps else load()  # the first run took `ir`
@@ -427,15 +431,19 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                     input_problem.append(None)
                 except InvalidModelError as e:
                     input_problem.append(str(e))
-            return input_problem[0] == problem
+                    input_findings.append(e.findings)
+            return input_problem[0] == str(error) and error.findings <= input_findings[0]
 
         def build(m: Model):
             """Emit and check `m`, then validate it: (emitted, report, problem or None)."""
             try:
                 emitted = backend.emit(m, dest.staging_dir(), dest.basename, external_data=external_data)
             except InvalidModelError as e:
-                if not known_finding(str(e)):
-                    return None, None, str(e)
+                if not known_finding(e):
+                    added = sorted(e.findings - input_findings[0]) if input_findings and \
+                        input_problem[0] == str(e) else []
+                    return None, None, (f"emitted model fails the ONNX checker: {added[0]} (beside the finding the "
+                                        f"input model has)" if added else str(e))
                 note = f"the input model already fails the ONNX checker the same way: {str(e).split(': ', 1)[-1]}"
                 if note not in notes:
                     notes.append(note)

@@ -41,7 +41,13 @@ class UserInputError(GraphoptError):
 
 
 class InvalidModelError(GraphoptError):
-    """The emitted model fails the ONNX checker or strict shape inference."""
+    """The emitted model fails the ONNX checker or strict shape inference. The message names the
+    first finding; `findings` holds every line the checker reported (strict shape inference
+    reports one per failing node)."""
+
+    def __init__(self, message: str, findings: frozenset = frozenset()):
+        super().__init__(message)
+        self.findings = findings
 
 
 class ValidationError(GraphoptError):

@@ -314,3 +314,36 @@ def test_indices_are_followed_through_split():
     model = graphopt.load(model_from_text(text))
     for feed in Synthesizer(model).feeds(4, seed=0):
         assert set(np.unique(feed["edge_index"])) <= {0, 1, 2}
+
+
+def _mvn_then_relu():
+    nodes = [helper.make_node("MeanVarianceNormalization", ["x"], ["m"]), helper.make_node("Relu", ["m"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_finding_the_output_adds_behind_one_the_input_has_is_caught():
+    # strict shape inference lists every failing node, the first being the input's own (MVN's
+    # function body): a pass adding a second failing node must not pass as "the same finding"
+    from graphopt.pipeline.base import Pass, PassResult
+
+    class AddMismatch(Pass):
+        name = "add-mismatch"
+
+        def run(self, graph, ctx):
+            if any(n.op_type == "Add" for n in graph.nodes):
+                return PassResult(False)
+            c = graph.add_constant(np.ones(5, np.float32), "five")
+            graph.add_node("Add", [graph.inputs[0], c])  # [1, 2, 3, 3] + [5]: no broadcast
+            return PassResult(True)
+
+    # without validation (onnxruntime would refuse the Add too): the checker alone must see it
+    r = graphopt.optimize(_mvn_then_relu(), ["fold", AddMismatch()], validate=False)
+    assert r.rolled_back == ["add-mismatch"]
+    assert not any(n.op_type == "Add" for n in r.model.graph.nodes)
+    with pytest.raises(graphopt.errors.InvalidModelError,
+                       match=r"\(op_type:Add\).*beside the finding the input model has\); first broken by pass add-mismatch"):
+        graphopt.optimize(_mvn_then_relu(), ["fold", AddMismatch()], validate=False, strict=True)
+    r = graphopt.optimize(_mvn_then_relu(), "fold")  # the twin: nothing added, the input's finding only
+    assert not r.rolled_back and r.notes[0].startswith("the input model already fails the ONNX checker")

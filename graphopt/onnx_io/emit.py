@@ -440,5 +440,6 @@ def check_model(model: bytes | str) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidModelError(f"emitted model fails the ONNX checker: {first}") from None
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        first = lines[0] if lines else type(e).__name__
+        raise InvalidModelError(f"emitted model fails the ONNX checker: {first}", frozenset(lines)) from None
