@@ -23,14 +23,14 @@ from typing import ClassVar
 import numpy as np
 
 from graphopt.analysis.shapes import infer_shapes
-from graphopt.errors import GraphoptError, PipelineError
+from graphopt.errors import GraphoptError
 from graphopt.ir import Graph, Node, Tensor, Value
 from graphopt.ir.dtypes import HALF_TYPES, DataType, from_numpy, np_dtype
 from graphopt.lint.sparsity import (
     LAYER_OPS,  # the layers whose per-layer error the report charts
 )
 from graphopt.onnx_io import opset
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult, require_at_least
 from graphopt.quant import budget as lossy
 from graphopt.quant import calibration
 from graphopt.quant.layer_options import matching_glob, words
@@ -57,8 +57,7 @@ class PrecisionOptions:
                                                                     "data stay float32 (0: do not measure)"})
 
     def __post_init__(self):
-        if self.max_abs < 0:
-            raise PipelineError(f"option 'max_abs' must be at least 0, got {self.max_abs}")
+        require_at_least(self, "max_abs", 0)
 
 
 class _ConvertPrecision(Pass):

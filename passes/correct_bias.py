@@ -23,9 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graphopt.analysis.shapes import infer_shapes
-from graphopt.errors import PipelineError
 from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult, require_at_least
 from graphopt.quant import calibration, equalize
 from graphopt.quant.layer_options import words
 from graphopt.quant.placement import PlacementRules, default_skip, plan
@@ -43,8 +42,7 @@ class CorrectBiasOptions:
                                                                            "taken on"})
 
     def __post_init__(self):
-        if self.samples < 1:
-            raise PipelineError(f"option 'samples' must be at least 1, got {self.samples}")
+        require_at_least(self, "samples", 1)
 
 
 class CorrectBias(Pass):

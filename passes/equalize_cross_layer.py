@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphopt.errors import PipelineError
 from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult, require_at_least, require_fraction
 from graphopt.quant import equalize
 
 
@@ -30,10 +29,8 @@ class EqualizeCrossLayerOptions:
                                                              "equalized already"})
 
     def __post_init__(self):
-        if self.iterations < 1:
-            raise PipelineError(f"option 'iterations' must be at least 1, got {self.iterations}")
-        if not 0 < self.tolerance < 1:
-            raise PipelineError(f"option 'tolerance' must be above 0 and below 1, got {self.tolerance}")
+        require_at_least(self, "iterations", 1)
+        require_fraction(self, "tolerance")
 
 
 class EqualizeCrossLayer(Pass):

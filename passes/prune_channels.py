@@ -29,7 +29,7 @@ from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Node, Tensor, Value
 from graphopt.ir.layouts import weight_axes
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult, require_at_least, require_fraction
 from graphopt.quant import budget as lossy
 from graphopt.quant.layer_options import LossyLayerOptions, excluded
 
@@ -56,10 +56,8 @@ class PruneChannelsOptions(LossyLayerOptions):
     def __post_init__(self):
         if self.method not in METHODS:
             raise PipelineError(f"option 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not 0 <= self.ratio < 1:
-            raise PipelineError(f"option 'ratio' must be at least 0 and below 1, got {self.ratio}")
-        if self.min_channels < 1:
-            raise PipelineError(f"option 'min_channels' must be at least 1, got {self.min_channels}")
+        require_fraction(self, "ratio", zero=True)
+        require_at_least(self, "min_channels", 1)
         if self.allocation not in ("layer", "global"):
             raise PipelineError(f"option 'allocation' must be layer or global, got {self.allocation!r}")
         if self.criterion not in ("auto", "l1", "bn"):

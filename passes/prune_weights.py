@@ -23,7 +23,7 @@ import numpy as np
 from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model, Tensor
 from graphopt.lint import sparsity
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult, require_fraction
 from graphopt.quant import budget as lossy
 from graphopt.quant.layer_options import LossyLayerOptions, excluded
 
@@ -42,8 +42,7 @@ class PruneWeightsOptions(LossyLayerOptions):
     def __post_init__(self):
         if self.method not in METHODS:
             raise PipelineError(f"option 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not 0 <= self.sparsity < 1:
-            raise PipelineError(f"option 'sparsity' must be at least 0 and below 1, got {self.sparsity}")
+        require_fraction(self, "sparsity", zero=True)
         if self.allocation not in ("layer", "global"):
             raise PipelineError(f"option 'allocation' must be layer or global, got {self.allocation!r}")
 

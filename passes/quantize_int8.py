@@ -27,7 +27,7 @@ from graphopt.analysis.shapes import infer_shapes
 from graphopt.errors import PipelineError, UserInputError
 from graphopt.ir import Graph, Model, Tensor
 from graphopt.ir.dtypes import DataType
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult, require_fraction
 from graphopt.quant import budget as lossy
 from graphopt.quant import calibration, equalize
 from graphopt.quant.layer_options import LossyLayerOptions, words
@@ -89,8 +89,7 @@ class QuantizeInt8Options(LossyLayerOptions):
                 k not in EQUALIZATIONS for k in words(self.equalize))):
             raise PipelineError(f"option 'equalize' must be auto, none or a comma list of {', '.join(EQUALIZATIONS)}, "
                                 f"got {self.equalize!r}")
-        if not 0 < self.smooth_alpha < 1:
-            raise PipelineError(f"option 'smooth_alpha' must be above 0 and below 1, got {self.smooth_alpha!r}")
+        require_fraction(self, "smooth_alpha")
         unknown = [s for s in words(self.skip) if s not in SKIP_RULES]
         if unknown:
             raise PipelineError(f"option 'skip' has unknown exclusion {unknown[0]!r}; known: {', '.join(SKIP_RULES)}")

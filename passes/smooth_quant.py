@@ -16,9 +16,8 @@ import logging
 from dataclasses import dataclass, field
 
 from graphopt.analysis.shapes import infer_shapes
-from graphopt.errors import PipelineError
 from graphopt.ir import Graph
-from graphopt.pipeline.base import Pass, PassContext, PassResult
+from graphopt.pipeline.base import Pass, PassContext, PassResult, require_at_least, require_fraction
 from graphopt.quant import calibration, equalize
 
 log = logging.getLogger("graphopt")
@@ -34,12 +33,9 @@ class SmoothQuantOptions:
                                                              "left alone"})
 
     def __post_init__(self):
-        if not 0 < self.alpha < 1:
-            raise PipelineError(f"option 'alpha' must be above 0 and below 1, got {self.alpha}")
-        if self.samples < 1:
-            raise PipelineError(f"option 'samples' must be at least 1, got {self.samples}")
-        if not 0 < self.tolerance < 1:
-            raise PipelineError(f"option 'tolerance' must be above 0 and below 1, got {self.tolerance}")
+        require_fraction(self, "alpha")
+        require_at_least(self, "samples", 1)
+        require_fraction(self, "tolerance")
 
 
 class SmoothQuant(Pass):

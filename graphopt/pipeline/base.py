@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
+from graphopt.errors import PipelineError
 from graphopt.ir import Graph, Model
 
 log = logging.getLogger("graphopt")
@@ -75,6 +76,20 @@ class PassContext:
     def in_scope(self, node) -> bool:
         """Whether the running pass may rewrite `node` (always, unless the step is scoped)."""
         return self.scope is None or node in self.scope
+
+
+def require_at_least(options: Any, name: str, low: float) -> None:
+    """A pass option's range check (in its Options' __post_init__): a usage error naming it."""
+    value = getattr(options, name)
+    if value < low:
+        raise PipelineError(f"option {name!r} must be at least {low}, got {value}")
+
+
+def require_fraction(options: Any, name: str, *, zero: bool = False) -> None:
+    """A pass option that must lie in (0, 1), or [0, 1) with `zero`."""
+    value = getattr(options, name)
+    if not (0 <= value < 1 if zero else 0 < value < 1):
+        raise PipelineError(f"option {name!r} must be {'at least' if zero else 'above'} 0 and below 1, got {value}")
 
 
 class Pass:
