@@ -16,6 +16,8 @@ class MatMulAdd(Rule):
 
     def check(self, m: Match) -> Optional[str]:
         a, b, c = m.value("a"), m.value("b"), m.value("c")
+        if any(v.shape is not None and len(v.shape) != 2 for v in (a, b)):
+            return "MatMul inputs are not known to be 2-D"  # an inferred rank is exact: no need to refine
         engine = engine_for(m.graph)  # ranks also where inference lost them (a Reshape by a computed shape)
         da, db = engine.dims(a), engine.dims(b)
         if da is None or db is None or len(da) != 2 or len(db) != 2:

@@ -257,6 +257,20 @@ def test_draws_adapt_to_what_a_run_costs_unless_set():
     assert r.validation.draws == 3
 
 
+def test_generated_draws_are_made_again_when_read_not_kept():
+    from graphopt.runtime.validate import SynthesizedFeeds
+
+    m = graphopt.load(model_from_text(BIG_OUTPUT))
+    synth = Synthesizer(m, {"x": [2, 64]})
+    draws = SynthesizedFeeds(synth, 3, seed=5)
+    first, again = list(draws), list(draws)
+    assert [f["x"].tobytes() for f in first] == [f["x"].tobytes() for f in again]  # the same values each read
+    assert first[0]["x"].dtype == np.float32 and not np.array_equal(first[0]["x"], first[1]["x"])
+    assert [f["x"].tobytes() for f in draws[:2]] == [f["x"].tobytes() for f in first[:2]]
+    with pytest.raises(ValueError):
+        draws[1:]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_large_outputs_are_compared_chunk_by_chunk_with_the_whole_array_numbers(monkeypatch, dtype):
     # a 60 MB output must not cost two float64 copies: the comparer walks chunks, and its verdict

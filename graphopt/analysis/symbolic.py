@@ -130,6 +130,9 @@ class Engine:
             x, ready = stack.pop()
             if x.id in self.dim_memo:
                 continue
+            if x.shape is not None and all(type(d) is int for d in x.shape):
+                self.dim_memo[x.id] = list(x.shape)  # known ints are kept as they are: nothing to refine
+                continue
             node = self.g.producer(x) if not x.is_capture and x.const is None else None
             deps = [i for i in node.inputs if i is not None] if node is not None and node.op_type in _DIM_OPS else []
             if ready or not any(d.id not in self.dim_memo for d in deps):

@@ -237,11 +237,12 @@ class Synthesizer:
                         f"make inputs for; pin a smaller shape with --input-shape {s.name}:... or use --no-validate")
 
     def feeds(self, draws: int, seed: int) -> list[dict[str, Any]]:
-        out = []
-        for draw in range(draws):
-            rng = np.random.default_rng([seed, draw])
-            out.append({s.name: self.value(s, rng) for s in self.specs})
-        return out
+        return [self.feed(draw, seed) for draw in range(draws)]
+
+    def feed(self, draw: int, seed: int) -> dict[str, Any]:
+        """Draw number `draw` alone: the same values every time it is asked for."""
+        rng = np.random.default_rng([seed, draw])
+        return {s.name: self.value(s, rng) for s in self.specs}
 
     def value(self, s: InputSpec, rng: np.random.Generator):
         if not s.is_tensor:
@@ -338,8 +339,8 @@ def _tensor(elem_type: int, shape: tuple, use: Use, rng: np.random.Generator, di
         return (rng.random(shape) < 0.8).astype(dt)  # mostly ones: an attention mask keeps most positions
     if integer:
         return rng.integers(0, 4, size=shape).astype(dt)  # small non-negative: valid as most ids and counts
-    if dt.kind in "fcV":
-        return rng.standard_normal(shape).astype(np.float32).astype(dt)
+    if dt.kind in "fcV":  # drawn in float32: no float64 copy of an image-sized input
+        return rng.standard_normal(shape, dtype=np.float32).astype(dt, copy=False)
     raise GraphoptError(f"cannot make input values of type {dt}")
 
 

@@ -268,6 +268,26 @@ def check_thresholds(acc: AccuracyReport, t: LossyThresholds) -> list[str]:
     return problems
 
 
+class SynthesizedFeeds:
+    """Generated draws, made again whenever they are read rather than kept: the same values each
+    time (seeded per draw), and an image model's inputs are not held through both runs."""
+
+    def __init__(self, synth: Synthesizer, n: int, seed: int):
+        self.synth, self.n, self.seed = synth, n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return (self.synth.feed(draw, self.seed) for draw in range(self.n))
+
+    def __getitem__(self, part: slice) -> "SynthesizedFeeds":
+        start, stop, step = part.indices(self.n)
+        if start or step != 1:
+            raise ValueError("only a prefix of the draws can be taken")
+        return SynthesizedFeeds(self.synth, stop, self.seed)
+
+
 class Validator:
     """Holds the reference outputs of the input model; checks candidate models against them.
     Lossless pipelines are compared within a tolerance on seeded random draws; lossy ones by
@@ -289,7 +309,7 @@ class Validator:
             self.reference = run_model(reference, self.feeds, has_random_ops=self.has_random_ops)
         else:
             self.feeds, self.reference = self._synthesize(reference, model, pinned, draws, seed)
-            self.counts = [1] * len(self.feeds)
+            self.counts = [1] * len(self.reference)
 
     def _synthesize(self, reference, model: Model, pinned, draws: Optional[int], seed: int):
         """Generated feeds the input model runs on, and its outputs on them: symbolic dims grow
@@ -302,7 +322,7 @@ class Validator:
             if synth.shapes in tried:
                 continue
             tried.append(synth.shapes)
-            feeds = synth.feeds(draws or MAX_DRAWS, seed)
+            feeds = SynthesizedFeeds(synth, draws or MAX_DRAWS, seed)
             try:
                 return self._run_reference(reference, feeds, fixed=draws is not None)
             except GraphoptError as e:
@@ -317,12 +337,12 @@ class Validator:
         outs, seconds, nbytes = [], 0.0, 0
         with Session(reference, has_random_ops=self.has_random_ops) as sess:
             for feed in feeds:
-                if outs and not fixed and (seconds >= DRAW_SECONDS or nbytes >= DRAW_BYTES):
-                    break
                 start = time.perf_counter()
                 outs.append(sess.run(feed))
                 seconds += time.perf_counter() - start
                 nbytes += sum(v.nbytes for v in outs[-1].values() if isinstance(v, np.ndarray))
+                if not fixed and (seconds >= DRAW_SECONDS or nbytes >= DRAW_BYTES):
+                    break
         return feeds[:len(outs)], outs
 
     def check(self, candidate: "OrtModel | str"):
