@@ -522,16 +522,67 @@ def test_int8_with_calibration_then_a_failing_pass_writes_the_calibrated_scales(
     assert alone.pass_reports["quantize-int8"]["layers"] == report["layers"]
 
 
-def test_snapshots_are_taken_only_when_the_model_changed(monkeypatch):
+class Unchanged(Pass):
+    name = "lossy-noop"
+    summary = "a lossy pass that changes nothing"
+    lossless = False
+
+    def run(self, graph, ctx):
+        return PassResult(False)
+
+
+def _count_clones(monkeypatch) -> list:
     from graphopt.ir import Model
 
     clones = []
     clone = Model.clone
     monkeypatch.setattr(Model, "clone", lambda self: clones.append(1) or clone(self))
+    return clones
+
+
+def test_a_lossless_pipeline_copies_the_model_once(monkeypatch):
+    clones = _count_clones(monkeypatch)
     model = load()
     records = PassManager(api.parse_pipeline("cleanup", registry())).execute(model, PassContext(model))
     assert [r.modified for r in records] == [True, True, False, False]
-    assert len(clones) == 3  # before each of the first three; the fourth reuses the third's
+    assert len(clones) == 1  # at the start: a failure would replay from there
+
+
+def test_with_a_lossy_pass_snapshots_are_taken_only_when_the_model_changed(monkeypatch):
+    clones = _count_clones(monkeypatch)
+    model = load()
+    steps = api.parse_pipeline("cleanup, lossy-noop", registry(Unchanged))
+    records = PassManager(steps).execute(model, PassContext(model))
+    assert [r.modified for r in records] == [True, True, False, False, False]
+    assert len(clones) == 3  # before each of the first three; the fourth reuses the third's; none before lossy-noop
+
+
+def test_a_failure_replays_the_run_without_the_failed_invocation(monkeypatch, caplog):
+    """The invocations before the failure are replayed (logged once), the failed one is left
+    out, and the result is what the pipeline gives without it."""
+    class FailOnce(Pass):
+        name = "explode-late"
+        summary = "raises"
+
+        def run(self, graph, ctx):
+            raise RuntimeError("bug in the pass")
+
+    clones = _count_clones(monkeypatch)
+    model = load()
+    with caplog.at_level("INFO", logger="graphopt"):
+        records = PassManager(api.parse_pipeline("eliminate-identity, explode-late, dce", registry(FailOnce))) \
+            .execute(model, PassContext(model))
+    assert [(r.name, r.modified, r.rolled_back) for r in records] == [
+        ("eliminate-identity", True, False), ("explode-late", False, True), ("dce", records[2].modified, False)]
+    assert "bug in the pass" in records[1].error
+    assert sum("eliminate-identity" in m for m in caplog.messages) == 1
+    assert sum("explode-late failed and was rolled back" in m for m in caplog.messages) == 1
+    assert len(clones) == 3  # the start copy, the replay's copy of it, and a snapshot before dce
+    clean = load()
+    PassManager(api.parse_pipeline("eliminate-identity, dce", registry())).execute(clean, PassContext(clean))
+    from graphopt.onnx_io.emit import to_proto
+
+    assert to_proto(model).SerializeToString(deterministic=True) == to_proto(clean).SerializeToString(deterministic=True)
 
 
 def test_a_lossy_pass_that_raises_inside_a_group_fails_the_run():

@@ -101,11 +101,16 @@ def _tensor_bytes(tensor: Tensor) -> memoryview:
 
 class _Emitter:
     """Builds protos. With `defer_initializers`, the main graph's initializers are left out and
-    collected in `deferred` (name, tensor), for streaming after the serialized model."""
+    collected in `deferred` (name, tensor), for streaming after the serialized model. With
+    `stub_constants`, large float tensors held in attributes (a Paddle export's weights are
+    Constant nodes) become stubs too: shape inference needs their dtype and dims, and reads the
+    values of integer shape tensors only."""
 
-    def __init__(self, writer: Optional[ExternalDataWriter], defer_initializers: bool = False):
+    def __init__(self, writer: Optional[ExternalDataWriter], defer_initializers: bool = False,
+                 stub_constants: bool = False):
         self.writer = writer
         self.defer_initializers = defer_initializers
+        self.stub_constants = stub_constants
         self.deferred: list[tuple[str, Tensor]] = []
 
     def model(self, m: Model) -> onnx.ModelProto:
@@ -121,23 +126,28 @@ class _Emitter:
             setattr(p, name, value)
         for k, v in m.metadata.items():
             p.metadata_props.add(key=k, value=v)
-        p.graph.CopyFrom(self.graph(m.graph, top=True))
+        self.graph(m.graph, top=True, into=p.graph)
         for f in m.functions:
             p.functions.append(self.function(f))
         for name, items in m.extra.items():
             getattr(p, name).extend(items)
         return p
 
-    def graph(self, g: Graph, top: bool = False) -> onnx.GraphProto:
-        gp = onnx.GraphProto(**_nonempty(name=g.name, doc_string=g.doc_string))
+    def graph(self, g: Graph, top: bool = False, into: Optional[onnx.GraphProto] = None) -> onnx.GraphProto:
+        # messages are filled where they will live: appending a built one copies it
+        gp = onnx.GraphProto() if into is None else into
+        if into is not None:
+            gp.SetInParent()  # present even when empty, as a copied-in graph would be
+        for k, v in _nonempty(name=g.name, doc_string=g.doc_string).items():
+            setattr(gp, k, v)
         for k, v in g.metadata.items():
             gp.metadata_props.add(key=k, value=v)
         order = g.toposort()
         for node in order:
-            gp.node.append(self.node(node))
+            self.node(node, gp.node.add())
         special = set()
         for v in g.inputs:
-            gp.input.append(_value_info(v))
+            _value_info(v, gp.input.add())
             special.add(v.id)
         for v in g.initializers:
             if top and self.defer_initializers:
@@ -150,33 +160,46 @@ class _Emitter:
         for node in order:
             for v in node.outputs:
                 if v is not None and v.id not in special and (v.dtype is not None or v.type_proto is not None):
-                    gp.value_info.append(_value_info(v))
+                    _value_info(v, gp.value_info.add())
         for v in g.outputs:
-            gp.output.append(_value_info(v))
+            _value_info(v, gp.output.add())
         for name, items in g.extra.items():
             getattr(gp, name).extend(items)
         return gp
 
-    def node(self, n) -> onnx.NodeProto:
-        np_ = onnx.NodeProto(**_nonempty(op_type=n.op_type, domain=n.domain, name=n.name,
-                                         doc_string=n.doc_string))
+    def node(self, n, into: Optional[onnx.NodeProto] = None) -> onnx.NodeProto:
+        # the hot loop of every emission: fields set one by one, only when they have a value
+        np_ = onnx.NodeProto() if into is None else into
+        if n.op_type:
+            np_.op_type = n.op_type
+        if n.domain:
+            np_.domain = n.domain
+        if n.name:
+            np_.name = n.name
+        if n.doc_string:
+            np_.doc_string = n.doc_string
         if n.overload:
             np_.overload = n.overload
-        np_.input.extend(v.name if v is not None else "" for v in n.inputs)
-        np_.output.extend(v.name if v is not None else "" for v in n.outputs)
+        np_.input.extend([v.name if v is not None else "" for v in n.inputs])
+        np_.output.extend([v.name if v is not None else "" for v in n.outputs])
         for name, a in n.attrs.items():
-            np_.attribute.append(self.attr(name, a))
+            self.attr(name, a, np_.attribute.add())
         for k, v in n.metadata.items():
             np_.metadata_props.add(key=k, value=v)
         return np_
 
-    def attr(self, name: str, a: Attr) -> onnx.AttributeProto:
+    def attr(self, name: str, a: Attr, into: Optional[onnx.AttributeProto] = None) -> onnx.AttributeProto:
         t, v = a.type, a.value
+        ap = onnx.AttributeProto() if into is None else into
         if isinstance(v, onnx.AttributeProto):  # kept verbatim (sparse tensors, type protos)
-            ap = onnx.AttributeProto()
             ap.CopyFrom(v)
             return ap
-        ap = onnx.AttributeProto(**_nonempty(name=name, type=t, doc_string=a.doc_string))
+        if name:
+            ap.name = name
+        if t:
+            ap.type = t
+        if a.doc_string:
+            ap.doc_string = a.doc_string
         if a.ref_attr_name:
             ap.ref_attr_name = a.ref_attr_name
             return ap
@@ -187,9 +210,12 @@ class _Emitter:
         elif t == A.STRING:
             ap.s = v
         elif t == A.TENSOR:
-            ap.t.CopyFrom(self.tensor(v, None))
+            if self.stub_constants and v.nbytes >= CHECK_STUB_MIN_BYTES and v.dtype in _FLOAT_TENSORS:
+                _stub(ap.t, v.dtype, v.shape, v.nbytes)
+            else:
+                ap.t.CopyFrom(self.tensor(v, None))
         elif t == A.GRAPH:
-            ap.g.CopyFrom(self.graph(v))
+            self.graph(v, into=ap.g)
         elif t == A.FLOATS:
             ap.floats.extend(v)
         elif t == A.INTS:
@@ -214,10 +240,10 @@ class _Emitter:
         for domain, version in f.opset_imports.items():
             fp.opset_import.add(domain=domain, version=version)
         for node in f.body.toposort():
-            fp.node.append(self.node(node))
+            self.node(node, fp.node.add())
             for v in node.outputs:
                 if v is not None and v.dtype is not None and not v.is_graph_output:
-                    fp.value_info.append(_value_info(v))
+                    _value_info(v, fp.value_info.add())
         for k, v in f.metadata.items():
             fp.metadata_props.add(key=k, value=v)
         return fp
@@ -248,8 +274,12 @@ class _Emitter:
         return tp
 
 
-def _value_info(v: Value) -> onnx.ValueInfoProto:
-    vi = onnx.ValueInfoProto(**_nonempty(name=v.name, doc_string=v.doc_string))
+def _value_info(v: Value, into: Optional[onnx.ValueInfoProto] = None) -> onnx.ValueInfoProto:
+    vi = onnx.ValueInfoProto() if into is None else into
+    if v.name:
+        vi.name = v.name
+    if v.doc_string:
+        vi.doc_string = v.doc_string
     if v.type_proto is not None:
         vi.type.CopyFrom(v.type_proto)
     elif v.dtype is not None or v.shape is not None:
@@ -402,9 +432,10 @@ STUB_LOCATION = "stub.data"
 
 
 def light_proto(model: Model) -> onnx.ModelProto:
-    """The model with its large main-graph weights replaced by external-data stubs (dtype and
-    shape only): what the checker and shape inference need, at a fraction of the memory."""
-    emitter = _Emitter(None, defer_initializers=True)
+    """The model with its large weights (main-graph initializers, float Constants) replaced by
+    external-data stubs (dtype and shape only): what shape inference needs, at a fraction of
+    the memory and serialization time."""
+    emitter = _Emitter(None, defer_initializers=True, stub_constants=True)
     proto = emitter.model(model)
     _add_stub_initializers(proto, emitter)
     return proto
@@ -415,10 +446,19 @@ def _add_stub_initializers(proto: onnx.ModelProto, emitter: _Emitter) -> None:
         if t.nbytes < CHECK_STUB_MIN_BYTES or t.dtype == onnx.TensorProto.STRING:
             proto.graph.initializer.append(emitter.tensor(t, name))
             continue
-        stub = proto.graph.initializer.add(name=name, data_type=t.dtype, dims=t.shape)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        for k, v in (("location", STUB_LOCATION), ("offset", "0"), ("length", str(t.nbytes))):
-            stub.external_data.add(key=k, value=v)
+        _stub(proto.graph.initializer.add(name=name), t.dtype, t.shape, t.nbytes)
+
+
+_FLOAT_TENSORS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def _stub(tp: onnx.TensorProto, dtype: int, shape, nbytes: int) -> None:
+    """`tp` as a tensor of this dtype and shape whose bytes lie in an (empty) stub file."""
+    tp.data_type = dtype
+    tp.dims.extend(shape)
+    tp.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", STUB_LOCATION), ("offset", "0"), ("length", str(nbytes))):
+        tp.external_data.add(key=k, value=v)
 
 
 def _check_light(proto: onnx.ModelProto, emitter: _Emitter, folder: str) -> None:

@@ -3,9 +3,15 @@
 The pipeline is one pass manager; a fixed-point group inside it (`fixpoint N { ... }`, the
 `fold` alias) is another, nested like any pass. Every pass, group or not, is invoked through
 one method, `PassManager._invoke`, of the manager running the pipeline: it sets the step's
-scope, keeps a snapshot of the model (before a lossless pass, and only when the model changed
-since the last one), runs, verifies and records the invocation in the trace, and restores the
-snapshot when a lossless pass raises.
+scope, runs, verifies and records the invocation in the trace, and rolls the invocation back
+when a lossless pass raises.
+
+Rolling back (docs/ARCHITECTURE.md, "Pass manager"): a pipeline of lossless passes copies the
+model once, at the start; when a pass raises, the run starts again from that copy, replays the
+invocations before the failure (passes are deterministic, so they rebuild the same model) and
+skips the failed one. From then on, and in pipelines with a lossy pass (which is never rerun),
+a snapshot is taken before each lossless invocation that may change the model. Copying a large
+graph before every pass cost more than a rare replay does.
 """
 
 from __future__ import annotations
@@ -67,6 +73,22 @@ class PassFailed(GraphoptError):
 
 class _Stop(BaseException):
     """Ends a run early, at the invocation limit (a prefix of the pipeline, for bisection)."""
+
+
+class _Failed(Exception):
+    """Raised in place of running an invocation that a replayed run leaves out."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
+
+
+class _Rewind(BaseException):
+    """A lossless pass raised while no snapshot was kept: the run restarts from its start copy."""
+
+    def __init__(self, invocation: int, error: str):
+        super().__init__(error)
+        self.invocation, self.error = invocation, error
 
 
 @dataclass
@@ -149,17 +171,29 @@ class PassManager(Pass):
         `limit`: stop before the pass invocation that would be the limit-th record (a prefix of
         the run, for bisection). `quiet`: log nothing."""
         assert ctx.model is model, "the context must carry the model it runs on"
-        self.trace, self.warnings = [], []
-        self._limit, self._quiet, self._passes_recorded = limit, quiet, 0
-        self._clean: Optional[Model] = None  # a copy of the model as it is now, until a pass changes it
+        self._limit, self._quiet = limit, quiet
         self._steps: dict[int, int] = {}
         for i, p in enumerate(self.flatten()):
             self._steps.setdefault(id(p), i)
+        # lossless passes only: one copy now, replayed from if a pass raises (module docstring)
+        start = _Snapshot(model.clone(), copy.deepcopy(ctx.reports), len(ctx.near_misses)) \
+            if all(p.lossless for p in self.flatten()) else None
+        self._failed: dict[int, str] = {}  # leaf invocation number -> the error it raised
         outer, ctx.runner = ctx.runner, self
         try:
-            self.warnings += self._rounds(self, ctx).warnings
-        except _Stop:
-            pass
+            while True:
+                self.trace, self.warnings = [], []
+                self._passes_recorded, self._leaves = 0, 0
+                self._clean: Optional[Model] = None  # a copy of the model as it is now, until a pass changes it
+                self._replay_mode = start is not None and not self._failed  # no snapshots until a failure
+                try:
+                    self.warnings += self._rounds(self, ctx).warnings
+                    break
+                except _Stop:
+                    break
+                except _Rewind as r:
+                    self._failed[r.invocation] = r.error
+                    self._restore(start, ctx)
         finally:
             ctx.runner, self._clean = outer, None
         # once each: a group nested in a fixed point may reach its cap in several rounds
@@ -187,32 +221,38 @@ class PassManager(Pass):
         self._check_limit(kind)
         rec = PassRecord(-1, p.name, p.label(), group_name, iteration, kind, step)
         rec.nodes_before = model.graph.count_nodes()
+        leaf = None if p.is_group else self._leaves
+        self._leaves += not p.is_group
         # A lossy pass is never rolled back; a group's members are, one by one: neither needs a snapshot.
-        snapshot = self._take_snapshot(ctx) if p.lossless and not p.is_group else None
+        # Before a failure a replayed run needs none either; after it, the invocations that follow take one.
+        replayed = leaf is not None and leaf <= max(self._failed, default=-1)
+        snapshot = self._take_snapshot(ctx) if p.lossless and not p.is_group and not self._replay_mode \
+            and not replayed else None
         outer_scope = ctx.scope
         ctx.scope = p.scope if p.scope is not None else outer_scope
         start = time.perf_counter()
         try:
+            if leaf in self._failed:  # the replay reached the invocation that raised: left out
+                raise _Failed(self._failed[leaf])
             result = p.run(model.graph, ctx)
             if not isinstance(result, PassResult):
                 raise TypeError(f"pass {p.name} returned {type(result).__name__}, not PassResult")
             if self.verify or ctx.verify:
                 model.graph.verify()
             rec.modified, rec.stats, rec.warnings = bool(result.modified), dict(result.stats), list(result.warnings)
+        except _Failed as e:
+            rec.error, rec.rolled_back = e.error, True
         except GraphoptError as e:
             if isinstance(e, (PipelineError, UserInputError, PassFailed)):
                 raise
-            if snapshot is None:  # lossy: the user asked for this change; never hand back the model without it
-                raise PassFailed(f"pass {p.name} failed: {e}") from None
-            self._restore(snapshot, ctx)
+            self._roll_back(p, leaf, snapshot, ctx, str(e), f"pass {p.name} failed: {e}")
             rec.error, rec.rolled_back = str(e), True
         except Exception as e:  # a bug in a pass must not take the user's model down with it
             if ctx.debug:
                 raise
-            if snapshot is None:
-                raise PassFailed(f"pass {p.name} failed: {type(e).__name__}: {e}") from None
-            self._restore(snapshot, ctx)
-            rec.error, rec.rolled_back = f"{type(e).__name__}: {e}", True
+            error = f"{type(e).__name__}: {e}"
+            self._roll_back(p, leaf, snapshot, ctx, error, f"pass {p.name} failed: {error}")
+            rec.error, rec.rolled_back = error, True
         finally:
             ctx.scope = outer_scope
         rec.seconds = time.perf_counter() - start
@@ -226,12 +266,24 @@ class PassManager(Pass):
                 raise PassFailed(msg)
             if not self._quiet:  # a pass left out changes what the result is: -q does not hide it
                 log.getChild("meaning").warning("%s", msg)
-        elif not self._quiet:
+        elif not self._quiet and not (replayed and leaf not in self._failed):  # logged on the first run
             where = f" [{rec.group} round {rec.iteration + 1}]" if rec.group else ""
             log.info("%-28s %s %5d -> %5d nodes  %.3fs  %s", rec.label + where,
                      "modified " if rec.modified else "unchanged", rec.nodes_before, rec.nodes_after, rec.seconds,
                      _stats_text(rec.stats))
         return rec.modified
+
+    def _roll_back(self, p: Pass, leaf: Optional[int], snapshot: Optional[_Snapshot], ctx: PassContext,
+                   error: str, lossy_message: str) -> None:
+        """Undo a failed invocation: from its snapshot, or by replaying the run without it."""
+        if snapshot is not None:
+            self._restore(snapshot, ctx)
+        elif p.lossless and leaf is not None:
+            if self.strict:  # the run ends here: nothing to replay
+                raise PassFailed(f"pass {p.name} failed and was rolled back: {error}") from None
+            raise _Rewind(leaf, error)
+        else:  # lossy: the user asked for this change; never hand back the model without it
+            raise PassFailed(lossy_message) from None
 
     def _check_limit(self, kind: str) -> None:
         if kind == "pass" and self._limit is not None and self._passes_recorded >= self._limit:
