@@ -13,7 +13,9 @@ measured by /usr/bin/time -v, one after another on the same machine).
 
 `--speed N` measures only speed: per model, N rounds of (graphopt `-p fuse,fold`, the same with
 `--no-validate`, onnxslim) interleaved so that machine noise hits all three alike; the table quotes
-medians and their ratios. Children run without PYTHONDONTWRITEBYTECODE (some sandboxes set it, which
+medians and their ratios. `--against PYTHON` adds, to every round, the same two graphopt runs by
+another interpreter (say a venv with an earlier commit installed), and a second table of this
+build's times over that one's: a change measured side by side, in the same rounds. Children run without PYTHONDONTWRITEBYTECODE (some sandboxes set it, which
 makes every start of an editable install recompile graphopt), so both tools start as they would for
 a user.
 """
@@ -109,17 +111,23 @@ def run_model(name: str, path: str, speed: bool) -> dict:
     return row
 
 
-def speed_row(name: str, path: str, rounds: int) -> dict:
-    """Median wall time and peak RSS of graphopt (validated and not) and onnxslim, interleaved."""
-    graphopt = [sys.executable, "-m", "graphopt"]
+def speed_row(name: str, path: str, rounds: int, against: str = "") -> dict:
+    """Median wall time and peak RSS of graphopt (validated and not) and onnxslim, interleaved;
+    with `against`, of that interpreter's graphopt too."""
+    builds = {"": [sys.executable, "-m", "graphopt"]}
+    if against:
+        builds["against "] = [against, "-m", "graphopt"]
     slim = [tool("onnxslim")]
-    runs: dict[str, list[dict]] = {"validated": [], "no-validate": [], "onnxslim": []}
+    runs: dict[str, list[dict]] = {f"{b}{kind}": [] for b in builds for kind in ("validated", "no-validate")}
+    runs["onnxslim"] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.onnx")
         for _ in range(rounds):
-            runs["validated"].append(measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force", "-q"], tmp))
-            runs["no-validate"].append(measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force", "-q",
-                                                "--no-validate"], tmp))
+            for b, graphopt in builds.items():
+                runs[f"{b}validated"].append(measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force", "-q"],
+                                                     tmp))
+                runs[f"{b}no-validate"].append(measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force",
+                                                        "-q", "--no-validate"], tmp))
             runs["onnxslim"].append(measure([*slim, path, out], tmp))
     row: dict = {"model": name}
     for label, rs in runs.items():
@@ -142,6 +150,18 @@ def speed_table(rows: list[dict]) -> str:
                      f"{_fmt(nv['seconds'] / sl['seconds'] if ok else None, '.2f')} | "
                      f"{_fmt(v['rss_mb'], '.0f')} / {_fmt(sl['rss_mb'], '.0f')} | "
                      f"{_fmt(v['rss_mb'] / sl['rss_mb'] if v['rss_mb'] and sl['rss_mb'] else None, '.2f')} |")
+    return "\n".join(lines)
+
+
+def against_table(rows: list[dict]) -> str:
+    lines = ["| model | validated s (this / against) | ratio | --no-validate s (this / against) | ratio |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = []
+        for kind in ("validated", "no-validate"):
+            a, b = r[kind]["seconds"], r[f"against {kind}"]["seconds"]
+            cells.append(f"{_fmt(a, '.2f')} / {_fmt(b, '.2f')} | {_fmt(a / b if a and b else None, '.2f')}")
+        lines.append(f"| {r['model']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -177,7 +197,11 @@ def main() -> int:
     ap.add_argument("--no-speed", action="store_true", help="skip the --no-validate timing run")
     ap.add_argument("--speed", type=int, default=0, metavar="N",
                     help="only measure speed: N interleaved rounds per model, medians")
+    ap.add_argument("--against", default="", metavar="PYTHON",
+                    help="with --speed: also time the graphopt installed for this interpreter, in the same rounds")
     args = ap.parse_args()
+    if args.against and not args.speed:
+        ap.error("--against needs --speed N")
     manifest = json.load(open(os.path.join(args.models, "manifest.json")))
     models = manifest["models"] if "models" in manifest else manifest
     only = {n for n in args.only.split(",") if n}
@@ -189,7 +213,7 @@ def main() -> int:
         if info.get("build", "ok") != "ok" or not os.path.exists(path):
             continue
         if args.speed:
-            row = speed_row(name, path, args.speed)
+            row = speed_row(name, path, args.speed, args.against)
             rows.append(row)
             print(f"{name}: " + ", ".join(f"{k} {_fmt(row[k]['seconds'], '.2f')} s" for k in
                                           ("validated", "no-validate", "onnxslim")), file=sys.stderr, flush=True)
@@ -200,6 +224,8 @@ def main() -> int:
               f"; nodes {row['fuse,fold'].get('nodes')} (onnxsim {row['onnxsim'].get('nodes')}, "
               f"onnxslim {row['onnxslim'].get('nodes')})", file=sys.stderr, flush=True)
     print(speed_table(rows) if args.speed else table(rows))
+    if args.against:
+        print("\n" + against_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

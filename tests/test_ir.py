@@ -320,3 +320,35 @@ def test_shape_inference_reruns_only_after_changes_it_could_learn_from(monkeypat
     before = g.typing_changes
     g.set_input(n, 0, cast.outputs[0])
     assert g.typing_changes > before
+
+
+def test_shape_inference_sees_large_float_constants_as_stubs_and_integer_ones_whole():
+    """A Paddle export keeps its weights in Constant nodes: inference gets their dtype and dims
+    without their bytes. The twin: an integer Constant of the same size (a shape or index
+    table inference may read) is passed whole."""
+    from graphopt.analysis.shapes import infer_shapes
+    from graphopt.onnx_io.emit import CHECK_STUB_MIN_BYTES, light_proto
+
+    n = CHECK_STUB_MIN_BYTES // 4  # float32 / int32 elements
+    weight = onnx.numpy_helper.from_array(np.ones((n // 64, 64), np.float32))
+    table = onnx.numpy_helper.from_array(np.arange(n, dtype=np.int32))
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Constant", [], ["w"], value=weight),
+         onnx.helper.make_node("Constant", [], ["t"], value=table),
+         onnx.helper.make_node("MatMul", ["x", "w"], ["y"]),
+         onnx.helper.make_node("Gather", ["t", "i"], ["z"])],
+        "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", n // 64]),
+              onnx.helper.make_tensor_value_info("i", onnx.TensorProto.INT64, [3])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None),
+         onnx.helper.make_tensor_value_info("z", onnx.TensorProto.INT32, None)])
+    m = frontend.load(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    light = {nd.output[0]: nd.attribute[0].t for nd in light_proto(m).graph.node if nd.op_type == "Constant"}
+    assert light["w"].data_location == onnx.TensorProto.EXTERNAL and not light["w"].raw_data
+    assert list(light["w"].dims) == [n // 64, 64]
+    assert light["t"].data_location != onnx.TensorProto.EXTERNAL and len(light["t"].raw_data) == n * 4
+    infer_shapes(m)
+    assert m.graph.value("y").shape == ("b", 64) and m.graph.value("z").shape == (3,)
+    # what is written keeps every byte
+    written = to_proto(m)
+    assert all(nd.attribute[0].t.data_location != onnx.TensorProto.EXTERNAL for nd in written.graph.node
+               if nd.op_type == "Constant")

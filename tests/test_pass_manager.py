@@ -788,3 +788,64 @@ def test_a_library_entry_must_name_the_pass_its_class_is():
     reg = Registry([PassRef("dce", "graphopt.passes.eliminate_identity:EliminateIdentity")])
     with pytest.raises(ValueError, match="is pass 'eliminate-identity', listed as 'dce'"):
         reg.lookup("dce")
+
+
+class ExplodeWhenTwoIdentitiesLeft(Pass):
+    """Raises once the graph is down to two Identity nodes: deterministic in the model, so it
+    fails in a later round of a fixed point, after other passes changed the graph."""
+
+    name = "explode-at-two"
+    summary = "raises when two Identity nodes are left"
+
+    def run(self, graph, ctx):
+        if sum(n.op_type == "Identity" for n in graph.nodes) == 2:
+            raise RuntimeError("two left")
+        return PassResult(False)
+
+
+class ExplodeWhenOneIdentityLeft(ExplodeWhenTwoIdentitiesLeft):
+    name = "explode-at-one"
+    summary = "raises when one Identity node is left"
+
+    def run(self, graph, ctx):
+        if sum(n.op_type == "Identity" for n in graph.nodes) == 1:
+            raise RuntimeError("one left")
+        return PassResult(False)
+
+
+IDENTITY_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+m (float[2, 3] x) => (float[2, 3] y) {
+    a = Identity (x)
+    b = Identity (a)
+    c = Identity (b)
+    d = Identity (c)
+    e = Relu (d)
+    unused = Sigmoid (e)
+    y = Abs (e)
+}
+"""
+
+
+@pytest.mark.parametrize("pipeline", [
+    "fixpoint 6 { peel-identity, explode-at-two }, dce",
+    "fixpoint 3 { fixpoint 2 { peel-identity }, explode-at-two, dce }",
+    "peel-identity, peel-identity, explode-at-two, peel-identity, explode-at-two, dce",
+    "fixpoint 6 { peel-identity, explode-at-two, explode-at-one }, dce",  # a second failure after the replay
+])
+def test_replaying_after_a_failure_gives_what_snapshots_give(pipeline):
+    """The twin runs the same pipeline with a lossy no-op at its end, which keeps the manager
+    taking a snapshot before every invocation: records and model must be the same."""
+    from graphopt.onnx_io.emit import to_proto
+
+    reg = registry(PeelIdentity, ExplodeWhenTwoIdentitiesLeft, ExplodeWhenOneIdentityLeft, Unchanged)
+    results = []
+    for steps in (pipeline, pipeline + ", lossy-noop"):
+        model = load(IDENTITY_CHAIN)
+        records = PassManager(api.parse_pipeline(steps, reg)).execute(model, PassContext(model))
+        rows = [(r.name, r.group, r.iteration, r.modified, r.rolled_back, r.error) for r in records
+                if r.name != "lossy-noop"]
+        results.append((rows, to_proto(model).SerializeToString(deterministic=True)))
+    (replayed, model_a), (snapshotted, model_b) = results
+    assert any(row[4] for row in replayed), "the pipeline must roll something back"
+    assert replayed == snapshotted and model_a == model_b
