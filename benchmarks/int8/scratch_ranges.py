@@ -4,7 +4,7 @@ layer's quantized output fix it?
 
     python benchmarks/int8/scratch_ranges.py [--data benchmarks/int8/data] [--work /tmp/ocr_research]
 
-Unlike the benchmark scripts this one imports graphopt.calibration (AbsHistogram, the exact
+Unlike the benchmark scripts this one imports graphopt.quant.calibration (AbsHistogram, the exact
 histogram/threshold code of graphopt's four methods) so the ranges are graphopt's own; graphopt
 passes still run only through the CLI. Steps:
 
@@ -107,7 +107,7 @@ def main(argv=None):
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from graphopt.calibration import AbsHistogram
+    from graphopt.quant.calibration import AbsHistogram
 
     os.makedirs(args.work, exist_ok=True)
     W = lambda *p: os.path.join(args.work, *p)  # noqa: E731
