@@ -583,6 +583,11 @@ def test_a_failure_replays_the_run_without_the_failed_invocation(monkeypatch, ca
     from graphopt.onnx_io.emit import to_proto
 
     assert to_proto(model).SerializeToString(deterministic=True) == to_proto(clean).SerializeToString(deterministic=True)
+    caplog.clear()
+    model = load()
+    with caplog.at_level("INFO", logger="graphopt"):  # a group that ended before the failure: logged once too
+        PassManager(api.parse_pipeline("cleanup, explode-late", registry(FailOnce))).execute(model, PassContext(model))
+    assert [m.split()[0] for m in caplog.messages].count("cleanup") == 1
 
 
 def test_a_lossy_pass_that_raises_inside_a_group_fails_the_run():

@@ -179,6 +179,7 @@ class PassManager(Pass):
         start = _Snapshot(model.clone(), copy.deepcopy(ctx.reports), len(ctx.near_misses)) \
             if all(p.lossless for p in self.flatten()) else None
         self._failed: dict[int, str] = {}  # leaf invocation number -> the error it raised
+        self._logged = 0  # records a run that was rewound had logged: a replay does not log them again
         outer, ctx.runner = ctx.runner, self
         try:
             while True:
@@ -193,6 +194,7 @@ class PassManager(Pass):
                     break
                 except _Rewind as r:
                     self._failed[r.invocation] = r.error
+                    self._logged = max(self._logged, len(self.trace))
                     self._restore(start, ctx)
         finally:
             ctx.runner, self._clean = outer, None
@@ -266,7 +268,7 @@ class PassManager(Pass):
                 raise PassFailed(msg)
             if not self._quiet:  # a pass left out changes what the result is: -q does not hide it
                 log.getChild("meaning").warning("%s", msg)
-        elif not self._quiet and not (replayed and leaf not in self._failed):  # logged on the first run
+        elif not self._quiet and rec.index >= self._logged:  # a replayed record was logged before the rewind
             where = f" [{rec.group} round {rec.iteration + 1}]" if rec.group else ""
             log.info("%-28s %s %5d -> %5d nodes  %.3fs  %s", rec.label + where,
                      "modified " if rec.modified else "unchanged", rec.nodes_before, rec.nodes_after, rec.seconds,
