@@ -1,7 +1,7 @@
 """The memory floor of validation: peak RSS of a bare Python process (numpy and onnxruntime,
 nothing of graphopt) that loads each model with the session options graphopt's validation
 uses (runtime/session.py: optimizations off, no arena, no memory pattern, no prepacking) and
-runs it once on seeded float inputs, symbolic dims 1.
+runs it once on seeded inputs (floats normal, integers 0: a valid index or id), symbolic dims 1.
 
     python benchmarks/ort_floor.py MODEL.onnx [MODEL.onnx ...]
 
@@ -32,8 +32,19 @@ o.log_severity_level = 4
 s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
 loaded = rss()
 rng = np.random.default_rng(0)
-feed = {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], dtype=np.float32)
-        for i in s.get_inputs()}
+TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def value(i):
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+    if i.type in TYPES:
+        return rng.standard_normal(shape, dtype=np.float32).astype(TYPES[i.type])
+    if i.type == "tensor(bool)":
+        return np.ones(shape, bool)
+    return np.zeros(shape, np.dtype(i.type[len("tensor("):-1]))  # int64, int32, uint8, ...
+
+
+feed = {i.name: value(i) for i in s.get_inputs()}
 out = s.run(None, feed)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 print(f"imports {imported} MB, loaded {loaded} MB, peak {peak} MB, outputs {sum(x.nbytes for x in out) >> 20} MB")

@@ -840,7 +840,9 @@ m (float[2, 3] x) => (float[2, 3] y) {
 ])
 def test_replaying_after_a_failure_gives_what_snapshots_give(pipeline):
     """The twin runs the same pipeline with a lossy no-op at its end, which keeps the manager
-    taking a snapshot before every invocation: records and model must be the same."""
+    taking a snapshot before every invocation: records and model must be the same. (Passes that
+    name new values may number them differently: the replay restarts the name counter from the
+    start copy, not from the failed pass.)"""
     from graphopt.onnx_io.emit import to_proto
 
     reg = registry(PeelIdentity, ExplodeWhenTwoIdentitiesLeft, ExplodeWhenOneIdentityLeft, Unchanged)
@@ -854,3 +856,21 @@ def test_replaying_after_a_failure_gives_what_snapshots_give(pipeline):
     (replayed, model_a), (snapshotted, model_b) = results
     assert any(row[4] for row in replayed), "the pipeline must roll something back"
     assert replayed == snapshotted and model_a == model_b
+
+
+def test_under_strict_a_failure_puts_the_model_back_and_records_the_pass_before_the_error():
+    class HalfThenExplode(Pass):
+        name = "half-explode"
+        summary = "removes a node, then raises"
+
+        def run(self, graph, ctx):
+            node = next(n for n in graph.nodes if n.op_type == "Identity")
+            graph.bypass(node, node.inputs[0])
+            raise RuntimeError("bug in the pass")
+
+    model = load()
+    pm = PassManager(api.parse_pipeline("dce, half-explode", registry(HalfThenExplode)), strict=True)
+    with pytest.raises(PassFailed, match="pass half-explode failed and was rolled back: RuntimeError: bug in the pass"):
+        pm.execute(model, PassContext(model))
+    assert [(r.name, r.rolled_back) for r in pm.records()] == [("dce", False), ("half-explode", True)]
+    assert [n.op_type for n in model.graph.toposort()] == ["Identity", "Relu", "Abs"]  # dce's work, not the half

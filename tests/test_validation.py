@@ -361,3 +361,19 @@ def test_a_finding_the_output_adds_behind_one_the_input_has_is_caught():
         graphopt.optimize(_mvn_then_relu(), ["fold", AddMismatch()], validate=False, strict=True)
     r = graphopt.optimize(_mvn_then_relu(), "fold")  # the twin: nothing added, the input's finding only
     assert not r.rolled_back and r.notes[0].startswith("the input model already fails the ONNX checker")
+
+
+def test_inputs_that_cannot_be_made_are_an_error_not_a_model_that_does_not_run():
+    """A sparse-tensor input: synthesis cannot make one. That is said as it is, not as "the input
+    model does not run on generated inputs" after trying every size."""
+    sparse = onnx.ValueInfoProto(name="s")
+    sparse.type.sparse_tensor_type.elem_type = TensorProto.FLOAT
+    for d in (3, 4):
+        sparse.type.sparse_tensor_type.shape.dim.add().dim_value = d
+    node = helper.make_node("SparseToDenseMatMul", ["s", "b"], ["y"], domain="com.microsoft")
+    model = helper.make_model(
+        helper.make_graph([node], "g", [sparse, helper.make_tensor_value_info("b", TensorProto.FLOAT, [4, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=8)
+    with pytest.raises(graphopt.GraphoptError, match="cannot make input values of type sparse_tensor_type"):
+        graphopt.optimize(model, "cleanup")

@@ -9,8 +9,9 @@ when a lossless pass raises.
 Rolling back (docs/ARCHITECTURE.md, "Pass manager"): a pipeline of lossless passes copies the
 model once, at the start; when a pass raises, the run starts again from that copy, replays the
 invocations before the failure (passes are deterministic, so they rebuild the same model) and
-skips the failed one. From then on, and in pipelines with a lossy pass (which is never rerun),
-a snapshot is taken before each lossless invocation that may change the model. Copying a large
+skips the failed one. From then on, and in pipelines with a lossy pass or one that calibrates
+(neither is run twice), a snapshot is taken before each lossless invocation that may change the
+model. Copying a large
 graph before every pass cost more than a rare replay does.
 """
 
@@ -175,9 +176,10 @@ class PassManager(Pass):
         self._steps: dict[int, int] = {}
         for i, p in enumerate(self.flatten()):
             self._steps.setdefault(id(p), i)
-        # lossless passes only: one copy now, replayed from if a pass raises (module docstring)
+        # lossless passes that do not calibrate: one copy now, replayed from if a pass raises
+        # (module docstring); a pass that calibrates is slow to run twice
         start = _Snapshot(model.clone(), copy.deepcopy(ctx.reports), len(ctx.near_misses)) \
-            if all(p.lossless for p in self.flatten()) else None
+            if all(p.lossless and not p.needs_calibration for p in self.flatten()) else None
         self._failed: dict[int, str] = {}  # leaf invocation number -> the error it raised
         self._logged = 0  # records a run that was rewound had logged: a replay does not log them again
         outer, ctx.runner = ctx.runner, self
@@ -281,9 +283,7 @@ class PassManager(Pass):
         if snapshot is not None:
             self._restore(snapshot, ctx)
         elif p.lossless and leaf is not None:
-            if self.strict:  # the run ends here: nothing to replay
-                raise PassFailed(f"pass {p.name} failed and was rolled back: {error}") from None
-            raise _Rewind(leaf, error)
+            raise _Rewind(leaf, error)  # under --strict too: the model is put back before the error
         else:  # lossy: the user asked for this change; never hand back the model without it
             raise PassFailed(lossy_message) from None
 

@@ -224,6 +224,7 @@ class Synthesizer:
         self.dim = dim
         self.sizes = symbol_sizes(self.specs, self.pinned, dim, batch)
         self.uses = input_uses(model)
+        self._dims: dict = {}
         self.shapes = {s.name: concrete_shape(s, self.sizes, self.pinned, dim, batch)
                        for s in self.specs if s.is_tensor}
         total = 0
@@ -251,7 +252,14 @@ class Synthesizer:
         return np.asarray(_tensor(s.elem_type, shape, self.uses.get(s.name, Use()), rng, self._dim_of))
 
     def _dim_of(self, value: Value, axis: int) -> Optional[int]:
-        """The run-time size of `value`'s dim `axis` under the chosen symbol sizes, if known."""
+        """The run-time size of `value`'s dim `axis` under the chosen symbol sizes, if known
+        (memoized: every draw asks again, and a constant's size may cost a copy of its data)."""
+        key = (id(value), axis)  # the model outlives this synthesizer: its values keep their ids
+        if key not in self._dims:
+            self._dims[key] = self._find_dim(value, axis)
+        return self._dims[key]
+
+    def _find_dim(self, value: Value, axis: int) -> Optional[int]:
         data = value.graph.const_value(value) if value is not None else None
         if data is not None:
             return int(data.shape[axis]) if -data.ndim <= axis < data.ndim else None

@@ -272,14 +272,20 @@ class SynthesizedFeeds:
     """Generated draws, made again whenever they are read rather than kept: the same values each
     time (seeded per draw), and an image model's inputs are not held through both runs."""
 
-    def __init__(self, synth: Synthesizer, n: int, seed: int):
+    def __init__(self, synth: Synthesizer, n: int, seed: int, first: Optional[dict] = None):
         self.synth, self.n, self.seed = synth, n, seed
+        self._first = first  # draw 0 when it was already made: handed over once, then made again
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self):
-        return (self.synth.feed(draw, self.seed) for draw in range(self.n))
+        for draw in range(self.n):
+            if draw == 0 and self._first is not None:
+                feed, self._first = self._first, None
+                yield feed
+            else:
+                yield self.synth.feed(draw, self.seed)
 
     def __getitem__(self, part: slice) -> "SynthesizedFeeds":
         start, stop, step = part.indices(self.n)
@@ -322,7 +328,8 @@ class Validator:
             if synth.shapes in tried:
                 continue
             tried.append(synth.shapes)
-            feeds = SynthesizedFeeds(synth, draws or MAX_DRAWS, seed)
+            # the first draw is made here: inputs that cannot be made are an error, not a model that fails to run
+            feeds = SynthesizedFeeds(synth, draws or MAX_DRAWS, seed, first=synth.feed(0, seed))
             try:
                 return self._run_reference(reference, feeds, fixed=draws is not None)
             except GraphoptError as e:
