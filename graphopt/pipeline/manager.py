@@ -6,13 +6,12 @@ one method, `PassManager._invoke`, of the manager running the pipeline: it sets 
 scope, runs, verifies and records the invocation in the trace, and rolls the invocation back
 when a lossless pass raises.
 
-Rolling back (docs/ARCHITECTURE.md, "Pass manager"): a pipeline of lossless passes copies the
-model once, at the start; when a pass raises, the run starts again from that copy, replays the
-invocations before the failure (passes are deterministic, so they rebuild the same model) and
-skips the failed one. From then on, and in pipelines with a lossy pass or one that calibrates
-(neither is run twice), a snapshot is taken before each lossless invocation that may change the
-model. Copying a large
-graph before every pass cost more than a rare replay does.
+Rolling back (docs/ARCHITECTURE.md, "Passes and the pass manager"): a pipeline of lossless
+passes copies the model once, at the start; when a pass raises, the run starts again from that
+copy, replays the invocations before the failure (passes are deterministic, so they rebuild the
+same model) and skips the failed one. From then on, and in pipelines with a lossy pass or one
+that calibrates (neither is run twice), a snapshot is taken before each lossless invocation that
+may change the model. Copying a large graph before every pass cost more than a rare replay does.
 """
 
 from __future__ import annotations
