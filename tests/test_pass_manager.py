@@ -796,26 +796,23 @@ def test_a_library_entry_must_name_the_pass_its_class_is():
 
 
 class ExplodeWhenTwoIdentitiesLeft(Pass):
-    """Raises once the graph is down to two Identity nodes: deterministic in the model, so it
+    """Raises once the graph is down to `left` Identity nodes: deterministic in the model, so it
     fails in a later round of a fixed point, after other passes changed the graph."""
 
     name = "explode-at-two"
     summary = "raises when two Identity nodes are left"
+    left = 2
 
     def run(self, graph, ctx):
-        if sum(n.op_type == "Identity" for n in graph.nodes) == 2:
-            raise RuntimeError("two left")
+        if sum(n.op_type == "Identity" for n in graph.nodes) == self.left:
+            raise RuntimeError(f"{self.left} left")
         return PassResult(False)
 
 
 class ExplodeWhenOneIdentityLeft(ExplodeWhenTwoIdentitiesLeft):
     name = "explode-at-one"
     summary = "raises when one Identity node is left"
-
-    def run(self, graph, ctx):
-        if sum(n.op_type == "Identity" for n in graph.nodes) == 1:
-            raise RuntimeError("one left")
-        return PassResult(False)
+    left = 1
 
 
 IDENTITY_CHAIN = """
