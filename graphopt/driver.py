@@ -391,7 +391,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                 data = validation_data if validation_data is not None else calib.data
                 samples = _validation_samples(data, ir) if data is not None else None
                 return Validator(reference, ir, pinned=input_shapes, tol=tolerance, draws=draws, seed=seed,
-                                 samples=samples, batch_size=calib.batch_size)
+                                 samples=samples, batch_size=calib.batch_size, scratch=dest.staging_dir())
 
             # The reference runs on the second core while the passes run, unless the model is so
             # large that two copies of it (onnxruntime's and ours) should not be alive at once,

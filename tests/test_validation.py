@@ -271,33 +271,86 @@ def test_generated_draws_are_made_again_when_read_not_kept():
         draws[1:]
 
 
+@pytest.mark.parametrize("spilled", [False, True], ids=["in-memory", "spilled"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_large_outputs_are_compared_chunk_by_chunk_with_the_whole_array_numbers(monkeypatch, dtype):
+def test_large_outputs_are_compared_chunk_by_chunk_with_the_whole_array_numbers(monkeypatch, tmp_path, dtype, spilled):
     # a 60 MB output must not cost two float64 copies: the comparer walks chunks, and its verdict
-    # and errors are those of the whole array (a difference in a late chunk, a scale set early)
+    # and errors are those of the whole array (a difference in a late chunk, a scale set early);
+    # a reference waiting in a scratch file is read back chunk by chunk with the same verdicts
     from graphopt.runtime import validate
-    from graphopt.runtime.validate import Tolerance, compare
+    from graphopt.runtime.validate import SpilledOutput, Tolerance, compare
 
     monkeypatch.setattr(validate, "COMPARE_CHUNK", 7)
+
+    def kept(a):
+        return SpilledOutput(a, str(tmp_path / f"{a.dtype}.bin")) if spilled else a
+
     rng = np.random.default_rng(3)
     ref = (rng.standard_normal((5, 9)) * 10).astype(dtype)
     ref[0, 0], ref[4, 5] = 100, np.nan
-    assert compare([{"y": ref}], [{"y": ref.copy()}]).bitwise_equal
+    assert compare([{"y": kept(ref)}], [{"y": ref.copy()}]).bitwise_equal
     new = ref.copy()
     new[4, 8] += dtype(0.5)  # the last chunk; the scale (100) is in the first
-    rep = compare([{"y": ref}], [{"y": new}], Tolerance(rtol=1e-2, atol=0))
+    rep = compare([{"y": kept(ref)}], [{"y": new}], Tolerance(rtol=1e-2, atol=0))
     got = rep.outputs[0]
     want_abs = float(abs(np.float64(new[4, 8]) - np.float64(ref[4, 8])))
     assert (got.ok, got.bitwise_equal) == (True, False)
     assert got.max_abs == pytest.approx(want_abs) and got.max_rel == pytest.approx(want_abs / 100)
-    assert not compare([{"y": ref}], [{"y": new}], Tolerance(rtol=1e-4, atol=0)).ok
+    assert not compare([{"y": kept(ref)}], [{"y": new}], Tolerance(rtol=1e-4, atol=0)).ok
     moved = ref.copy()
     moved[4, 5], moved[4, 6] = moved[4, 6], np.nan
-    assert compare([{"y": ref}], [{"y": moved}]).outputs[0].problem == "NaN in different places"
+    assert compare([{"y": kept(ref)}], [{"y": moved}]).outputs[0].problem == "NaN in different places"
     ints = np.arange(45).reshape(5, 9)
     other = ints.copy()
     other[3, 3] = other[4, 4] = -1
-    assert compare([{"y": ints}], [{"y": other}]).outputs[0].problem == "2 of 45 values differ"
+    assert compare([{"y": kept(ints)}], [{"y": other}]).outputs[0].problem == "2 of 45 values differ"
+    assert compare([{"y": kept(ints)}], [{"y": ints.T.copy()}]).outputs[0].problem == \
+        "shape/type int64[9, 5] instead of int64[5, 9]"
+
+
+def test_large_reference_outputs_wait_in_the_scratch_folder_not_in_memory(tmp_path, monkeypatch):
+    # the candidate's run must not stack on the reference's outputs: those of SPILL_MIN_BYTES or
+    # more are in files, read back while compared; small ones, and sequences, stay in memory
+    from graphopt.onnx_io.emit import ort_view
+    from graphopt.runtime import validate
+    from graphopt.runtime.validate import SpilledOutput, Validator
+
+    text = BIG_OUTPUT.replace("(float[N, 64, 64, 64] y)", "(float[N, 64, 64, 64] y, float[N, 64] t)")
+    m = graphopt.load(model_from_text(text))
+    v = Validator(ort_view(m), m, pinned={"x": [2, 64]}, draws=2, scratch=str(tmp_path))
+    assert [sorted(type(x).__name__ for x in d.values()) for d in v.reference] == \
+        [["SpilledOutput", "ndarray"]] * 2  # y is 2 MB a draw, t 512 bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference-0-0.bin", "reference-1-0.bin"]
+    assert v.check(ort_view(m)).bitwise_equal
+    # the twin: a candidate that differs in the spilled output's last value fails
+    broken = model_from_text(text.replace("y = Expand (u, shape)", "e = Expand (u, shape)\n"
+                                          "    y = Add (e, last)").replace(
+        "one = Constant", "last = Constant <value = float[64] {" + ", ".join(["0"] * 63 + ["1"]) + "}> ()\n"
+        "    one = Constant"))
+    assert not v.check(ort_view(graphopt.load(broken))).ok
+    # without a scratch folder, or for a lossy comparison (its metrics read whole arrays),
+    # everything stays in memory
+    v = Validator(ort_view(m), m, pinned={"x": [2, 64]}, draws=1)
+    assert isinstance(v.reference[0]["y"], np.ndarray)
+    v = Validator(ort_view(m), m, pinned={"x": [2, 64]}, draws=1, scratch=str(tmp_path),
+                  lossy=validate.LossyThresholds())
+    assert isinstance(v.reference[0]["y"], np.ndarray)
+    # only plain tensors are spilled: not sequences, empty optionals or strings
+    monkeypatch.setattr(validate, "SPILL_MIN_BYTES", 1)
+    kept = validate.spill({"s": [np.zeros(4)], "o": None, "t": np.array(["ab"], object), "z": np.zeros(1)},
+                          str(tmp_path), "x")
+    assert [type(kept[k]).__name__ for k in "sotz"] == ["list", "NoneType", "ndarray", "SpilledOutput"]
+    assert np.array_equal(kept["z"].chunk(0, 8), np.zeros(1))
+
+
+def test_a_validated_run_leaves_no_scratch_files_beside_the_output(tmp_path):
+    src = tmp_path / "big.onnx"
+    onnx.save(model_from_text(BIG_OUTPUT), src)
+    out = tmp_path / "out" / "big.onnx"
+    out.parent.mkdir()
+    r = _cli(src, "-p", "fuse,fold", "--input-shape", "x:4,64", "-o", out)
+    assert r.returncode == 0 and "validation: outputs bitwise equal" in r.stderr, r.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["big.onnx"]
 
 
 # A graph network's shape: node features [nodes, 4] and an edge list [2, edges] whose halves,

@@ -115,10 +115,33 @@ def _collect_again() -> None:
     gc.enable()
 
 
+MMAP_THRESHOLD = 1 << 20  # bytes; glibc's start value is 128 KiB, raised up to 32 MiB as blocks are freed
+
+
+def _unmap_large_blocks() -> None:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD, so that a freed block that large goes back
+    to the OS at once. Left to itself, glibc raises the threshold whenever it frees a mapped
+    block; blocks up to that size then come from the heap, and what onnxruntime frees there stays
+    with the process: validation's runs stack on one another and on the passes (up to a third
+    of the peak RSS on the corpus; docs/ARCHITECTURE.md, Validation). Only for the console
+    script, whose process is graphopt's alone, and never over the user's own setting."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    M_MMAP_THRESHOLD = -3
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
 def entry() -> None:
     """Console-script entry: run, flush, and exit without tearing the interpreter down module by
     module (every file and temporary folder is closed by then; teardown only costs time)."""
     global _after_imports
+    _unmap_large_blocks()
     gc.disable()
     _after_imports = _collect_again
     try:

@@ -4,7 +4,9 @@ each input, see runtime/inputs.py); every output is compared.
 
 Sessions run one at a time (the reference's outputs are kept, its session is dropped), so
 validating a large model needs one model's memory, not two; the candidate is compared draw by
-draw, so its outputs are never all held at once.
+draw, so its outputs are never all held at once. Given a scratch folder, a reference output of
+SPILL_MIN_BYTES or more waits there, not in memory, and is read back a chunk at a time while it
+is compared: the candidate's run does not stack on the reference's outputs.
 
 Draws: a number the user sets is honoured; by default (`draws=None`) there are up to
 MAX_DRAWS, and a further draw is made only while the reference's runs so far took under
@@ -15,6 +17,7 @@ a small one on three. The report says how many.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -32,6 +35,7 @@ from graphopt.runtime.session import RANDOM_OPS, Session, run_model
 MAX_DRAWS = 3
 DRAW_SECONDS = 0.3  # another draw only while the reference's runs took less than this in all
 DRAW_BYTES = 32 << 20  # ... and its kept outputs are smaller than this
+SPILL_MIN_BYTES = 1 << 20  # a reference output this large waits in the scratch folder, not in memory
 
 
 class InputsNotRunnable(GraphoptError):
@@ -122,6 +126,33 @@ def _merge(a: ValidationReport, b: ValidationReport) -> ValidationReport:
     return out
 
 
+class SpilledOutput:
+    """A reference output written to a scratch file, read back a chunk at a time."""
+
+    def __init__(self, array: np.ndarray, path: str):
+        self.path, self.dtype, self.shape = path, array.dtype, array.shape
+        array.tofile(path)  # C order, no header
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def chunk(self, start: int, count: int) -> np.ndarray:
+        """Values [start, start + count) of the flattened array."""
+        return np.fromfile(self.path, dtype=self.dtype, count=min(count, self.size - start),
+                           offset=start * self.dtype.itemsize)
+
+
+def spill(outputs: dict, folder: str, stem: str) -> dict:
+    """`outputs` with each plain tensor of SPILL_MIN_BYTES or more written into `folder`."""
+    kept = {}
+    for i, (name, value) in enumerate(outputs.items()):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biufc" and value.nbytes >= SPILL_MIN_BYTES:
+            value = SpilledOutput(value, os.path.join(folder, f"{stem}-{i}.bin"))
+        kept[name] = value
+    return kept
+
+
 def _compare_value(diff: OutputDiff, r, n, tol: Tolerance) -> None:
     """Tensors element-wise; sequences (lists) and maps (dicts) item by item; an empty optional
     (None) equals only None."""
@@ -143,33 +174,42 @@ def _compare_value(diff: OutputDiff, r, n, tol: Tolerance) -> None:
         for k in r:
             _compare_value(diff, r[k], n[k], tol)
         return
-    _compare_one(diff, np.asarray(r), np.asarray(n), tol)
+    _compare_one(diff, r if isinstance(r, SpilledOutput) else np.asarray(r), np.asarray(n), tol)
 
 
 COMPARE_CHUNK = 1 << 20  # values compared at a time: no full-size copies of a large output
 
 
-def _compare_one(diff: OutputDiff, r: np.ndarray, n: np.ndarray, tol: Tolerance) -> None:
+def _compare_one(diff: OutputDiff, r: "np.ndarray | SpilledOutput", n: np.ndarray, tol: Tolerance) -> None:
     if r.shape != n.shape or r.dtype != n.dtype:
         diff.ok, diff.bitwise_equal = False, False
         diff.problem = f"shape/type {n.dtype}{list(n.shape)} instead of {r.dtype}{list(r.shape)}"
         return
-    r, n = r.reshape(-1), n.reshape(-1)
+    n = n.reshape(-1)
+    if isinstance(r, SpilledOutput):
+        spilled = r
+
+        def ref(s: int) -> np.ndarray:
+            return spilled.chunk(s, COMPARE_CHUNK)
+    else:
+        flat = r.reshape(-1)
+
+        def ref(s: int) -> np.ndarray:
+            return flat[s:s + COMPARE_CHUNK]
+    chunks = range(0, n.size, COMPARE_CHUNK)
     if r.dtype.kind not in "fc":
-        differ = sum(int(np.count_nonzero(r[s:s + COMPARE_CHUNK] != n[s:s + COMPARE_CHUNK]))
-                     for s in range(0, r.size, COMPARE_CHUNK))
+        differ = sum(int(np.count_nonzero(ref(s) != n[s:s + COMPARE_CHUNK])) for s in chunks)
         if differ:
             diff.ok = diff.bitwise_equal = False
             diff.max_abs = max(diff.max_abs, float(differ))
-            diff.problem = f"{differ} of {r.size} values differ"
+            diff.problem = f"{differ} of {n.size} values differ"
         return
-    chunks = range(0, r.size, COMPARE_CHUNK)
-    if all(r[s:s + COMPARE_CHUNK].tobytes() == n[s:s + COMPARE_CHUNK].tobytes() for s in chunks):
+    if all(ref(s).tobytes() == n[s:s + COMPARE_CHUNK].tobytes() for s in chunks):
         return
     # chunk by chunk, in float64: a 60 MB output costs a few MB more, not two float64 copies
     scale = max_abs = 0.0
     for s in chunks:
-        rf, nf = r[s:s + COMPARE_CHUNK].astype(np.float64), n[s:s + COMPARE_CHUNK].astype(np.float64)
+        rf, nf = ref(s).astype(np.float64), n[s:s + COMPARE_CHUNK].astype(np.float64)
         nan_r = np.isnan(rf)
         if not np.array_equal(nan_r, np.isnan(nf)):
             diff.ok, diff.bitwise_equal, diff.problem = False, False, "NaN in different places"
@@ -301,9 +341,11 @@ class Validator:
 
     def __init__(self, reference: "OrtModel | str", model: Model, *, pinned=None, draws: Optional[int] = None,
                  seed: int = 0, tol: Tolerance = Tolerance(), lossy: Optional[LossyThresholds] = None,
-                 samples=None, batch_size: int = 32):
+                 samples=None, batch_size: int = 32, scratch: Optional[str] = None):
         self.tol = tol
         self.lossy = lossy
+        # large reference outputs wait in `scratch` (lossless checks only: accuracy metrics read whole arrays)
+        self.scratch = scratch if lossy is None else None
         self.has_random_ops = any(n.op_type in RANDOM_OPS for g in model.all_graphs() for n in g.nodes)
         self.labels: list = []
         if samples is not None:
@@ -312,7 +354,8 @@ class Validator:
                 self.labels.append(labels)
                 self.feeds.append(feed)
                 self.counts.append(n)
-            self.reference = run_model(reference, self.feeds, has_random_ops=self.has_random_ops)
+            with Session(reference, has_random_ops=self.has_random_ops) as sess:
+                self.reference = [self._keep(sess.run(feed), i) for i, feed in enumerate(self.feeds)]
         else:
             self.feeds, self.reference = self._synthesize(reference, model, pinned, draws, seed)
             self.counts = [1] * len(self.reference)
@@ -345,12 +388,16 @@ class Validator:
         with Session(reference, has_random_ops=self.has_random_ops) as sess:
             for feed in feeds:
                 start = time.perf_counter()
-                outs.append(sess.run(feed))
+                out = sess.run(feed)
                 seconds += time.perf_counter() - start
-                nbytes += sum(v.nbytes for v in outs[-1].values() if isinstance(v, np.ndarray))
+                nbytes += sum(v.nbytes for v in out.values() if isinstance(v, np.ndarray))
+                outs.append(self._keep(out, len(outs)))
                 if not fixed and (seconds >= DRAW_SECONDS or nbytes >= DRAW_BYTES):
                     break
         return feeds[:len(outs)], outs
+
+    def _keep(self, outputs: dict, draw: int) -> dict:
+        return spill(outputs, self.scratch, f"reference-{draw}") if self.scratch else outputs
 
     def check(self, candidate: "OrtModel | str"):
         if self.lossy is not None:
