@@ -430,3 +430,43 @@ def test_inputs_that_cannot_be_made_are_an_error_not_a_model_that_does_not_run()
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=8)
     with pytest.raises(graphopt.GraphoptError, match="cannot make input values of type sparse_tensor_type"):
         graphopt.optimize(model, "cleanup")
+
+
+# silero-vad's shape: audio [?, ?] and an RNN state [2, ?, 4], both dims unnamed; the state's is
+# the audio's batch (they are concatenated), and a reflect Pad needs more than 40 samples.
+UNNAMED_STATE_BATCH = """
+<ir_version: 8, opset_import: ["" : 17]>
+m (float[?, ?] x, float[2, ?, 4] state) => (float[3, ?, 4] y) {
+    pads = Constant <value = int64[4] {0, 40, 0, 40}> ()
+    xp = Pad <mode = "reflect"> (x, pads)
+    axes = Constant <value = int64[1] {1}> ()
+    s = ReduceSum <keepdims = 1> (xp, axes)
+    zero = Constant <value = int64[1] {0}> ()
+    u = Unsqueeze (s, zero)
+    shape = Constant <value = int64[3] {1, 1, 4}> ()
+    e = Expand (u, shape)
+    y = Concat <axis = 0> (e, state)
+}
+"""
+
+
+def test_an_unnamed_dim_past_axis_0_is_tried_as_the_batch_last():
+    from graphopt.runtime.inputs import unnamed_past_axis0
+
+    proto = model_from_text(UNNAMED_STATE_BATCH)
+    assert unnamed_past_axis0(graphopt.load(proto)) == ["x", "state"]
+    r = graphopt.optimize(proto, "fuse,fold")
+    assert r.validation_status == "validated" and r.validation.ok
+    # the twins: a name ties the state's batch to the audio's (no extra tries needed), and a
+    # single input has nothing to match
+    named = UNNAMED_STATE_BATCH.replace("float[?, ?] x", "float[N, ?] x").replace("float[2, ?, 4] state",
+                                                                                  "float[2, N, 4] state")
+    assert unnamed_past_axis0(graphopt.load(model_from_text(named))) == ["x"]
+    assert graphopt.optimize(model_from_text(named), "fuse,fold").validation_status == "validated"
+    alone = model_from_text("""
+<ir_version: 8, opset_import: ["" : 17]>
+m (float[2, ?, 4] state) => (float[2, ?, 4] y) {
+    y = Relu (state)
+}
+""")
+    assert unnamed_past_axis0(graphopt.load(alone)) == []

@@ -17,8 +17,8 @@ each input and draws values that make sense there:
 Symbolic dims get one size per name (axis 0: a batch of 1, others `dim`). Some models need larger
 dims (a reflect Pad wider than 32, a kernel or an STFT frame): `DIM_LADDER` lists the sizes to
 try in turn when the model does not run on the first ones, and last axis-0 dims grow too
-(`GROWN_BATCH`: a graph network's node count sits where a batch usually does); see
-runtime/validate.py.
+(`GROWN_BATCH`: a graph network's node count sits where a batch usually does); last, one input at
+a time, unnamed dims past axis 0 take the batch size (an RNN state's batch); see runtime/validate.py.
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ def symbol_sizes(specs: Sequence[InputSpec], pinned: Optional[Mapping[str, Seque
 
 
 def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: int = DEFAULT_DIM,
-                   batch: int = DEFAULT_BATCH) -> tuple:
+                   batch: int = DEFAULT_BATCH, batch_like: bool = False) -> tuple:
+    """Sizes for `spec`'s dims: declared ones as they are, symbols from `sizes`, unknown ones
+    `batch` on axis 0 (every axis with `batch_like`) and `dim` elsewhere."""
     if pinned and spec.name in pinned:
         return tuple(int(d) for d in pinned[spec.name])
     out = []
@@ -123,8 +125,19 @@ def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: 
         elif isinstance(d, str):
             out.append(sizes[d])
         else:  # unknown (or a negative dim an exporter wrote for "unknown")
-            out.append(batch if axis == 0 else dim)
+            out.append(batch if axis == 0 or batch_like else dim)
     return tuple(out)
+
+
+def unnamed_past_axis0(model: Model) -> list[str]:
+    """Inputs with an unknown, unnamed dim past axis 0, when there are other inputs it may have to
+    match: such a dim may be a batch (an RNN state is [layers, batch, hidden]), which no name ties
+    to the other inputs' batch."""
+    specs = [s for s in model_inputs(model) if s.is_tensor]
+    if len(specs) < 2:
+        return []
+    return [s.name for s in specs if any(not isinstance(d, (int, str)) or (isinstance(d, int) and d < 0)
+                                         for d in (s.shape or ())[1:])]
 
 
 # ------------------------------------------------------------------------------ how inputs are used
@@ -218,14 +231,14 @@ class Synthesizer:
     """Seeded feeds for a model: `feeds(draws, seed)` gives `draws` dicts of input name -> value."""
 
     def __init__(self, model: Model, pinned: Optional[Mapping[str, Sequence[int]]] = None, dim: int = DEFAULT_DIM,
-                 batch: int = DEFAULT_BATCH):
+                 batch: int = DEFAULT_BATCH, batch_like: frozenset = frozenset()):
         self.specs = model_inputs(model)
         self.pinned = dict(pinned or {})
         self.dim = dim
         self.sizes = symbol_sizes(self.specs, self.pinned, dim, batch)
         self.uses = input_uses(model)
         self._dims: dict = {}
-        self.shapes = {s.name: concrete_shape(s, self.sizes, self.pinned, dim, batch)
+        self.shapes = {s.name: concrete_shape(s, self.sizes, self.pinned, dim, batch, s.name in batch_like)
                        for s in self.specs if s.is_tensor}
         total = 0
         for s in self.specs:
