@@ -142,9 +142,14 @@ def _axes(m: Match):
     return [] if a is None else list(a)
 
 
+INT64_MAX = (1 << 63) - 1  # an end exporters write for "to the end" (torch's x[:, 1:])
+
+
 def _slices_everything(m: Match) -> bool:
+    """Every sliced axis kept whole: step 1 from the first element to the last. An axis whose
+    size is unknown qualifies only from 0 to INT64_MAX, which no size can fall short of."""
     node = m.root
-    shape = m.ctx.static_shape(m.value("x"))
+    shape = m.value("x").shape
     if shape is None:
         return False
     if m.ctx.opset < 10:
@@ -159,8 +164,15 @@ def _slices_everything(m: Match) -> bool:
     axes = list(range(len(starts))) if axes is None else [int(a) for a in np.asarray(axes).ravel()]
     steps = [1] * len(starts) if steps is None else [int(s) for s in np.asarray(steps).ravel()]
     for s, e, a, st in zip(starts, ends, axes, steps):
+        if not -len(shape) <= a < len(shape):
+            return False
         dim = shape[a]
-        if st != 1 or (s if s >= 0 else s + dim) > 0 or (e if e >= 0 else e + dim) < dim:
+        if st != 1:
+            return False
+        if not isinstance(dim, int):
+            if s != 0 or e < INT64_MAX:
+                return False
+        elif (s if s >= 0 else s + dim) > 0 or (e if e >= 0 else e + dim) < dim:
             return False
     return True
 

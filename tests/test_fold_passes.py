@@ -258,6 +258,29 @@ def test_real_work_is_not_removed(body, out_type):
     assert not records[0].modified and len(ops) == 2
 
 
+@pytest.mark.parametrize("starts,ends,axes,removed", [
+    ("0", "9223372036854775807", "0", True),  # torch's x[:, ...] along a dim of unknown size
+    ("0", "9223372036854775807", "-2", True),
+    ("0, 0", "9223372036854775807, 6", "0, 1", True),  # the known dim: its end reaches it
+    ("0", "2147483647", "0", False),  # a dim of unknown size might be longer than INT32_MAX
+    ("1", "9223372036854775807", "0", False),  # drops the first row
+    ("0, 0", "9223372036854775807, 5", "0, 1", False),  # drops the last column
+])
+def test_a_slice_to_int64_max_keeps_a_dim_of_unknown_size_whole(starts, ends, axes, removed):
+    n = len(starts.split(","))
+    text = header() + f"""
+    m (float[N, 6] x) => (float[?, ?] z) {{
+        s = Constant <value = int64[{n}] {{{starts}}}> ()
+        e = Constant <value = int64[{n}] {{{ends}}}> ()
+        a = Constant <value = int64[{n}] {{{axes}}}> ()
+        y = Slice (x, s, e, a)
+        z = Relu (y)
+    }}
+    """
+    ops, records, _ = optimized(text, "eliminate-noops")
+    assert (ops == ["Relu"]) == removed and records[0].modified == removed
+
+
 def test_mul_by_ones_that_broadcasts_is_kept():
     text = header() + """
     m (float[3] x) => (float[2, 3] y) {

@@ -635,6 +635,61 @@ def _pm_tree(out):
                     exporter="onnxmltools (shipped, copied unchanged)")
 
 
+@model("silero_vad", "shipped")
+def _silero(out):
+    return _shipped(out, _site("silero-vad", "silero_vad", "data", "silero_vad.onnx"), "silero-vad",
+                    [{"name": "input", "dtype": "float32", "shape": [None, None], "sample_shape": [1, 512], "kind": "normal",
+                      "note": "one chunk of 16 kHz audio (512 samples; 256 at 8 kHz)"},
+                     {"name": "state", "dtype": "float32", "shape": [2, None, 128], "sample_shape": [2, 1, 128], "kind": "const",
+                      "value": 0.0, "note": "LSTM state, its unnamed dim the batch"},
+                     {"name": "sr", "dtype": "int64", "shape": [], "sample_shape": [], "kind": "const", "value": 16000}],
+                    "Silero VAD (written with spox, opset 16): the whole model inside an If on the sample rate, "
+                    "nested Ifs, reflect Pad + STFT as Conv, LSTM; the input's and the state's batch dims unnamed",
+                    exporter="spox (shipped, copied unchanged)")
+
+
+@model("silero_vad_16k_op15", "shipped")
+def _silero15(out):
+    return _shipped(out, _site("silero-vad", "silero_vad", "data", "silero_vad_16k_op15.onnx"), "silero-vad",
+                    [{"name": "input", "dtype": "float32", "shape": ["batch", "sequence"], "sample_shape": [1, 512], "kind": "normal"},
+                     {"name": "state", "dtype": "float32", "shape": [2, "batch", 128], "sample_shape": [2, 1, 128], "kind": "const",
+                      "value": 0.0},
+                     {"name": "sr", "dtype": "int64", "shape": [], "sample_shape": [], "kind": "const", "value": 16000}],
+                    "Silero VAD, 16 kHz (PyTorch 2.3 export, opset 15): Ifs on the sample rate and the input's rank, "
+                    "reflect Pad + STFT as Conv, LSTM",
+                    exporter="torch.onnx TorchScript (shipped, copied unchanged)")
+
+
+@model("faster_whisper_silero_vad_v6", "shipped")
+def _fw_silero(out):
+    return _shipped(out, _site("faster-whisper", "faster_whisper", "assets", "silero_vad_v6.onnx"), "faster-whisper",
+                    [{"name": "input", "dtype": "float32", "shape": ["seq_len", 576], "sample_shape": [4, 576], "kind": "normal",
+                      "note": "audio chunks of 576 samples (512 and 64 of context)"},
+                     {"name": "h", "dtype": "float32", "shape": [1, 1, 128], "sample_shape": [1, 1, 128], "kind": "const", "value": 0.0},
+                     {"name": "c", "dtype": "float32", "shape": [1, 1, 128], "sample_shape": [1, 1, 128], "kind": "const", "value": 0.0}],
+                    "Silero VAD v6 as faster-whisper ships it (opset 18): Pad + STFT Conv, Conv encoder, LSTM over chunks",
+                    exporter="torch.onnx (shipped, copied unchanged)")
+
+
+@model("magika_standard_v3_3", "shipped")
+def _magika(out):
+    return _shipped(out, _site("magika", "magika", "models", "standard_v3_3", "model.onnx"), "magika",
+                    [{"name": "bytes", "dtype": "int32", "shape": [None, 2048], "sample_shape": [2, 2048], "kind": "ids",
+                      "low": 0, "high": 257, "note": "file bytes, 256 = padding"}],
+                    "Magika file-type classifier (tf2onnx 1.16 export, opset 15 + ai.onnx.ml): byte one-hot as "
+                    "Equal/Cast, Conv, GlobalMaxPool, layer norms as ReduceSum/Sqrt/Reciprocal chains, softmax as Exp/ReduceSum/Div",
+                    exporter="tf2onnx (shipped, copied unchanged)")
+
+
+@model("nudenet_320n", "shipped")
+def _nudenet(out):
+    return _shipped(out, _site("nudenet", "nudenet", "320n.onnx"), "nudenet",
+                    [{"name": "images", "dtype": "float32", "shape": ["batch", 3, "height", "width"],
+                      "sample_shape": [1, 3, 320, 320], "kind": "image01"}],
+                    "NudeNet detector: ultralytics YOLOv8n trained at 320, exported with dynamic batch and size (opset 17)",
+                    exporter="ultralytics (shipped, copied unchanged)", dyn={"images": {0: "batch", 2: "height", 3: "width"}})
+
+
 # ----------------------------------------------------------------------------------------- audio
 
 
