@@ -177,7 +177,10 @@ def _compare_value(diff: OutputDiff, r, n, tol: Tolerance) -> None:
     _compare_one(diff, r if isinstance(r, SpilledOutput) else np.asarray(r), np.asarray(n), tol)
 
 
-COMPARE_CHUNK = 1 << 20  # values compared at a time: no full-size copies of a large output
+# values compared at a time: no full-size copies of a large output, and temporaries (512 KB in
+# float64) below the console script's mmap threshold, so the heap reuses them rather than each
+# being mapped and faulted in afresh (cli/main.py)
+COMPARE_CHUNK = 1 << 16
 
 
 def _compare_one(diff: OutputDiff, r: "np.ndarray | SpilledOutput", n: np.ndarray, tol: Tolerance) -> None:
