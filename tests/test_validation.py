@@ -343,6 +343,30 @@ def test_large_reference_outputs_wait_in_the_scratch_folder_not_in_memory(tmp_pa
     assert np.array_equal(kept["z"].chunk(0, 8), np.zeros(1))
 
 
+def test_the_driver_spills_into_the_output_staging_folder(tmp_path, monkeypatch):
+    import os
+
+    from graphopt.runtime import validate
+
+    seen = []
+    real = validate.spill
+
+    def spy(outputs, folder, stem):
+        kept = real(outputs, folder, stem)
+        seen.append((folder, sorted(type(v).__name__ for v in kept.values()), sorted(os.listdir(folder))))
+        return kept
+
+    monkeypatch.setattr(validate, "spill", spy)
+    out = tmp_path / "big.onnx"
+    r = graphopt.optimize(model_from_text(BIG_OUTPUT), "fuse,fold", input_shapes={"x": [4, 64]}, output=str(out))
+    assert r.validation.ok and seen
+    folder, kinds, files = seen[0]
+    assert kinds == ["SpilledOutput"] and files == ["reference-0-0.bin"]  # y is 4 MB
+    staging = os.path.dirname(folder)  # the transaction's folder beside the output, gone after the run
+    assert os.path.dirname(staging) == str(tmp_path) and os.path.basename(staging).startswith(".graphopt-")
+    assert os.listdir(tmp_path) == ["big.onnx"]
+
+
 def test_a_validated_run_leaves_no_scratch_files_beside_the_output(tmp_path):
     src = tmp_path / "big.onnx"
     onnx.save(model_from_text(BIG_OUTPUT), src)
@@ -451,17 +475,17 @@ m (float[?, ?] x, float[2, ?, 4] state) => (float[3, ?, 4] y) {
 
 
 def test_an_unnamed_dim_past_axis_0_is_tried_as_the_batch_last():
-    from graphopt.runtime.inputs import unnamed_past_axis0
+    from graphopt.runtime.inputs import unnamed_batch_candidates
 
     proto = model_from_text(UNNAMED_STATE_BATCH)
-    assert unnamed_past_axis0(graphopt.load(proto)) == ["x", "state"]
+    assert unnamed_batch_candidates(graphopt.load(proto)) == ["state"]  # not x: no dim of it is declared
     r = graphopt.optimize(proto, "fuse,fold")
     assert r.validation_status == "validated" and r.validation.ok
     # the twins: a name ties the state's batch to the audio's (no extra tries needed), and a
     # single input has nothing to match
     named = UNNAMED_STATE_BATCH.replace("float[?, ?] x", "float[N, ?] x").replace("float[2, ?, 4] state",
                                                                                   "float[2, N, 4] state")
-    assert unnamed_past_axis0(graphopt.load(model_from_text(named))) == ["x"]
+    assert unnamed_batch_candidates(graphopt.load(model_from_text(named))) == []
     assert graphopt.optimize(model_from_text(named), "fuse,fold").validation_status == "validated"
     alone = model_from_text("""
 <ir_version: 8, opset_import: ["" : 17]>
@@ -469,4 +493,4 @@ m (float[2, ?, 4] state) => (float[2, ?, 4] y) {
     y = Relu (state)
 }
 """)
-    assert unnamed_past_axis0(graphopt.load(alone)) == []
+    assert unnamed_batch_candidates(graphopt.load(alone)) == []

@@ -131,7 +131,7 @@ def _unmap_large_blocks() -> None:
 
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError, TypeError):  # not glibc (Windows cannot even open the process)
         return
     M_MMAP_THRESHOLD = -3
     mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)

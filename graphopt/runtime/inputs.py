@@ -17,8 +17,9 @@ each input and draws values that make sense there:
 Symbolic dims get one size per name (axis 0: a batch of 1, others `dim`). Some models need larger
 dims (a reflect Pad wider than 32, a kernel or an STFT frame): `DIM_LADDER` lists the sizes to
 try in turn when the model does not run on the first ones, and last axis-0 dims grow too
-(`GROWN_BATCH`: a graph network's node count sits where a batch usually does); last, one input at
-a time, unnamed dims past axis 0 take the batch size (an RNN state's batch); see runtime/validate.py.
+(`GROWN_BATCH`: a graph network's node count sits where a batch usually does); last, one input
+shaped like an RNN state ([layers, ?, hidden]) at a time, its unnamed dims past axis 0 take the
+batch size; see runtime/validate.py.
 """
 
 from __future__ import annotations
@@ -129,15 +130,20 @@ def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: 
     return tuple(out)
 
 
-def unnamed_past_axis0(model: Model) -> list[str]:
-    """Inputs with an unknown, unnamed dim past axis 0, when there are other inputs it may have to
-    match: such a dim may be a batch (an RNN state is [layers, batch, hidden]), which no name ties
-    to the other inputs' batch."""
+def unnamed_batch_candidates(model: Model) -> list[str]:
+    """Inputs shaped like an RNN state, [layers, ?, hidden]: some dims declared, and an unknown,
+    unnamed one past axis 0, when there are other inputs it may have to match. That dim may be
+    their batch, which no name ties to it. (Inputs with no declared dim, token ids [?, ?], are
+    not: each would only add failing tries before "not validated".)"""
     specs = [s for s in model_inputs(model) if s.is_tensor]
     if len(specs) < 2:
         return []
-    return [s.name for s in specs if any(not isinstance(d, (int, str)) or (isinstance(d, int) and d < 0)
-                                         for d in (s.shape or ())[1:])]
+
+    def unnamed(d) -> bool:
+        return d is None or (isinstance(d, int) and d < 0)
+
+    return [s.name for s in specs if s.shape and any(isinstance(d, int) and d >= 0 for d in s.shape)
+            and any(unnamed(d) for d in s.shape[1:])]
 
 
 # ------------------------------------------------------------------------------ how inputs are used

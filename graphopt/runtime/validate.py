@@ -27,7 +27,7 @@ import numpy as np
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
 from graphopt.onnx_io.emit import OrtModel  # noqa: F401 (re-exported)
-from graphopt.runtime.inputs import DEFAULT_BATCH, DIM_LADDER, GROWN_BATCH, Synthesizer, unnamed_past_axis0
+from graphopt.runtime.inputs import DEFAULT_BATCH, DIM_LADDER, GROWN_BATCH, Synthesizer, unnamed_batch_candidates
 from graphopt.runtime.metrics import AccuracyReport
 from graphopt.runtime.metrics import compare as accuracy_compare
 from graphopt.runtime.session import RANDOM_OPS, Session, run_model
@@ -366,13 +366,14 @@ class Validator:
     def _synthesize(self, reference, model: Model, pinned, draws: Optional[int], seed: int):
         """Generated feeds the input model runs on, and its outputs on them: symbolic dims grow
         along DIM_LADDER until it runs, and last symbolic axis-0 dims too (GROWN_BATCH: a graph
-        network's node count sits where a batch usually does), then each input's unnamed dims
-        past axis 0 at the batch size (an RNN state's batch, which no name ties to the others'). A
+        network's node count sits where a batch usually does), then each state-like input's
+        unnamed dims past axis 0 at the batch size (an RNN state's batch, which no name ties to
+        the others'). A
         size that changes no input shape is not tried again. InputsNotRunnable if it never runs."""
         problem, tried = None, []
         tries = [(d, DEFAULT_BATCH, frozenset()) for d in DIM_LADDER] + [(DIM_LADDER[0], GROWN_BATCH, frozenset())]
-        # last, one input at a time with its unnamed dims past axis 0 at the batch size
-        tries += [(d, DEFAULT_BATCH, frozenset([name])) for name in unnamed_past_axis0(model) for d in DIM_LADDER]
+        # last, one state-like input at a time with its unnamed dims past axis 0 at the batch size
+        tries += [(d, DEFAULT_BATCH, frozenset([name])) for name in unnamed_batch_candidates(model) for d in DIM_LADDER]
         for dim, batch, batch_like in tries:
             synth = Synthesizer(model, pinned, dim, batch, batch_like)
             if synth.shapes in tried:
