@@ -368,8 +368,8 @@ class Validator:
         along DIM_LADDER until it runs, and last symbolic axis-0 dims too (GROWN_BATCH: a graph
         network's node count sits where a batch usually does), then each state-like input's
         unnamed dims past axis 0 at the batch size (an RNN state's batch, which no name ties to
-        the others'). A
-        size that changes no input shape is not tried again. InputsNotRunnable if it never runs."""
+        the others'). A size that changes no input shape is not tried again. InputsNotRunnable
+        if it never runs."""
         problem, tried = None, []
         tries = [(d, DEFAULT_BATCH, frozenset()) for d in DIM_LADDER] + [(DIM_LADDER[0], GROWN_BATCH, frozenset())]
         # last, one state-like input at a time with its unnamed dims past axis 0 at the batch size
