@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from graphopt.analysis.constants import INT64_MAX
 from graphopt.rewrite import (
     Builder,
     Match,
@@ -140,9 +141,6 @@ def _axes(m: Match):
         return None if data is None else [int(a) for a in data.ravel()]
     a = m.root.attr("axes")
     return [] if a is None else list(a)
-
-
-INT64_MAX = (1 << 63) - 1  # an end exporters write for "to the end" (torch's x[:, 1:])
 
 
 def _slices_everything(m: Match) -> bool:

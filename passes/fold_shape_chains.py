@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from graphopt.analysis.constants import INT64_MAX
 from graphopt.analysis.symbolic import (
     engine_for,
     engine_scope,
@@ -115,9 +116,6 @@ class StaticInput(Rule):
 
     def rewrite(self, m: Match, b: Builder):
         b.set_input(m.root, self.index, b.const(static_value(m.graph, m.value(f"in{self.index}")), f"in{self.index}"))
-
-
-INT64_MAX = np.iinfo(np.int64).max
 
 
 class SliceDims(Rule):

@@ -635,14 +635,19 @@ def _pm_tree(out):
                     exporter="onnxmltools (shipped, copied unchanged)")
 
 
+def _silero_state_and_rate(batch):
+    """Silero VAD's other inputs: its LSTM state [2, batch, 128], zeros, and the sample rate, 16 kHz."""
+    return [{"name": "state", "dtype": "float32", "shape": [2, batch, 128], "sample_shape": [2, 1, 128], "kind": "const",
+             "value": 0.0, "note": "LSTM state; its dim 1 is the batch"},
+            {"name": "sr", "dtype": "int64", "shape": [], "sample_shape": [], "kind": "const", "value": 16000}]
+
+
 @model("silero_vad", "shipped")
 def _silero(out):
     return _shipped(out, _site("silero-vad", "silero_vad", "data", "silero_vad.onnx"), "silero-vad",
                     [{"name": "input", "dtype": "float32", "shape": [None, None], "sample_shape": [1, 512], "kind": "normal",
                       "note": "one chunk of 16 kHz audio (512 samples; 256 at 8 kHz)"},
-                     {"name": "state", "dtype": "float32", "shape": [2, None, 128], "sample_shape": [2, 1, 128], "kind": "const",
-                      "value": 0.0, "note": "LSTM state, its unnamed dim the batch"},
-                     {"name": "sr", "dtype": "int64", "shape": [], "sample_shape": [], "kind": "const", "value": 16000}],
+                     *_silero_state_and_rate(None)],
                     "Silero VAD (written with spox, opset 16): the whole model inside an If on the sample rate, "
                     "nested Ifs, reflect Pad + STFT as Conv, LSTM; the input's and the state's batch dims unnamed",
                     exporter="spox (shipped, copied unchanged)")
@@ -652,9 +657,7 @@ def _silero(out):
 def _silero15(out):
     return _shipped(out, _site("silero-vad", "silero_vad", "data", "silero_vad_16k_op15.onnx"), "silero-vad",
                     [{"name": "input", "dtype": "float32", "shape": ["batch", "sequence"], "sample_shape": [1, 512], "kind": "normal"},
-                     {"name": "state", "dtype": "float32", "shape": [2, "batch", 128], "sample_shape": [2, 1, 128], "kind": "const",
-                      "value": 0.0},
-                     {"name": "sr", "dtype": "int64", "shape": [], "sample_shape": [], "kind": "const", "value": 16000}],
+                     *_silero_state_and_rate("batch")],
                     "Silero VAD, 16 kHz (PyTorch 2.3 export, opset 15): Ifs on the sample rate and the input's rank, "
                     "reflect Pad + STFT as Conv, LSTM",
                     exporter="torch.onnx TorchScript (shipped, copied unchanged)")

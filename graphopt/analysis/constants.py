@@ -84,6 +84,10 @@ def _slice(node, ins, opset):
     return x[tuple(sl)]
 
 
+# the end exporters write for "to the end" (torch's x[:, 1:]); a Slice clamps it to any dim
+INT64_MAX = int(np.iinfo(np.int64).max)
+
+
 def onnx_slice(start: int, end: int, step: int, dim: int) -> slice:
     """ONNX Slice's clamping as a Python slice (Python clamps differently for negative steps)."""
     if step == 0:

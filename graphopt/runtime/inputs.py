@@ -121,13 +121,18 @@ def concrete_shape(spec: InputSpec, sizes: Mapping[str, int], pinned=None, dim: 
         return tuple(int(d) for d in pinned[spec.name])
     out = []
     for axis, d in enumerate(spec.shape or ()):
-        if isinstance(d, int) and d >= 0:  # a declared 0 is an empty dim: onnxruntime insists on it
-            out.append(d)
-        elif isinstance(d, str):
+        if isinstance(d, str):
             out.append(sizes[d])
-        else:  # unknown (or a negative dim an exporter wrote for "unknown")
+        elif _unnamed(d):
             out.append(batch if axis == 0 or batch_like else dim)
+        else:  # declared; a declared 0 is an empty dim: onnxruntime insists on it
+            out.append(d)
     return tuple(out)
+
+
+def _unnamed(d) -> bool:
+    """An unknown dim with no name (or a negative dim an exporter wrote for "unknown")."""
+    return d is None or (isinstance(d, int) and d < 0)
 
 
 def unnamed_batch_candidates(model: Model) -> list[str]:
@@ -138,12 +143,8 @@ def unnamed_batch_candidates(model: Model) -> list[str]:
     specs = [s for s in model_inputs(model) if s.is_tensor]
     if len(specs) < 2:
         return []
-
-    def unnamed(d) -> bool:
-        return d is None or (isinstance(d, int) and d < 0)
-
     return [s.name for s in specs if s.shape and any(isinstance(d, int) and d >= 0 for d in s.shape)
-            and any(unnamed(d) for d in s.shape[1:])]
+            and any(_unnamed(d) for d in s.shape[1:])]
 
 
 # ------------------------------------------------------------------------------ how inputs are used
