@@ -322,6 +322,36 @@ def test_shape_inference_reruns_only_after_changes_it_could_learn_from(monkeypat
     assert g.typing_changes > before
 
 
+def test_replacing_a_value_by_one_that_knows_less_skips_inference_and_by_one_that_knows_more_does_not():
+    """eliminate-identity on a subgraph output: the Identity's output had a declared shape, its
+    input (an If branch value without value_info) none. The readers keep their inferred types, so
+    inference has nothing to learn. The twin: a replacement that knows a dim, or a symbol, the old
+    value did not may teach inference something."""
+    from graphopt.analysis.shapes import infer_shapes
+
+    m = frontend.load(model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[N, 3] x) => (float[N, 3] y, float[N, 3] z) {
+        a = Relu (x)
+        b = Identity (a)
+        y = Abs (b)
+        c = Neg (x)
+        d = Identity (c)
+        z = Abs (d)
+    }
+    """))
+    g = m.graph
+    infer_shapes(m)
+    a, b, c, d = (g.value(n) for n in "abcd")
+    a.shape = None  # as a branch value without value_info
+    before = g.typing_changes
+    g.replace_all_uses(b, a)
+    assert g.typing_changes == before and infer_shapes(m) == 0
+    c.shape, d.shape = ("M", 3), ("N", 3)  # the replacement has a symbol the old value lacked
+    g.replace_all_uses(d, c)
+    assert g.typing_changes == before + 1
+
+
 def test_shape_inference_sees_large_float_constants_as_stubs_and_integer_ones_whole():
     """A Paddle export keeps its weights in Constant nodes: inference gets their dtype and dims
     without their bytes. The twin: an integer Constant of the same size (a shape or index

@@ -55,8 +55,9 @@ class NameScope:
         self._counter = itertools.count()
         self.mutations = 0  # bumped by every structural change to any graph of the model
         # bumped by the changes that can teach shape inference something: new nodes and values,
-        # attributes, and a reader moved to a value of another type; not by removals, renames or
-        # moves between values of the same type (analysis/shapes.py skips inference then)
+        # attributes, and a reader moved to a value of another type (or, replacing an equal value,
+        # one that knows more); not by removals, renames or moves between values of the same type
+        # (analysis/shapes.py skips inference then)
         self.typing_changes = 0
 
     def claim(self, hint: str) -> str:
@@ -541,7 +542,7 @@ class Graph:
             return
         self._check_owned(new)
         self.scope.mutations += 1
-        if not _same_type(old, new):
+        if _tells_more(new, old):  # readers of `old` had its type: inference learns only what `new` adds
             self.scope.typing_changes += 1
         if new.dtype is None and new.type_proto is None:  # same value by contract: same type
             new.dtype, new.shape, new.type_proto = old.dtype, old.shape, old.type_proto
@@ -744,6 +745,21 @@ class Graph:
 
 def _same_type(a: Value, b: Value) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.type_proto is None and b.type_proto is None
+
+
+def _tells_more(new: Value, old: Value) -> bool:
+    """Whether `new`, standing in for the equal value `old`, has type knowledge `old` lacked:
+    a dtype, a rank or a dim. Shape inference never erases what a value knows, so readers that
+    move to a value that knows less or the same keep their inferred types."""
+    if new.type_proto is not None or old.type_proto is not None:
+        return True
+    if new.dtype is not None and new.dtype != old.dtype:
+        return True
+    if new.shape is None:
+        return False
+    if old.shape is None or len(new.shape) != len(old.shape):
+        return True
+    return any(a is not None and a != b for a, b in zip(new.shape, old.shape))
 
 
 def _copy_structure(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
