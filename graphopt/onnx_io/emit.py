@@ -104,13 +104,15 @@ class _Emitter:
     collected in `deferred` (name, tensor), for streaming after the serialized model. With
     `stub_constants`, large float tensors held in attributes (a Paddle export's weights are
     Constant nodes) become stubs too: shape inference needs their dtype and dims, and reads the
-    values of integer shape tensors only."""
+    values of integer shape tensors only. Without `subgraph_shapes`, values inside subgraphs are
+    declared with their element types only (see light_proto)."""
 
     def __init__(self, writer: Optional[ExternalDataWriter], defer_initializers: bool = False,
-                 stub_constants: bool = False):
+                 stub_constants: bool = False, subgraph_shapes: bool = True):
         self.writer = writer
         self.defer_initializers = defer_initializers
         self.stub_constants = stub_constants
+        self.subgraph_shapes = subgraph_shapes
         self.deferred: list[tuple[str, Tensor]] = []
 
     def model(self, m: Model) -> onnx.ModelProto:
@@ -157,12 +159,13 @@ class _Emitter:
             special.add(v.id)
         for v in g.outputs:
             special.add(v.id)
+        shapes = top or self.subgraph_shapes
         for node in order:
             for v in node.outputs:
                 if v is not None and v.id not in special and (v.dtype is not None or v.type_proto is not None):
-                    _value_info(v, gp.value_info.add())
+                    _value_info(v, gp.value_info.add(), shape=shapes)
         for v in g.outputs:
-            _value_info(v, gp.output.add())
+            _value_info(v, gp.output.add(), shape=shapes)
         for name, items in g.extra.items():
             getattr(gp, name).extend(items)
         return gp
@@ -274,7 +277,7 @@ class _Emitter:
         return tp
 
 
-def _value_info(v: Value, into: Optional[onnx.ValueInfoProto] = None) -> onnx.ValueInfoProto:
+def _value_info(v: Value, into: Optional[onnx.ValueInfoProto] = None, shape: bool = True) -> onnx.ValueInfoProto:
     vi = onnx.ValueInfoProto() if into is None else into
     if v.name:
         vi.name = v.name
@@ -285,7 +288,7 @@ def _value_info(v: Value, into: Optional[onnx.ValueInfoProto] = None) -> onnx.Va
     elif v.dtype is not None or v.shape is not None:
         tt = vi.type.tensor_type
         tt.elem_type = v.dtype or 0
-        if v.shape is not None:
+        if v.shape is not None and shape:
             shape = tt.shape
             shape.SetInParent()
             for d in v.shape:
@@ -431,11 +434,12 @@ def _write_initializer_chunk(f, emitter: _Emitter, name: str, t: Tensor) -> tupl
 STUB_LOCATION = "stub.data"
 
 
-def light_proto(model: Model) -> onnx.ModelProto:
+def light_proto(model: Model, subgraph_shapes: bool = True) -> onnx.ModelProto:
     """The model with its large weights (main-graph initializers, float Constants) replaced by
     external-data stubs (dtype and shape only): what shape inference needs, at a fraction of
-    the memory and serialization time."""
-    emitter = _Emitter(None, defer_initializers=True, stub_constants=True)
+    the memory and serialization time. Without `subgraph_shapes`, values inside subgraphs are
+    declared with their element types only (analysis/shapes.py says when)."""
+    emitter = _Emitter(None, defer_initializers=True, stub_constants=True, subgraph_shapes=subgraph_shapes)
     proto = emitter.model(model)
     _add_stub_initializers(proto, emitter)
     return proto

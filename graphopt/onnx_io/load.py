@@ -16,7 +16,7 @@ from onnx import AttributeProto as A
 
 from graphopt.errors import ModelLoadError
 from graphopt.ir import Attr, Function, Graph, MappedFile, Model, NameScope, Tensor
-from graphopt.ir.graph import Node
+from graphopt.ir.graph import Node, Value
 from graphopt.onnx_io import wire
 from graphopt.onnx_io.external_data import ExternalDataReader
 
@@ -170,6 +170,9 @@ class _Reader:
         # top-level initializer index -> (mapped model file, where its raw_data lies)
         self.mapped_initializers: dict[int, tuple[MappedFile, wire.Payload]] = {}
         self.given_tensors: dict[str, Tensor] = {}
+        # per graph being read, innermost last: names its definitions took instead of one that an
+        # enclosing or earlier sibling graph already defines (see _define)
+        self.renamed: list[dict[str, str]] = []
 
     def model(self, proto: onnx.ModelProto, path: Optional[str]) -> Model:
         label = path or "model"
@@ -213,6 +216,13 @@ class _Reader:
         inits = {t.name: t for t in gp.initializer}
         if len(inits) != len(gp.initializer):
             raise ModelLoadError(f"{where}: duplicate initializer name")
+        self.renamed.append({})
+        try:
+            return self._graph_body(gp, g, where, inits, top)
+        finally:
+            self.renamed.pop()
+
+    def _graph_body(self, gp: onnx.GraphProto, g: Graph, where: str, inits: dict, top: bool) -> Graph:
         input_names = set()
         for vi in gp.input:
             if vi.name in input_names:
@@ -220,14 +230,12 @@ class _Reader:
             input_names.add(vi.name)
             if vi.name in inits and top and not self.keep_initializer_inputs:
                 continue
-            self._declare(g, vi.name, where)
-            v = g.add_input(vi.name)
+            v = self._define(g, vi.name, where, graph_input=True)
             _set_type(v, vi)
         for i, t in enumerate(gp.initializer):
-            v = g.value(t.name)
+            v = g.value(self._resolve(t.name)) if t.name in input_names else None
             if v is None:
-                self._declare(g, t.name, where)
-                v = g.add_value(t.name)
+                v = self._define(g, t.name, where)
             if top and t.name in self.given_tensors:
                 v.const = self.given_tensors[t.name]
             elif top and i in self.mapped_initializers and t.data_location != onnx.TensorProto.EXTERNAL:
@@ -238,11 +246,10 @@ class _Reader:
         for n in gp.node:
             for o in n.output:
                 if o:
-                    self._declare(g, o, where, producer=n)
-                    g.add_value(o)
+                    self._define(g, o, where, producer=n)
         declared: set[str] = set()
         for vi in gp.value_info:
-            v = g.value(vi.name)
+            v = g.value(self._resolve(vi.name))
             if v is None or v.const is not None or v.is_graph_input:
                 continue  # a graph input's own declaration wins over a value_info entry
             (_merge_value_info if vi.name in declared else _set_type)(v, vi)
@@ -250,12 +257,33 @@ class _Reader:
         for n in gp.node:
             self.node(n, g, where)
         for vi in gp.output:
-            v = g.lookup_or_capture(vi.name)
+            v = g.lookup_or_capture(self._resolve(vi.name))
             if v is None:
                 raise ModelLoadError(f"{where}: output {vi.name!r} is not produced by any node")
             _set_type(v, vi)
             g.outputs.append(v)
         return g
+
+    def _resolve(self, name: str) -> str:
+        """The IR name of the value `name` means in the graph being read: ONNX scoping, innermost
+        definition first."""
+        for renamed in reversed(self.renamed):
+            if name in renamed:
+                return renamed[name]
+        return name
+
+    def _define(self, g: Graph, name: str, where: str, producer=None, graph_input: bool = False) -> Value:
+        """The value `name` defines in `g`. A subgraph may define a name an enclosing or sibling
+        graph defines too (Paddle2ONNX repeats a Loop's weights inside its body, tf2onnx nests
+        loops with the same counter names): onnxruntime reads the innermost definition, while the
+        IR's names are unique across the model (docs/ARCHITECTURE.md), so the inner value takes
+        a fresh name and this graph's readers, and its subgraphs', resolve to it."""
+        if g.parent is None or g.value(self._resolve(name)) is not None or name in self.renamed[-1]:
+            self._declare(g, name, where, producer)  # the same graph twice: refused
+        v = g.add_input(name) if graph_input else g.add_value(name)
+        if v.name != name:
+            self.renamed[-1][name] = v.name
+        return v
 
     def _declare(self, g: Graph, name: str, where: str, producer=None) -> None:
         if g.value(name) is not None or name in g.scope.used:
@@ -268,13 +296,13 @@ class _Reader:
             if not name:
                 inputs.append(None)
                 continue
-            v = g.lookup_or_capture(name)
+            v = g.lookup_or_capture(self._resolve(name))
             if v is None:
                 raise ModelLoadError(
                     f"{where}: {n.op_type} node {n.name!r} reads {name!r}, which no node, input or "
                     f"initializer defines")
             inputs.append(v)
-        outputs = [g.value(o) if o else None for o in n.output]
+        outputs = [g.value(self._resolve(o)) if o else None for o in n.output]
         node = g.add_node(n.op_type, inputs, outputs, domain=n.domain, name=n.name)
         node.doc_string = n.doc_string
         if "overload" in n.DESCRIPTOR.fields_by_name:
