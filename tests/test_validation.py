@@ -494,3 +494,39 @@ m (float[2, ?, 4] state) => (float[2, ?, 4] y) {
 }
 """)
     assert unnamed_batch_candidates(graphopt.load(alone)) == []
+
+
+def test_an_output_computed_in_float16_is_compared_at_float16_precision():
+    """A float16 network (ISNet as imgly ships it) carries a one-unit rounding step of an exact
+    rewrite on to its float32 outputs: folding a Resize's computed sizes moved them by 3.5e-4 of
+    their scale, and the default 1e-5 rolled back fold-constants and dce. The twins: an output
+    computed in float32 keeps 1e-5, and an rtol the user sets is what is used."""
+    from graphopt.runtime.validate import Tolerance, compare, half_outputs
+
+    m = graphopt.load(model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[4] x) => (float[4] h, float[4] f, float[4] b) {
+        x16 = Cast <to = 10> (x)
+        r16 = Relu (x16)
+        h = Cast <to = 1> (r16)
+        f = Abs (x)
+        xb = Cast <to = 16> (x)
+        hb = Cast <to = 10> (x)
+        s = Add (xb, xb)
+        sb = Cast <to = 10> (s)
+        t = Add (sb, hb)
+        b = Cast <to = 1> (t)
+    }
+    """))
+    assert half_outputs(m) == {"h": TensorProto.FLOAT16, "b": TensorProto.BFLOAT16}
+
+    ref = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    step = ref + np.float32(4 * 2.0 ** -11)  # a float16 rounding step at the output's scale 4
+    outs = {"h": step, "f": ref}
+    report = compare([{"h": ref, "f": ref}], [outs], Tolerance(), {"h": TensorProto.FLOAT16})
+    assert report.ok and "at float16 precision" in report.summary()
+    assert not compare([{"f": ref}], [{"f": step}], Tolerance(), {"h": TensorProto.FLOAT16}).ok
+    assert not compare([{"h": ref}], [{"h": step}], Tolerance(rtol=1e-5), {"h": TensorProto.FLOAT16}).ok
+    bf_step = ref + np.float32(4 * 2.0 ** -8)
+    assert compare([{"b": ref}], [{"b": bf_step}], Tolerance(), {"b": TensorProto.BFLOAT16}).ok
+    assert not compare([{"h": ref}], [{"h": bf_step}], Tolerance(), {"h": TensorProto.FLOAT16}).ok

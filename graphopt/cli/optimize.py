@@ -53,7 +53,8 @@ def main_parser() -> argparse.ArgumentParser:
                    help="how activation ranges are chosen (default auto)")
     p.add_argument("--calib-cache", metavar="FILE.json",
                    help="calibration cache: ranges are read from it when it matches, written to it otherwise")
-    p.add_argument("--rtol", type=float, help="validation tolerance, relative to each output's max |value| (default 1e-5)")
+    p.add_argument("--rtol", type=float, help="validation tolerance, relative to each output's max |value| (default 1e-5; "
+                   "2^-10 for an output the model computes in float16, 2^-7 in bfloat16)")
     p.add_argument("--atol", type=float, help="validation absolute tolerance (default 1e-6)")
     p.add_argument("--strict", action="store_true", help="a pass that fails or breaks validation is an error, not rolled back")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
@@ -132,7 +133,7 @@ def command(argv: list[str]) -> int:
         validate=validate, strict=args.strict, force=args.force, debug=args.debug,
         external_data=True if args.external_data or setting("output", "external_data", None, False) else None,
         keep_initializer_inputs=args.keep_initializer_inputs or setting("output", "keep_initializer_inputs", None, False),
-        tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, 1e-5), atol=setting("validate", "atol", args.atol, 1e-6)),
+        tolerance=Tolerance(rtol=setting("validate", "rtol", args.rtol, None), atol=setting("validate", "atol", args.atol, 1e-6)),
         draws=setting("validate", "draws", None, None), seed=setting("validate", "seed", None, 0),
         explain=set(args.explain), calibration=calib, thresholds=thresholds,
         validation_data=setting("validate", "data", args.validate_data, None))

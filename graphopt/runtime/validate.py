@@ -26,6 +26,7 @@ import numpy as np
 
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
+from graphopt.ir.dtypes import DataType
 from graphopt.onnx_io.emit import OrtModel  # noqa: F401 (re-exported)
 from graphopt.runtime.inputs import DEFAULT_BATCH, DIM_LADDER, GROWN_BATCH, Synthesizer, unnamed_batch_candidates
 from graphopt.runtime.metrics import AccuracyReport
@@ -45,12 +46,27 @@ class InputsNotRunnable(GraphoptError):
     exit_code = 3
 
 
+DEFAULT_RTOL = 1e-5
+# One unit in the last place of these types, relative: the default rtol of an output the model
+# computes through values of the type. A rewrite exact in arithmetic can still move a rounding
+# there by a unit (onnxruntime's Resize computes its coefficients one way for constant sizes,
+# another for computed ones), and a float16 network carries the step on to its outputs.
+HALF_RTOL = {DataType.FLOAT16: 2.0 ** -10, DataType.BFLOAT16: 2.0 ** -7}
+
+
 @dataclass
 class Tolerance:
-    """|new - ref| <= atol + rtol * max|ref| per output (a scale-aware relative bound)."""
+    """|new - ref| <= atol + rtol * max|ref| per output (a scale-aware relative bound). Without
+    an explicit rtol: DEFAULT_RTOL, or HALF_RTOL for an output computed in float16 or bfloat16."""
 
-    rtol: float = 1e-5
+    rtol: Optional[float] = None
     atol: float = 1e-6
+
+    def at(self, half: Optional[int]) -> "Tolerance":
+        """The tolerance of an output computed through values of type `half` (None: none)."""
+        if self.rtol is not None:
+            return self
+        return Tolerance(HALF_RTOL.get(half, DEFAULT_RTOL), self.atol)
 
 
 @dataclass
@@ -61,6 +77,7 @@ class OutputDiff:
     bitwise_equal: bool
     ok: bool
     problem: str = ""
+    half: str = ""  # "float16" or "bfloat16": compared at that type's precision (Tolerance.at)
 
 
 @dataclass
@@ -88,7 +105,10 @@ class ValidationReport:
             return (f"output {o.name!r} differs: {o.problem or f'max abs error {o.max_abs:.3g}, max rel error {o.max_rel:.3g}'}")
         if self.bitwise_equal:
             return f"outputs bitwise equal ({_draws(self.draws)})"
-        return f"outputs equal within tolerance (max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}, {_draws(self.draws)})"
+        half = sorted({o.half for o in self.outputs if o.half and not o.bitwise_equal})
+        at = f", at {' and '.join(half)} precision: the model computes in it" if half else ""
+        return (f"outputs equal within tolerance (max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}"
+                f"{at}, {_draws(self.draws)})")
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "draws": self.draws, "max_abs": self.max_abs, "max_rel": self.max_rel,
@@ -97,20 +117,54 @@ class ValidationReport:
 
 # ------------------------------------------------------------------------------ comparing
 def compare(ref: list[dict[str, np.ndarray]], new: list[dict[str, np.ndarray]],
-            tol: Tolerance = Tolerance()) -> ValidationReport:
+            tol: Tolerance = Tolerance(), half: Optional[dict[str, int]] = None) -> ValidationReport:
+    """`half`: output name -> the half-precision type it is computed through (half_outputs)."""
     report = ValidationReport(ok=True, draws=len(ref))
     for name in ref[0]:
         diff = OutputDiff(name, 0.0, 0.0, True, True)
+        kind = (half or {}).get(name)
+        out_tol = tol.at(kind)
+        if kind is not None and tol.rtol is None:
+            diff.half = DataType(kind).name.lower()
         for r_all, n_all in zip(ref, new):
             if name not in n_all:
                 diff.ok, diff.bitwise_equal, diff.problem = False, False, "missing from the optimized model"
                 break
-            _compare_value(diff, r_all[name], n_all[name], tol)
+            _compare_value(diff, r_all[name], n_all[name], out_tol)
             if not diff.ok and diff.problem:
                 break
         report.outputs.append(diff)
         report.ok &= diff.ok
     return report
+
+
+def half_outputs(model: Model) -> dict[str, int]:
+    """Graph output name -> the least precise of float16 and bfloat16 among the values it is
+    computed through (inside subgraphs too), for the outputs that have one. What the loaded
+    model says is read: declared types, constants, and Casts' targets."""
+    def half(v) -> Optional[int]:
+        return v.dtype if v is not None and v.dtype in HALF_RTOL else None
+
+    out: dict[str, int] = {}
+    for o in model.graph.outputs:
+        kinds, seen, stack = set(), set(), [o]
+        while stack:
+            v = stack.pop()
+            if v.id in seen:
+                continue
+            seen.add(v.id)
+            kinds.add(half(v))
+            node = v.producer
+            if node is None:
+                continue
+            kinds.add(node.attr("to") if node.op_type == "Cast" and node.attr("to") in HALF_RTOL else None)
+            for _, _, sub in node.subgraphs():
+                kinds.update(half(x) for g in sub.walk() for x in g.values)
+            stack.extend(x for x in node.inputs if x is not None)
+        kinds.discard(None)
+        if kinds:
+            out[o.name] = max(kinds, key=HALF_RTOL.__getitem__)
+    return out
 
 
 def _draws(n: int) -> str:
@@ -346,6 +400,7 @@ class Validator:
                  seed: int = 0, tol: Tolerance = Tolerance(), lossy: Optional[LossyThresholds] = None,
                  samples=None, batch_size: int = 32, scratch: Optional[str] = None):
         self.tol = tol
+        self.half = half_outputs(model)
         self.lossy = lossy
         # large reference outputs wait in `scratch` (lossless checks only: accuracy metrics read whole arrays)
         self.scratch = scratch if lossy is None else None
@@ -415,7 +470,7 @@ class Validator:
         report = None
         with Session(candidate, has_random_ops=self.has_random_ops) as sess:
             for feed, ref in zip(self.feeds, self.reference):  # one draw's outputs alive at a time
-                one = compare([ref], [sess.run(feed)], self.tol)
+                one = compare([ref], [sess.run(feed)], self.tol, self.half)
                 report = one if report is None else _merge(report, one)
                 if not report.ok:
                     break
