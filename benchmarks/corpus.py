@@ -6,7 +6,9 @@
 
 Per model: the exit status and validation status of `-p none`, `-p fuse,fold`,
 `-p fuse,fold,promote` and `--pipeline trt-fp32` (each through the real CLI, with validation on:
-outputs compared with the input's); nodes after `-p fuse,fold` beside onnxsim's and onnxslim's;
+outputs compared with the input's); nodes after `-p fuse,fold` beside onnxsim's and onnxslim's
+(whose outputs are checked against the input's the same way: a count marked † comes from a model
+that computes something else);
 BatchNormalization left after a Conv; and, side by side in one run, wall time and peak RSS of
 `-p fuse,fold` with and without validation against onnxslim's (each tool a separate process,
 measured by /usr/bin/time -v, one after another on the same machine).
@@ -84,6 +86,29 @@ def nodes(path: str) -> tuple[int, int]:
     return total, bn_after_conv
 
 
+def same_outputs(path: str, out: str) -> str:
+    """Whether `out` (another tool's result) gives `path`'s outputs, checked as graphopt validates
+    its own: the same synthesized inputs, the same tolerance. "equal", or what differs."""
+    import graphopt
+    from graphopt.runtime.validate import Validator
+
+    first = lambda e: str(e).splitlines()[0][:200] if str(e) else type(e).__name__  # noqa: E731
+    try:
+        validator = Validator(path, graphopt.load(path))
+    except Exception as e:  # noqa: BLE001 (the input itself does not run on generated inputs)
+        return f"not checked: {first(e)}"
+    try:
+        report = validator.check(out)
+    except Exception as e:  # noqa: BLE001 (onnxruntime cannot run the tool's output, say)
+        return f"fails: {first(e)}"
+    return "equal" if report.ok else report.summary()
+
+
+def _nodes_cell(r: dict) -> str:
+    differs = r.get("outputs") is not None and not r["outputs"].startswith(("equal", "not checked"))
+    return _fmt(r.get("nodes")) + (" †" if differs and r.get("nodes") is not None else "")
+
+
 def run_model(name: str, path: str, speed: bool) -> dict:
     graphopt = [sys.executable, "-m", "graphopt"]
     row: dict = {"model": name, "nodes_in": nodes(path)[0]}
@@ -103,6 +128,7 @@ def run_model(name: str, path: str, speed: bool) -> dict:
             r = measure([tool(other), path, out], tmp)
             if r["exit"] == 0 and os.path.exists(out):
                 r["nodes"], r["bn_after_conv"] = nodes(out)
+                r["outputs"] = same_outputs(path, out)
             row[other] = r
         if speed:
             out = os.path.join(tmp, "noval.onnx")
@@ -184,7 +210,7 @@ def table(rows: list[dict]) -> str:
             nv = noval["seconds"] / slim["seconds"] if noval.get("seconds") else None
             rss = ff["rss_mb"] / slim["rss_mb"] if ff.get("rss_mb") and slim.get("rss_mb") else None
         lines.append(f"| {r['model']} | {r['nodes_in']} | {exits[0]} | {exits[1]} | {exits[2]} | {exits[3]} | "
-                     f"{val[:40]} | {_fmt(ff.get('nodes'))} | {_fmt(sim.get('nodes'))} | {_fmt(slim.get('nodes'))} | "
+                     f"{val[:40]} | {_fmt(ff.get('nodes'))} | {_nodes_cell(sim)} | {_nodes_cell(slim)} | "
                      f"{_fmt(ff.get('bn_after_conv'))} | {_fmt(ratio, '.2f')} / {_fmt(nv, '.2f')} | {_fmt(rss, '.2f')} |")
     return "\n".join(lines)
 
@@ -221,8 +247,8 @@ def main() -> int:
         row = run_model(name, path, not args.no_speed)
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{p} exit {row[p]['exit']}" for p in PIPELINES) +
-              f"; nodes {row['fuse,fold'].get('nodes')} (onnxsim {row['onnxsim'].get('nodes')}, "
-              f"onnxslim {row['onnxslim'].get('nodes')})", file=sys.stderr, flush=True)
+              f"; nodes {row['fuse,fold'].get('nodes')} (onnxsim {_nodes_cell(row['onnxsim'])}, "
+              f"onnxslim {_nodes_cell(row['onnxslim'])})", file=sys.stderr, flush=True)
     print(speed_table(rows) if args.speed else table(rows))
     if args.against:
         print("\n" + against_table(rows))

