@@ -86,9 +86,9 @@ def nodes(path: str) -> tuple[int, int]:
     return total, bn_after_conv
 
 
-def same_outputs(path: str, out: str) -> str:
-    """Whether `out` (another tool's result) gives `path`'s outputs, checked as graphopt validates
-    its own: the same synthesized inputs, the same tolerance. "equal", or what differs."""
+def same_outputs(path: str, outs: list[str]) -> list[str]:
+    """Whether each of `outs` (other tools' results) gives `path`'s outputs, checked as graphopt
+    validates its own: the same synthesized inputs, the same tolerance. "equal", or what differs."""
     import graphopt
     from graphopt.runtime.validate import Validator
 
@@ -96,12 +96,15 @@ def same_outputs(path: str, out: str) -> str:
     try:
         validator = Validator(path, graphopt.load(path))
     except Exception as e:  # noqa: BLE001 (the input itself does not run on generated inputs)
-        return f"not checked: {first(e)}"
-    try:
-        report = validator.check(out)
-    except Exception as e:  # noqa: BLE001 (onnxruntime cannot run the tool's output, say)
-        return f"fails: {first(e)}"
-    return "equal" if report.ok else report.summary()
+        return [f"not checked: {first(e)}"] * len(outs)
+    found = []
+    for out in outs:
+        try:
+            report = validator.check(out)
+            found.append("equal" if report.ok else report.summary())
+        except Exception as e:  # noqa: BLE001 (onnxruntime cannot run the tool's output, say)
+            found.append(f"fails: {first(e)}")
+    return found
 
 
 def _nodes_cell(r: dict) -> str:
@@ -128,8 +131,10 @@ def run_model(name: str, path: str, speed: bool) -> dict:
             r = measure([tool(other), path, out], tmp)
             if r["exit"] == 0 and os.path.exists(out):
                 r["nodes"], r["bn_after_conv"] = nodes(out)
-                r["outputs"] = same_outputs(path, out)
             row[other] = r
+        made = [o for o in ("onnxsim", "onnxslim") if row[o].get("nodes") is not None]
+        for other, found in zip(made, same_outputs(path, [os.path.join(tmp, f"{o}.onnx") for o in made])):
+            row[other]["outputs"] = found
         if speed:
             out = os.path.join(tmp, "noval.onnx")
             row["fuse,fold --no-validate"] = measure([*graphopt, path, "-p", "fuse,fold", "-o", out, "--force",

@@ -164,6 +164,7 @@ def test_a_loop_state_declared_with_the_wrong_rank_is_corrected():
     rewrites inside it uncovered the next wrong declaration, and every run ended in "emitted model
     fails the ONNX checker". Inference now corrects them. The twin: a declared loop-body shape
     that inference cannot derive (an outer value's shape it does not know) is kept."""
+    from graphopt.analysis.shapes import SUBGRAPH_TYPES_ONLY
 
     def model(state_dims, axes_from_outside=False):
         body = helper.make_graph(
@@ -191,7 +192,7 @@ def test_a_loop_state_declared_with_the_wrong_rank_is_corrected():
     with pytest.raises(onnx.shape_inference.InferenceError, match="differ in rank"):
         onnx.checker.check_model(m, full_check=True)
     r = graphopt.optimize(m, "fuse,fold")
-    assert r.validation_status == "validated"
+    assert r.validation_status == "validated" and r.model.inference_mode == SUBGRAPH_TYPES_ONLY
     onnx.checker.check_model(r.to_proto(), full_check=True)
     body = next(n for n in r.model.graph.nodes if n.op_type == "Loop").attrs["body"].value
     assert body.outputs[1].shape == (1,)
@@ -201,3 +202,69 @@ def test_a_loop_state_declared_with_the_wrong_rank_is_corrected():
     r = graphopt.optimize(m, "none")
     body = next(n for n in r.model.graph.nodes if n.op_type == "Loop").attrs["body"].value
     assert body.outputs[2].shape == (1,)
+
+
+def test_sibling_branches_defining_one_name_and_a_name_like_a_fresh_one_load():
+    """Both branches of an If define `t` (onnxruntime runs that; graphopt refused it as "defined
+    twice"). A Loop body whose input shadows the outer `w` and which itself defines the very name
+    the rename would take loads too: each definition is read where it is meant."""
+    branch = lambda op: helper.make_graph(  # noqa: E731
+        [helper.make_node(op, ["x"], ["t"]), helper.make_node("Identity", ["t"], ["o_" + op])], op, [],
+        [helper.make_tensor_value_info("o_" + op, TensorProto.FLOAT, [2])])
+
+    def model(literal):
+        body = helper.make_graph(
+            [helper.make_node("Add", ["v", "w"], [literal]), helper.make_node("Mul", [literal, "w"], ["v_out"]),
+             helper.make_node("Add", ["w", "w"], ["w_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+            "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("w", TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2]),
+             helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [2])])
+        inits = [numpy_helper.from_array(np.array(2, np.int64), "trip"), numpy_helper.from_array(np.array(True), "cond"),
+                 numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w")]
+        return _model([helper.make_node("If", ["c"], ["y"], then_branch=branch("Neg"), else_branch=branch("Abs")),
+                       helper.make_node("Loop", ["trip", "cond", "y", "w"], ["z", "w_final"], body=body)],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                       helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                      [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])], inits)
+
+    loop = next(n for n in graphopt.load(model("q")).graph.nodes if n.op_type == "Loop")
+    fresh = loop.attrs["body"].value.inputs[3].name  # the name the body's "w" takes
+    m = model(fresh)
+    x = np.array([0.5, -1.5], np.float32)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        want = run_ort(m, feeds)[0]
+        r = graphopt.optimize(m, "fuse,fold")
+        assert r.validation_status == "validated"
+        np.testing.assert_allclose(run_ort(to_proto(r.model), feeds)[0], want, rtol=1e-6)
+
+
+def test_a_wrong_declaration_outside_subgraphs_keeps_the_shapes_declared_inside_them():
+    """The twin of the loop-state case: strict inference fails on a top-level output declared
+    [2, 3] that is [2, 4]. Shapes inside the If stay declared, so a branch value only its
+    value_info knows (a custom op's output) keeps its shape, and so does what it feeds."""
+    from graphopt.analysis.shapes import LENIENT, STRICT, infer_shapes
+
+    def model(z_dims):
+        then_g = helper.make_graph([helper.make_node("Foo", ["x"], ["f"], domain="custom"), helper.make_node("Relu", ["f"], ["r"])],
+                                   "then", [], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
+                                   value_info=[helper.make_tensor_value_info("f", TensorProto.FLOAT, [2, 5])])
+        else_g = helper.make_graph([helper.make_node("Identity", ["e0"], ["e"])], "else", [],
+                                   [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+        m = _model([helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+                    helper.make_node("Relu", ["x"], ["z"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("z", TensorProto.FLOAT, z_dims)],
+                   [numpy_helper.from_array(np.zeros((2, 5), np.float32), "e0")])
+        m.opset_import.append(helper.make_opsetid("custom", 1))
+        return graphopt.load(m)
+
+    for z_dims, mode in (([2, 3], LENIENT), ([2, 4], STRICT)):
+        loaded = model(z_dims)
+        infer_shapes(loaded)
+        then_g = next(n for n in loaded.graph.nodes if n.op_type == "If").attrs["then_branch"].value
+        assert loaded.inference_mode == mode and then_g.value("r").shape == (2, 5)

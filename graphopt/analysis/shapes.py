@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import onnx
 
 from graphopt.ir import Model
@@ -17,6 +19,16 @@ def _absurd_dims(model: Model) -> bool:
                for g in model.graph.walk() for v in g.values if v.shape for d in v.shape)
 
 
+# How onnx's inference runs on a model (Model.inference_mode). A model with subgraphs starts
+# strict: one declared shape inside a subgraph that does not hold (Paddle2ONNX declares rank-1
+# loop states as scalars) fails inference of the whole If or Loop around it, so nothing in it
+# would be inferred or corrected. When strict inference fails there, shapes inside subgraphs are
+# left to inference from then on (element types only are declared; what the declarations knew
+# stays: inference never erases a dim); when it fails elsewhere, or the model has no subgraphs,
+# inference is lenient, with every declaration.
+STRICT, LENIENT, SUBGRAPH_TYPES_ONLY = "strict", "lenient", "subgraph types only"
+
+
 def infer_shapes(model: Model) -> int:
     """Fill in dtype and shape of every value onnx can infer; returns how many values changed.
     Existing information is kept where inference knows less (it never erases a dim)."""
@@ -25,17 +37,18 @@ def infer_shapes(model: Model) -> int:
     if model.shapes_inferred_at == (id(model.graph), model.graph.typing_changes):
         return 0  # nothing it could learn from changed since the last inference (only removals, say)
     data_prop = not _absurd_dims(model)
+    owners = {n.op_type for g in model.graph.walk() for n in g.nodes if any(True for _ in n.subgraphs())}
+    mode = model.inference_mode if owners else LENIENT
     try:
-        try:
-            inferred = onnx.shape_inference.infer_shapes(light_proto(model), strict_mode=True, data_prop=data_prop)
-        except onnx.shape_inference.InferenceError:
-            # Something does not hold. Inside a subgraph, one declared shape that does not
-            # (Paddle2ONNX declares rank-1 loop-body values as scalars) fails inference of the
-            # whole If or Loop around it, so nothing in it would be inferred, or corrected: then
-            # shapes inside subgraphs are left to inference, declaring element types only.
-            has_subgraphs = any(g.parent is not None for g in model.graph.walk())
-            inferred = onnx.shape_inference.infer_shapes(light_proto(model, subgraph_shapes=not has_subgraphs),
-                                                         data_prop=data_prop)
+        if mode == STRICT:
+            try:
+                inferred = onnx.shape_inference.infer_shapes(light_proto(model), strict_mode=True, data_prop=data_prop)
+            except onnx.shape_inference.InferenceError as e:
+                failed = set(re.findall(r"op_type:(\w+)", str(e)))
+                mode = model.inference_mode = SUBGRAPH_TYPES_ONLY if failed & owners else LENIENT
+        if mode != STRICT:
+            inferred = onnx.shape_inference.infer_shapes(
+                light_proto(model, subgraph_shapes=mode != SUBGRAPH_TYPES_ONLY), data_prop=data_prop)
     except Exception:  # inference is best effort: passes work without it, just less
         return 0
     types: dict[str, onnx.TypeProto] = {}

@@ -40,6 +40,7 @@ class Model:
     source_data_files: list[str] = field(default_factory=list)  # its external data files (realpaths)
     mapped_files: list = field(default_factory=list)  # MappedFiles the tensors read from
     shapes_inferred_at: Optional[tuple] = None  # (graph id, mutation count) of the last inference
+    inference_mode: str = "strict"  # how analysis/shapes.py runs onnx's inference on this model
 
     def release_mapped_pages(self) -> None:
         for f in self.mapped_files:

@@ -163,9 +163,9 @@ class _Emitter:
         for node in order:
             for v in node.outputs:
                 if v is not None and v.id not in special and (v.dtype is not None or v.type_proto is not None):
-                    _value_info(v, gp.value_info.add(), shape=shapes)
+                    _value_info(v, gp.value_info.add(), with_shape=shapes)
         for v in g.outputs:
-            _value_info(v, gp.output.add(), shape=shapes)
+            _value_info(v, gp.output.add(), with_shape=shapes)
         for name, items in g.extra.items():
             getattr(gp, name).extend(items)
         return gp
@@ -277,7 +277,7 @@ class _Emitter:
         return tp
 
 
-def _value_info(v: Value, into: Optional[onnx.ValueInfoProto] = None, shape: bool = True) -> onnx.ValueInfoProto:
+def _value_info(v: Value, into: Optional[onnx.ValueInfoProto] = None, with_shape: bool = True) -> onnx.ValueInfoProto:
     vi = onnx.ValueInfoProto() if into is None else into
     if v.name:
         vi.name = v.name
@@ -288,7 +288,7 @@ def _value_info(v: Value, into: Optional[onnx.ValueInfoProto] = None, shape: boo
     elif v.dtype is not None or v.shape is not None:
         tt = vi.type.tensor_type
         tt.elem_type = v.dtype or 0
-        if v.shape is not None and shape:
+        if v.shape is not None and with_shape:
             shape = tt.shape
             shape.SetInParent()
             for d in v.shape:

@@ -171,8 +171,10 @@ class _Reader:
         self.mapped_initializers: dict[int, tuple[MappedFile, wire.Payload]] = {}
         self.given_tensors: dict[str, Tensor] = {}
         # per graph being read, innermost last: names its definitions took instead of one that an
-        # enclosing or earlier sibling graph already defines (see _define)
+        # enclosing or earlier sibling graph already defines (see _define), and the names it has
+        # defined so far
         self.renamed: list[dict[str, str]] = []
+        self.defined: list[set[str]] = []
 
     def model(self, proto: onnx.ModelProto, path: Optional[str]) -> Model:
         label = path or "model"
@@ -217,10 +219,12 @@ class _Reader:
         if len(inits) != len(gp.initializer):
             raise ModelLoadError(f"{where}: duplicate initializer name")
         self.renamed.append({})
+        self.defined.append(set())
         try:
             return self._graph_body(gp, g, where, inits, top)
         finally:
             self.renamed.pop()
+            self.defined.pop()
 
     def _graph_body(self, gp: onnx.GraphProto, g: Graph, where: str, inits: dict, top: bool) -> Graph:
         input_names = set()
@@ -274,12 +278,14 @@ class _Reader:
 
     def _define(self, g: Graph, name: str, where: str, producer=None, graph_input: bool = False) -> Value:
         """The value `name` defines in `g`. A subgraph may define a name an enclosing or sibling
-        graph defines too (Paddle2ONNX repeats a Loop's weights inside its body, tf2onnx nests
-        loops with the same counter names): onnxruntime reads the innermost definition, while the
+        graph defines too (Paddle2ONNX names a Loop body's carried inputs after the outer values
+        that start them, tf2onnx nests loops with the same counter names): onnxruntime reads the innermost definition, while the
         IR's names are unique across the model (docs/ARCHITECTURE.md), so the inner value takes
         a fresh name and this graph's readers, and its subgraphs', resolve to it."""
-        if g.parent is None or g.value(self._resolve(name)) is not None or name in self.renamed[-1]:
+        if g.parent is None or name in self.defined[-1]:
             self._declare(g, name, where, producer)  # the same graph twice: refused
+        self.defined[-1].add(name)
+        # a name in use (an outer value's, or one an earlier rename here took) gets a fresh one
         v = g.add_input(name) if graph_input else g.add_value(name)
         if v.name != name:
             self.renamed[-1][name] = v.name

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
+import onnx
 
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
@@ -138,33 +139,79 @@ def compare(ref: list[dict[str, np.ndarray]], new: list[dict[str, np.ndarray]],
     return report
 
 
+# ops whose output's values do not depend on their input's values, only on its shape or type
+_SHAPE_ONLY = frozenset({"Shape", "Size", "CastLike", "ConstantOfShape", "EyeLike"})
+
+
 def half_outputs(model: Model) -> dict[str, int]:
-    """Graph output name -> the least precise of float16 and bfloat16 among the values it is
-    computed through (inside subgraphs too), for the outputs that have one. What the loaded
-    model says is read: declared types, constants, and Casts' targets."""
-    def half(v) -> Optional[int]:
-        return v.dtype if v is not None and v.dtype in HALF_RTOL else None
+    """Graph output name -> the least precise of float16 and bfloat16 that it is computed in (a
+    Cast to it, or a non-Cast node whose output has it, on a path to the output, inside subgraphs
+    and through their captures too). Weights or inputs stored in half precision and widened by a
+    Cast before any arithmetic do not count: both models read the same bytes. Types come from
+    onnx's inference on a light copy of the model (the model itself is not touched), run only
+    when a half type appears at all."""
+    from graphopt.onnx_io.emit import light_proto
+
+    def mentions_half(g) -> bool:
+        return any(v.dtype in HALF_RTOL for v in g.values) or any(
+            n.attr("to") in HALF_RTOL or n.attr("dtype") in HALF_RTOL
+            or getattr(n.attr("value"), "dtype", None) in HALF_RTOL for n in g.nodes)
+
+    if not any(mentions_half(g) for g in model.graph.walk()):
+        return {}
+    types: dict[str, int] = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light_proto(model))
+        for g in _graphs(inferred.graph):
+            for vi in list(g.value_info) + list(g.output):
+                types[vi.name] = vi.type.tensor_type.elem_type
+    except Exception:  # inference is best effort: declared types still count
+        pass
+
+    def computed_half(node) -> set:
+        """The half types `node` computes in: a Cast's target, or any non-Cast output's type."""
+        if node.op_type == "Cast":
+            return {node.attr("to")} & HALF_RTOL.keys()
+        if node.op_type == "Constant":
+            return set()  # stored, not computed
+        return {types.get(v.name, v.dtype) for v in node.outputs if v is not None} & HALF_RTOL.keys()
 
     out: dict[str, int] = {}
     for o in model.graph.outputs:
-        kinds, seen, stack = set(), set(), [o]
+        kinds: set = set()
+        seen: set = set()
+        stack = [o]
         while stack:
             v = stack.pop()
             if v.id in seen:
                 continue
             seen.add(v.id)
-            kinds.add(half(v))
+            if v.is_capture:
+                stack.append(v.graph.capture_source(v))
+                continue
             node = v.producer
             if node is None:
                 continue
-            kinds.add(node.attr("to") if node.op_type == "Cast" and node.attr("to") in HALF_RTOL else None)
-            for _, _, sub in node.subgraphs():
-                kinds.update(half(x) for g in sub.walk() for x in g.values)
+            kinds |= computed_half(node)
+            if node.op_type in _SHAPE_ONLY:
+                continue
             stack.extend(x for x in node.inputs if x is not None)
-        kinds.discard(None)
+            for _, _, sub in node.subgraphs():
+                for g in sub.walk():
+                    for n in g.nodes:
+                        kinds |= computed_half(n)
+                    stack.extend(g.outputs)
         if kinds:
             out[o.name] = max(kinds, key=HALF_RTOL.__getitem__)
     return out
+
+
+def _graphs(gp):
+    yield gp
+    for n in gp.node:
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                yield from _graphs(sub)
 
 
 def _draws(n: int) -> str:
@@ -176,7 +223,8 @@ def _merge(a: ValidationReport, b: ValidationReport) -> ValidationReport:
     out = ValidationReport(ok=a.ok and b.ok, draws=a.draws + b.draws)
     for x, y in zip(a.outputs, b.outputs):
         out.outputs.append(OutputDiff(x.name, max(x.max_abs, y.max_abs), max(x.max_rel, y.max_rel),
-                                      x.bitwise_equal and y.bitwise_equal, x.ok and y.ok, x.problem or y.problem))
+                                      x.bitwise_equal and y.bitwise_equal, x.ok and y.ok, x.problem or y.problem,
+                                      x.half or y.half))
     return out
 
 
