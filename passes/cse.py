@@ -76,7 +76,15 @@ class CommonSubexpressionElimination(Pass):
                 continue
             outs, keep = node.outputs, first.outputs
             if any(v is not None and v.is_graph_output for v in outs):
-                continue  # the model's interface names stay where they are
+                # the model's interface names stay where they are: the later node is kept and the
+                # earlier one goes, unless both give graph outputs (an output cast twice, say)
+                if any(v is not None and v.is_graph_output for v in keep) or \
+                        any(o is None and k is not None for o, k in zip(outs, keep)):
+                    continue
+                for entry in group:
+                    if entry[1] is first:
+                        entry[1] = node
+                node, first, outs, keep = first, node, keep, outs
             for old, new in zip(outs, keep):
                 if old is not None and new is not None:
                     g.replace_all_uses(old, new)

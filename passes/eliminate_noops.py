@@ -125,7 +125,10 @@ def _neutral_binary(m: Match) -> Optional[str]:
     if data.size == 0 or not np.all(data == neutral):
         return f"the constant is not all {neutral}"
     if op in ("Add", "Sub") and data.dtype.kind == "f":
-        return "-0.0 + 0.0 is +0.0: not bitwise the input"
+        # x - (+0.0) and x + (-0.0) are x bit for bit, -0.0, inf and NaN included; x + (+0.0)
+        # and x - (-0.0) turn -0.0 into +0.0
+        if not np.all(np.signbit(data) == (op == "Add")):
+            return f"-0.0 {'+' if op == 'Add' else '-'} {'' if op == 'Add' else '-'}0.0 is +0.0: not bitwise the input"
     if c.dtype != x_dtype or len(data.shape) > len(x.shape or ()):
         return "the constant would change x's type or rank"
     # the constant must not enlarge x by broadcasting

@@ -4,6 +4,8 @@
 shape inference and matched onnxruntime on seeded random inputs, or the test fails.
 """
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -225,6 +227,8 @@ def test_expand_shape_with_a_dynamic_dim_keeps_it_with_1():
     ("y = Concat <axis = 0> (x)", "Concat"),
     ("y = Split <axis = 0> (x)", "Split"),
     ("one = Constant <value = float[3] {1.0, 1.0, 1.0}> ()\n y = Mul (x, one)", "Mul"),
+    ("zero = Constant <value = float {0.0}> ()\n y = Sub (x, zero)", "Sub"),  # openWakeWord's mel front end
+    ("zero = Constant <value = float {-0.0}> ()\n y = Add (x, zero)", "Add"),
     ("s = Constant <value = int64[2] {0, 0}> ()\n e = Constant <value = int64[2] {2, 3}> ()\n y = Slice (x, s, e)", "Slice"),
 ])
 def test_noops_are_removed(body, removed):
@@ -245,6 +249,8 @@ def test_noops_are_removed(body, removed):
     ("t = Constant <value = bool {1}> ()\n r = Constant <value = float {0.5}> ()\n y = Dropout (x, r, t)", "float[2, 3]"),
     ("s0 = Constant <value = int64[1] {0}> ()\n e0 = Constant <value = int64[1] {1}> ()\n y = Slice (x, s0, e0)", "float[1, 3]"),
     ("zero = Constant <value = float {0.0}> ()\n y = Add (x, zero)", "float[2, 3]"),  # -0.0 + 0.0 is +0.0
+    ("zero = Constant <value = float {-0.0}> ()\n y = Sub (x, zero)", "float[2, 3]"),  # -0.0 - -0.0 is +0.0
+    ("zero = Constant <value = float {0.0}> ()\n y = Sub (zero, x)", "float[2, 3]"),  # 0 - x is -x
     ("y, w = Split <axis = 0> (x)", "float[1, 3]"),  # two pieces
 ])
 def test_real_work_is_not_removed(body, out_type):
@@ -380,6 +386,26 @@ def test_cse_twins_that_must_not_merge(pair):
     """
     ops, records, _ = optimized(text, "cse")
     assert len(ops) == 3 and not records[0].modified
+
+
+@pytest.mark.parametrize("outputs, merged", [
+    ("float[2, 3] h, float[2, 3] y", 1),  # the later Cast gives an output: it stays, the earlier goes
+    ("float[2, 3] h, float[2, 3] y, float[2, 3] h2", 0),  # both give outputs: both stay
+])
+def test_cse_keeps_the_copy_that_gives_a_graph_output(outputs, merged):
+    """imgly's ISNet casts one float16 value to float32 twice: for a graph output and for a Resize."""
+    two = "h2 = Cast <to = 1> (a)" if "h2" in outputs else "c = Cast <to = 1> (a)"
+    text = header() + f"""
+    m (float[2, 3] x) => ({outputs}) {{
+        a = Cast <to = 10> (x)
+        {two}
+        h = Cast <to = 1> (a)
+        y = Relu ({'h2' if 'h2' in outputs else 'c'})
+    }}
+    """
+    ops, records, result = optimized(text, "cse")
+    assert records[0].stats["nodes_merged"] == merged and ops.count("Cast") == 3 - merged
+    assert [v.name for v in result.model.graph.outputs] == re.findall(r"(\w+)(?:,|$)", outputs.replace(", 3]", "]"))
 
 
 @pytest.mark.parametrize("second, merges", [
