@@ -55,6 +55,7 @@ log = logging.getLogger("graphopt")
 meaning = logging.getLogger("graphopt.meaning")
 
 MAX_ROLLBACKS = 8
+CHECKER_NOTE = "the input model already fails the ONNX checker the same way"
 # Models with more constant bytes than this validate strictly one onnxruntime session at a time.
 OVERLAP_MAX_BYTES = 1 << 30
 
@@ -408,6 +409,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
             try:
                 validator = pending.result() if pending else make_validator()
                 status = "validated"
+                notes.extend(validator.misdeclared)
             except InputsNotRunnable as e:
                 why = (f"onnxruntime cannot load the input model ({e})" if "cannot load" in str(e) else
                        f"the input model does not run on generated inputs ({e}); pass --validate-data "
@@ -444,7 +446,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                         input_problem[0] == str(e) else []
                     return None, None, (f"emitted model fails the ONNX checker: {added[0]} (beside the finding the "
                                         f"input model has)" if added else str(e))
-                note = f"the input model already fails the ONNX checker the same way: {str(e).split(': ', 1)[-1]}"
+                note = f"{CHECKER_NOTE}: {str(e).split(': ', 1)[-1]}"
                 if note not in notes:
                     notes.append(note)
                     log.warning("%s", note)
@@ -492,7 +494,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
     return Result(result_model, pm.records(), report, rolled_back, tx.target if tx else None, nodes_before,
                   result_model.graph.count_nodes(), time.perf_counter() - start, list(ctx.near_misses),
                   dict(ctx.reports), warnings + list(pm.warnings), status, notes,
-                  input_problem[0] if input_problem and notes else None)
+                  input_problem[0] if input_problem and any(n.startswith(CHECKER_NOTE) for n in notes) else None)
 
 
 def _calibrating(steps) -> bool:

@@ -543,3 +543,21 @@ def test_an_output_computed_in_float16_is_compared_at_float16_precision():
     bf_step = ref + np.float32(4 * 2.0 ** -8)
     assert compare([{"b": ref}], [{"b": bf_step}], Tolerance(), {"b": TensorProto.BFLOAT16}).ok
     assert not compare([{"h": ref}], [{"h": bf_step}], Tolerance(), {"h": TensorProto.FLOAT16}).ok
+
+
+@pytest.mark.parametrize("declared, noted", [([1, 6], True), ([2, 3], False), (["N", 3], False), ([6], True)])
+def test_an_output_the_input_model_contradicts_its_declaration_of_is_said(declared, noted):
+    """ddddocr declares its output [1, seqlen] and gives [20, 1, 8210] (onnxruntime warns of it
+    on every run, and onnx cannot infer past its com.microsoft LSTM). The declaration is the
+    input's interface: kept, and said. The twins: a true declaration, a symbolic one."""
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, declared)]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    r = graphopt.optimize(m, "fuse,fold")
+    assert r.validation_status == "validated"
+    want = f"output 'y' is declared [{', '.join(map(str, declared))}] but the input model gives [2, 3]"
+    assert [n for n in r.notes if n.startswith("output 'y'")] == ([want + " on the validation inputs; the declaration is "
+                                                                   "kept as the input has it"] if noted else [])
+    assert r.known_checker_problem is None

@@ -206,6 +206,22 @@ def half_outputs(model: Model) -> dict[str, int]:
     return out
 
 
+def misdeclared_outputs(model: Model, outputs: dict) -> list[str]:
+    """A line for each graph output whose declared rank or fixed dims the input model's own
+    output contradicts (ddddocr declares [1, seqlen] and gives [20, 1, 8210]; onnxruntime warns of
+    it on every run). The declaration is the input's interface, so it is kept, and said."""
+    lines = []
+    for v in model.graph.outputs:
+        got = getattr(outputs.get(v.name), "shape", None)
+        if v.shape is None or got is None or v.type_proto is not None:
+            continue
+        if len(v.shape) != len(got) or any(isinstance(d, int) and d != g for d, g in zip(v.shape, got)):
+            declared = "[" + ", ".join("?" if d is None else str(d) for d in v.shape) + "]"
+            lines.append(f"output {v.name!r} is declared {declared} but the input model gives {list(got)} on the "
+                         f"validation inputs; the declaration is kept as the input has it")
+    return lines
+
+
 def _graphs(gp):
     yield gp
     for n in gp.node:
@@ -465,6 +481,7 @@ class Validator:
         else:
             self.feeds, self.reference = self._synthesize(reference, model, pinned, draws, seed)
             self.counts = [1] * len(self.reference)
+        self.misdeclared = misdeclared_outputs(model, self.reference[0]) if self.reference else []
 
     def _synthesize(self, reference, model: Model, pinned, draws: Optional[int], seed: int):
         """Generated feeds the input model runs on, and its outputs on them: symbolic dims grow
