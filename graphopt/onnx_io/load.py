@@ -279,9 +279,10 @@ class _Reader:
     def _define(self, g: Graph, name: str, where: str, producer=None, graph_input: bool = False) -> Value:
         """The value `name` defines in `g`. A subgraph may define a name an enclosing or sibling
         graph defines too (Paddle2ONNX names a Loop body's carried inputs after the outer values
-        that start them, tf2onnx nests loops with the same counter names): onnxruntime reads the innermost definition, while the
-        IR's names are unique across the model (docs/ARCHITECTURE.md), so the inner value takes
-        a fresh name and this graph's readers, and its subgraphs', resolve to it."""
+        that start them, tf2onnx nests loops with the same counter names): onnxruntime reads the
+        innermost definition, while the IR's names are unique across the model
+        (docs/ARCHITECTURE.md), so the inner value takes a fresh name and this graph's readers,
+        and its subgraphs', resolve to it."""
         if g.parent is None or name in self.defined[-1]:
             self._declare(g, name, where, producer)  # the same graph twice: refused
         self.defined[-1].add(name)
