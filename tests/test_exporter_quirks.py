@@ -134,6 +134,7 @@ def test_a_loop_body_input_named_like_an_outer_value_is_read_inside_the_body():
             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
              helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2]),
              helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [2])])
+        body.quantization_annotation.add(tensor_name="w")  # names the body's "w" too
         inits = [numpy_helper.from_array(np.array(3, np.int64), "trip"), numpy_helper.from_array(np.array(True), "cond"),
                  numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w"),
                  numpy_helper.from_array(np.array(0, np.int64), "zero")]
@@ -152,6 +153,7 @@ def test_a_loop_body_input_named_like_an_outer_value_is_read_inside_the_body():
     loaded = graphopt.load(m)
     body = next(n for n in loaded.graph.nodes if n.op_type == "Loop").attrs["body"].value
     assert body.inputs[3].name != "w" and loaded.graph.value("w").const is not None
+    assert [a.tensor_name for a in body.extra["quantization_annotation"]] == [body.inputs[3].name]
     assert all(body.inputs[3] in n.inputs for n in body.nodes if n.op_type == "Add" and "w_out" in [o.name for o in n.outputs])
 
     with pytest.raises(ModelLoadError, match="graph 'body': value name 'a' is defined twice"):

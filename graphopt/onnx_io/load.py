@@ -266,6 +266,8 @@ class _Reader:
                 raise ModelLoadError(f"{where}: output {vi.name!r} is not produced by any node")
             _set_type(v, vi)
             g.outputs.append(v)
+        for note in g.extra.get("quantization_annotation", []):  # it names values: the renamed ones too
+            note.tensor_name = self._resolve(note.tensor_name)
         return g
 
     def _resolve(self, name: str) -> str:
