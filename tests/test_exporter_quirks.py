@@ -197,7 +197,7 @@ def test_a_loop_state_declared_with_the_wrong_rank_is_corrected():
     assert r.validation_status == "validated" and r.model.inference_mode == SUBGRAPH_TYPES_ONLY
     onnx.checker.check_model(r.to_proto(), full_check=True)
     body = next(n for n in r.model.graph.nodes if n.op_type == "Loop").attrs["body"].value
-    assert body.outputs[1].shape == (1,)
+    assert body.outputs[1].shape == (1,) and body.inputs[2].shape is None  # the state's input: unknown, not ()
 
     m = model([1], axes_from_outside=True)
     onnx.checker.check_model(m, full_check=True)

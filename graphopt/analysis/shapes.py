@@ -70,8 +70,28 @@ def infer_shapes(model: Model) -> int:
             if (dtype, shape) != (v.dtype, v.shape):
                 v.dtype, v.shape = dtype, shape
                 changed += 1
+    if mode == SUBGRAPH_TYPES_ONLY:
+        changed += _unsay_loop_state_ranks(model)
     model.shapes_inferred_at = (id(model.graph), model.graph.typing_changes)
     return changed
+
+
+def _unsay_loop_state_ranks(model: Model) -> int:
+    """Forget the declared shape of a Loop body's carried input whose rank its initial value
+    contradicts (inference leaves carried inputs alone: they may change shape between
+    iterations, but not on the first)."""
+    forgotten = 0
+    for g in model.graph.walk():
+        for node in g.nodes:
+            body = node.attr("body") if node.op_type == "Loop" else None
+            if body is None:
+                continue
+            for start, carried in zip(node.inputs[2:], body.inputs[2:]):
+                if start is not None and start.shape is not None and carried.shape is not None \
+                        and len(start.shape) != len(carried.shape):
+                    carried.shape = None
+                    forgotten += 1
+    return forgotten
 
 
 def _merge(old, new):
