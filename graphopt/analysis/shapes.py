@@ -111,6 +111,19 @@ def _merge(old, new):
     return tuple(out)
 
 
+def inferred_types(model: Model) -> dict[str, onnx.TypeProto]:
+    """Value name -> the type onnx's inference gives it on a light copy of `model`, subgraphs
+    included; the model itself is not touched. {} when inference fails."""
+    from graphopt.onnx_io.emit import light_proto
+
+    types: dict[str, onnx.TypeProto] = {}
+    try:
+        _collect(onnx.shape_inference.infer_shapes(light_proto(model)).graph, types)
+    except Exception:  # inference is best effort
+        pass
+    return types
+
+
 def _collect(gp: onnx.GraphProto, types: dict) -> None:
     for vi in list(gp.input) + list(gp.value_info) + list(gp.output):
         if vi.HasField("type"):

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
-import onnx
 
+from graphopt.analysis.shapes import inferred_types
 from graphopt.errors import GraphoptError
 from graphopt.ir import Model
 from graphopt.ir.dtypes import DataType
@@ -150,8 +150,6 @@ def half_outputs(model: Model) -> dict[str, int]:
     Cast before any arithmetic do not count: both models read the same bytes. Types come from
     onnx's inference on a light copy of the model (the model itself is not touched), run only
     when a half type appears at all."""
-    from graphopt.onnx_io.emit import light_proto
-
     def mentions_half(g) -> bool:
         return any(v.dtype in HALF_RTOL for v in g.values) or any(
             n.attr("to") in HALF_RTOL or n.attr("dtype") in HALF_RTOL
@@ -159,14 +157,8 @@ def half_outputs(model: Model) -> dict[str, int]:
 
     if not any(mentions_half(g) for g in model.graph.walk()):
         return {}
-    types: dict[str, int] = {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light_proto(model))
-        for g in _graphs(inferred.graph):
-            for vi in list(g.value_info) + list(g.output):
-                types[vi.name] = vi.type.tensor_type.elem_type
-    except Exception:  # inference is best effort: declared types still count
-        pass
+    types = {name: t.tensor_type.elem_type for name, t in inferred_types(model).items()
+             if t.WhichOneof("value") == "tensor_type"}
 
     def computed_half(node) -> set:
         """The half types `node` computes in: a Cast's target, or any non-Cast output's type."""
@@ -220,14 +212,6 @@ def misdeclared_outputs(model: Model, outputs: dict) -> list[str]:
             lines.append(f"output {v.name!r} is declared {declared} but the input model gives {list(got)} on the "
                          f"validation inputs; the declaration is kept as the input has it")
     return lines
-
-
-def _graphs(gp):
-    yield gp
-    for n in gp.node:
-        for a in n.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                yield from _graphs(sub)
 
 
 def _draws(n: int) -> str:
