@@ -4,8 +4,10 @@ absent is dropped.
 LSTM, GRU and RNN start from a zero hidden state (and LSTM from a zero cell state) when
 `initial_h` (`initial_c`) is omitted: exporters often build those zeros at run time,
 `ConstantOfShape(Concat(1, Shape(x)[1], hidden))`, a chain that stays because the batch is
-dynamic. Zeros of any shape (a constant, or a ConstantOfShape of +0) are dropped, with the nodes
-that computed their shape left to dce. A -0.0 is not the default and stays.
+dynamic. Zeros of any shape are dropped, with the nodes that computed their shape left to dce: a
+constant, a ConstantOfShape of +0, or what moves or widens only zeros (tf2onnx writes
+`Concat(Unsqueeze(Expand(0.0, shape)), ...)` for a bidirectional Keras LSTM). A -0.0 is not the
+default and stays.
 
 One rule per input (`lstm-zero-initial-h`, ...) that edits the node in place.
 """
@@ -23,9 +25,43 @@ _ZERO_DEFAULTS = {"LSTM": (8, {5: "initial_h", 6: "initial_c"}), "GRU": (6, {5: 
                   "RNN": (6, {5: "initial_h"})}
 
 
+# Cast targets that keep +0 as +0 (float, double, float16, bfloat16 and the integers)
+_FLOAT_OR_INT = {1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 16}
+
+
 def _positive_zeros(data) -> bool:
     a = np.asarray(data)
     return a.dtype.kind in "fiu" and not np.any(a) and not (a.dtype.kind == "f" and np.any(np.signbit(a)))
+
+
+# ops whose output holds only values of their first input (zeros in, zeros out)
+_MOVES = {"Expand", "Tile", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
+_MAX_DEPTH = 8
+
+
+def _not_zeros(m: Match, v, depth: int = 0) -> Optional[str]:
+    """None if `v` is provably all +0, else why not."""
+    data = m.ctx.fold(v)
+    if data is not None:
+        return None if _positive_zeros(data) else "is not all +0"
+    p = m.graph.producer(v) if not v.is_capture else None
+    if p is None or not p.is_standard or depth >= _MAX_DEPTH:
+        return "is not a constant, a ConstantOfShape or zeros moved by Expand, Concat, Reshape, ..."
+    if p.op_type == "ConstantOfShape":
+        fill = p.attr("value")
+        return None if fill is None or _positive_zeros(fill.numpy()) else \
+            "is a ConstantOfShape of something other than +0"
+    if p.op_type == "Concat":
+        sources = [x for x in p.inputs if x is not None]
+    elif p.op_type in _MOVES or (p.op_type == "Cast" and p.attr("to") in _FLOAT_OR_INT):
+        sources = [p.inputs[0]]
+    else:
+        return "is not a constant, a ConstantOfShape or zeros moved by Expand, Concat, Reshape, ..."
+    for x in sources:
+        why = _not_zeros(m, x, depth + 1)
+        if why:
+            return why
+    return None
 
 
 class ZeroDefault(Rule):
@@ -40,16 +76,8 @@ class ZeroDefault(Rule):
         v = m[f"in{self.index}"]
         if v is None:
             return f"{self.input_name} is absent"
-        data = m.ctx.fold(v)
-        if data is not None:
-            return None if _positive_zeros(data) else f"{self.input_name} is not all +0"
-        p = m.graph.producer(v) if not v.is_capture else None
-        if p is None or p.op_type != "ConstantOfShape" or not p.is_standard:
-            return f"{self.input_name} is neither a constant nor a ConstantOfShape"
-        fill = p.attr("value")
-        if fill is not None and not _positive_zeros(fill.numpy()):
-            return f"{self.input_name} is a ConstantOfShape of something other than +0"
-        return None
+        why = _not_zeros(m, v)
+        return f"{self.input_name} {why}" if why else None
 
     def rewrite(self, m: Match, b: Builder):
         b.set_input(m.root, self.index, None)

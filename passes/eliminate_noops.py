@@ -76,11 +76,30 @@ def _same_shape(m: Match) -> Optional[str]:
     if op == "Squeeze" and _axes(m) == [] and m.ctx.opset >= 13 and x.shape is not None \
             and not any(d == 1 or not isinstance(d, int) for d in x.shape):
         return None  # no axes given and no dim of size 1
+    if op == "Reshape" and _reshape_keeps(m):
+        return None
+    if op == "Flatten" and x.shape is not None and len(x.shape) == 2 and m.root.attr("axis", 1) in (1, -1):
+        return None  # (d0, d1) flattened at axis 1 is (d0, d1), whatever d0 and d1 are
     if op == "Expand" and x.shape is not None:
         shape = m.ctx.const(m.value("in1"))
         if shape is not None and len(shape) <= len(x.shape) and all(int(d) == 1 for d in shape):
             return None
     return "the output's shape is not statically the input's"
+
+
+def _reshape_keeps(m: Match) -> bool:
+    """A target shape that names every dim of x, symbolic ones included: x's own size, 0 (copy
+    x's dim, allowzero=0) or one -1, which the other dims' equality then pins to x's dim (exporters
+    write `Reshape(x, [-1, C, 1, 1])` on an x already [N, C, 1, 1])."""
+    x = m.value("x")
+    target = m.root.attr("shape") if m.ctx.opset < 5 else m.ctx.const(m.value("in1"))
+    if x.shape is None or target is None:
+        return False
+    target = [int(t) for t in np.asarray(target).ravel()]
+    if len(target) != len(x.shape) or target.count(-1) > 1:
+        return False
+    copies = m.root.attr("allowzero", 0) == 0
+    return all(t == -1 or (t == 0 and copies) or (isinstance(d, int) and d == t) for d, t in zip(x.shape, target))
 
 
 def _transpose(m: Match) -> Optional[str]:

@@ -287,6 +287,40 @@ def test_a_slice_to_int64_max_keeps_a_dim_of_unknown_size_whole(starts, ends, ax
     assert (ops == ["Relu"]) == removed and records[0].modified == removed
 
 
+@pytest.mark.parametrize("body,removed", [
+    # tf2onnx's squeeze-excite and skl2onnx's trees: Reshape(x, [-1, C, 1, 1]) on an x already [N, C, 1, 1]
+    ("t = Constant <value = int64[4] {-1, 8, 1, 1}> ()\n y = Reshape (x, t)", True),
+    ("t = Constant <value = int64[4] {0, 8, 1, -1}> ()\n y = Reshape (x, t)", True),  # 0 copies N
+    ("t = Constant <value = int64[4] {0, 8, 1, 1}> ()\n y = Reshape (x, t)", True),
+    ("t = Constant <value = int64[4] {-1, 8, 1, 1}> ()\n y = Reshape <allowzero = 1> (x, t)", True),
+    ("t = Constant <value = int64[4] {-1, 4, 2, 1}> ()\n y = Reshape (x, t)", False),  # moves elements between dims
+    ("t = Constant <value = int64[3] {-1, 8, 1}> ()\n y = Reshape (x, t)", False),  # drops a dim
+    ("y = Flatten <axis = 1> (x)", False),  # [N, 8, 1, 1] -> [N, 8]
+])
+def test_reshape_to_the_shape_a_symbolic_x_has_is_removed(body, removed):
+    rank = 3 if "int64[3]" in body else 2 if "Flatten" in body else 4
+    text = header() + f"""
+    m (float[N, 8, 1, 1] x) => (float[{", ".join("?" * rank)}] z) {{
+        {body}
+        z = Relu (y)
+    }}
+    """
+    ops, records, _ = optimized(text, "eliminate-noops")
+    assert (ops == ["Relu"]) == removed and records[0].modified == removed
+
+
+@pytest.mark.parametrize("axis,removed", [(1, True), (-1, True), (0, False)])
+def test_flatten_of_a_matrix_at_axis_1_is_removed(axis, removed):
+    text = header() + f"""
+    m (float[N, 3] x) => (float[?, ?] z) {{
+        y = Flatten <axis = {axis}> (x)
+        z = Relu (y)
+    }}
+    """
+    ops, records, _ = optimized(text, "eliminate-noops")
+    assert (ops == ["Relu"]) == removed and records[0].modified == removed
+
+
 def test_mul_by_ones_that_broadcasts_is_kept():
     text = header() + """
     m (float[3] x) => (float[2, 3] y) {
@@ -764,8 +798,9 @@ def test_fold_if_leaves_a_data_dependent_condition():
 
 
 # ------------------------------------------------------------------------------ drop-default-inputs
-def lstm_with_initial_state(fill: str):
-    """An LSTM whose initial_h/initial_c are ConstantOfShape([1, batch, 4]) of `fill`: the batch is dynamic."""
+def lstm_with_initial_state(fill: str, make: str = "h0 = ConstantOfShape <value = FILL> (hs)"):
+    """An LSTM whose initial_h/initial_c are ConstantOfShape([1, batch, 4]) of `fill` (or what
+    `make` computes from `hs`): the batch is dynamic."""
     rng = np.random.default_rng(0)
     w = ", ".join(f"{x:.3f}" for x in rng.standard_normal(16 * 3))
     r = ", ".join(f"{x:.3f}" for x in rng.standard_normal(16 * 4))
@@ -779,7 +814,7 @@ def lstm_with_initial_state(fill: str):
         one = Constant <value = int64[1] {{1}}> ()
         four = Constant <value = int64[1] {{4}}> ()
         hs = Concat <axis = 0> (one, b, four)
-        h0 = ConstantOfShape <value = {fill}> (hs)
+        {make.replace("FILL", fill)}
         y, yh, yc = LSTM <hidden_size = 4> (x, w, r, , , h0, h0)
     }}
     """
@@ -801,10 +836,36 @@ def test_zero_initial_lstm_state_is_dropped():
         np.testing.assert_allclose(run_ort(out, feeds)[0], run_ort(proto, feeds)[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("fill", ["float[1] {0.5}", "float[1] {-0.0}"])
-def test_a_non_default_initial_lstm_state_stays(fill):
-    ops, records, _ = optimized(lstm_with_initial_state(fill), "fold")
-    assert "ConstantOfShape" in ops and ops[-1] == "LSTM"
+# tf2onnx's Keras LSTM: zeros Expanded to [batch, hidden], then Unsqueezed and Concatenated per direction
+EXPANDED_ZEROS = """z = Constant <value = FILL> ()
+        bh = Concat <axis = 0> (b, four)
+        e = Expand (z, bh)
+        ax = Constant <value = int64[1] {0}> ()
+        u = Unsqueeze (e, ax)
+        h0 = Concat <axis = 0> (u)"""
+
+
+def test_zeros_expanded_and_concatenated_are_dropped():
+    from helpers import model_from_text, seeded_feeds
+
+    proto = model_from_text(lstm_with_initial_state("float {0.0}", EXPANDED_ZEROS))
+    ops, records, result = optimized(proto, "fold")
+    assert ops == ["LSTM"]
+    out = to_proto(result.model)
+    feeds = seeded_feeds(proto, 0, dim=3)
+    np.testing.assert_array_equal(run_ort(out, feeds)[0], run_ort(proto, feeds)[0])
+
+
+@pytest.mark.parametrize("fill,make", [
+    ("float[1] {0.5}", "h0 = ConstantOfShape <value = FILL> (hs)"),
+    ("float[1] {-0.0}", "h0 = ConstantOfShape <value = FILL> (hs)"),
+    ("float {0.5}", EXPANDED_ZEROS),
+    ("float {-0.0}", EXPANDED_ZEROS),
+    ("float {0.0}", EXPANDED_ZEROS.replace("h0 = Concat <axis = 0> (u)", "h0 = Exp (u)")),  # exp(0) is 1
+])
+def test_a_non_default_initial_lstm_state_stays(fill, make):
+    ops, records, _ = optimized(lstm_with_initial_state(fill, make), "fold")
+    assert ops[-1] == "LSTM" and len(ops) > 1
     assert not any(r.modified for r in records if r.name == "drop-default-inputs")
 
 
