@@ -33,7 +33,7 @@ def _worker(name: str, out_dir: Path, check: bool) -> int:
     from common import check_model, graph_stats
     from corpus_models import REGISTRY
 
-    if REGISTRY[name]["group"] not in ("paddle", "shipped"):
+    if REGISTRY[name]["group"] not in ("paddle", "shipped", "sklearn", "keras"):
         import torch
 
         torch.set_num_threads(1)
@@ -122,7 +122,16 @@ def main(argv=None) -> int:
         rec_file = out / ".records" / f"{n}.json"
         if rec_file.exists():
             rec_file.unlink()
-        cmd = ["nice", "-n", "10", sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--_worker", n]
+        python = sys.executable
+        if REGISTRY[n]["group"] == "keras":  # TensorFlow lives in its own environment (see README.md)
+            python = os.environ.get("CORPUS_TF_PYTHON", "")
+            if not python:
+                manifest["models"][n] = {"name": n, "build": "fail: set CORPUS_TF_PYTHON to a Python with "
+                                         "tensorflow-cpu, tf2onnx and onnxruntime (requirements-tf.txt)"}
+                print(f"    {manifest['models'][n]['build']}", flush=True)
+                failed.append(n)
+                continue
+        cmd = ["nice", "-n", "10", python, str(Path(__file__).resolve()), "--out", str(out), "--_worker", n]
         if a.no_check:
             cmd.append("--no-check")
         log = out / ".records" / f"{n}.log"

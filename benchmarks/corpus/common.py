@@ -118,6 +118,7 @@ def export_dynamo(model, args, path, input_names, output_names, dynamic_shapes, 
 # ---------------------------------------------------------------- checking
 
 _NP = {
+    "str": np.str_,
     "float32": np.float32,
     "float16": np.float16,
     "int64": np.int64,
@@ -151,6 +152,8 @@ def make_inputs(spec: list[dict], seed: int = SEED) -> dict:
             a = rng.integers(0, inp["high"], size=shape).astype(dt)
         elif kind == "const":
             a = np.full(shape, inp["value"], dtype=dt)
+        elif kind == "choice":  # e.g. a string category column
+            a = rng.choice(np.array(inp["values"], dtype=dt), size=shape)
         elif kind == "image01":
             a = rng.random(size=shape, dtype=np.float32).astype(dt)
         elif kind == "image255":

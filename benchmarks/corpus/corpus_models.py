@@ -893,3 +893,220 @@ def _vad(out):
         "notes": "reflect Pad, STFT as Conv1d with a fixed windowed DFT basis, Sqrt magnitude, Log, Conv1d+BN, LSTM, Sigmoid",
         "alt_shapes": [[2, 8000]],
     }
+
+
+# ------------------------------------------------------------------------- scikit-learn, LightGBM
+# Classic ML exports: skl2onnx and onnxmltools write ai.onnx.ml operators (tree ensembles, ZipMap,
+# LabelEncoder, Imputer), string inputs and labels, and sequence-of-map probability outputs.
+# Trained here on seeded data (iris, a generated table); nothing ships trained weights.
+
+
+def _iris():
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    return x.astype(np.float32), y
+
+
+def _skl(out, estimator, notes, opset_ml=None, labels=None):
+    import numpy as np
+    import onnx
+    from skl2onnx import to_onnx
+
+    x, y = _iris()
+    if labels:
+        y = np.array(labels)[y]
+    target = {"": 15, "ai.onnx.ml": opset_ml} if opset_ml else 15
+    proto = to_onnx(estimator.fit(x, y), x[:1], target_opset=target)
+    onnx.save(proto, out)
+    return {
+        "source": f"scikit-learn {version('scikit-learn')} {type(estimator).__name__} trained on iris (seeded)",
+        "exporter": f"skl2onnx {version('skl2onnx')}",
+        "inputs": [{"name": "X", "dtype": "float32", "shape": ["N", 4], "sample_shape": [3, 4], "kind": "normal"}],
+        "dynamic_axes": {"X": {0: "N"}}, "trained": True, "notes": notes,
+    }
+
+
+@model("sklearn_logreg_zipmap", "sklearn")
+def _sk_logreg(out):
+    from sklearn.linear_model import LogisticRegression
+
+    return _skl(out, LogisticRegression(max_iter=500), "LinearClassifier + Normalizer + ZipMap: the probabilities "
+                "are a sequence of maps int64 -> float")
+
+
+@model("sklearn_random_forest_string_labels", "sklearn")
+def _sk_rf(out):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return _skl(out, RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0),
+                "TreeEnsembleClassifier with string labels + ZipMap (map string -> float)",
+                labels=["setosa", "versicolor", "virginica"])
+
+
+@model("sklearn_isolation_forest", "sklearn")
+def _sk_iso(out):
+    from sklearn.ensemble import IsolationForest
+
+    return _skl(out, IsolationForest(n_estimators=10, random_state=0), "per-tree TreeEnsembleRegressor, "
+                "LabelEncoder and Reshape(x, [-1, 1]) of [N, 1] values: ai.onnx.ml opset 3", opset_ml=3)
+
+
+@model("sklearn_knn", "sklearn")
+def _sk_knn(out):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return _skl(out, KNeighborsClassifier(3), "distances by MatMul/ReduceSumSquare, TopK, ArrayFeatureExtractor, "
+                "Flatten of [N, k]")
+
+
+@model("sklearn_columntransformer_gb", "sklearn")
+def _sk_table(out):
+    import numpy as np
+    import onnx
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    n, cities, kinds = 200, ["paris", "tokyo", "lima"], ["a", "b"]
+    df = pd.DataFrame({"age": rng.normal(40, 10, n).astype(np.float32), "income": rng.normal(5e4, 1e4, n).astype(np.float32),
+                       "city": rng.choice(cities, n), "kind": rng.choice(kinds, n)})
+    ct = ColumnTransformer([("num", StandardScaler(), ["age", "income"]),
+                            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "kind"])])
+    pipe = Pipeline([("ct", ct), ("gb", GradientBoostingClassifier(n_estimators=10, random_state=0))])
+    pipe.fit(df, (df.age > 40).astype(int).values)
+    types = [("age", FloatTensorType([None, 1])), ("income", FloatTensorType([None, 1])),
+             ("city", StringTensorType([None, 1])), ("kind", StringTensorType([None, 1]))]
+    onnx.save(convert_sklearn(pipe, initial_types=types, target_opset=15), out)
+    num = [{"name": c, "dtype": "float32", "shape": ["N", 1], "sample_shape": [4, 1], "kind": "normal"} for c in ("age", "income")]
+    cat = [{"name": c, "dtype": "str", "shape": ["N", 1], "sample_shape": [4, 1], "kind": "choice", "values": v}
+           for c, v in (("city", cities), ("kind", kinds))]
+    return {
+        "source": f"scikit-learn {version('scikit-learn')} ColumnTransformer + GradientBoostingClassifier on a "
+                  "generated table (seeded)",
+        "exporter": f"skl2onnx {version('skl2onnx')}",
+        "inputs": num + cat, "dynamic_axes": {c: {0: "N"} for c in ("age", "income", "city", "kind")}, "trained": True,
+        "notes": "string tensor inputs through OneHotEncoder, Scaler, Concat, TreeEnsembleClassifier, ZipMap",
+    }
+
+
+@model("lightgbm_classifier", "sklearn")
+def _lgbm(out):
+    import lightgbm as lgb
+    import onnx
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    x, y = _iris()
+    m = lgb.LGBMClassifier(n_estimators=20, num_leaves=8, random_state=0, verbose=-1).fit(x, y)
+    onnx.save(convert_lightgbm(m, initial_types=[("X", FloatTensorType([None, 4]))], target_opset=15, zipmap=True), out)
+    return {
+        "source": f"lightgbm {version('lightgbm')} LGBMClassifier trained on iris (seeded)",
+        "exporter": f"onnxmltools {version('onnxmltools')}",
+        "inputs": [{"name": "X", "dtype": "float32", "shape": ["N", 4], "sample_shape": [3, 4], "kind": "normal"}],
+        "dynamic_axes": {"X": {0: "N"}}, "trained": True,
+        "notes": "TreeEnsembleClassifier, Identity chains, ZipMap",
+    }
+
+
+# -------------------------------------------------------------------------- Keras through tf2onnx
+# Built by a Python with tensorflow-cpu and tf2onnx (CORPUS_TF_PYTHON; see README.md): TensorFlow
+# and torch do not share one environment here. Keras initialises BatchNormalization to identity
+# statistics: they are re-drawn so a wrong fold cannot hide.
+
+
+def _keras_export(out, model, shape, dtype, notes, opset=17):
+    import numpy as np
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    rng = np.random.default_rng(0)
+    redrawn = 0
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([(1 + rng.normal(0, 0.1, gamma.shape)).astype(gamma.dtype),
+                               rng.normal(0, 0.05, beta.shape).astype(beta.dtype),
+                               rng.normal(0, 0.2, mean.shape).astype(mean.dtype),
+                               rng.uniform(0.5, 2.0, var.shape).astype(var.dtype)])
+            redrawn += 1
+    spec = (tf.TensorSpec(shape, dtype, name="input"),)
+    proto, _ = tf2onnx.convert.from_function(tf.function(lambda x: model(x, training=False)), input_signature=spec,
+                                             opset=opset)
+    onnx.save(proto, out)
+    sample = [d if d is not None else 2 for d in shape]
+    return {
+        "source": f"keras {version('keras')} ({type(model).__name__}), random seeded weights, BatchNorm statistics "
+                  f"re-drawn ({redrawn} layers)",
+        "exporter": f"tf2onnx {version('tf2onnx')} from tensorflow-cpu {version('tensorflow-cpu')}",
+        "inputs": [{"name": "input", "dtype": "float32" if dtype == tf.float32 else "int32", "shape":
+                    ["N" if d is None and i == 0 else "T" if d is None else d for i, d in enumerate(shape)],
+                    "sample_shape": sample, **({"kind": "ids", "low": 0, "high": 1000} if dtype != tf.float32 else {})}],
+        "dynamic_axes": {"input": {i: "N" if i == 0 else "T" for i, d in enumerate(shape) if d is None}},
+        "trained": False, "notes": notes,
+    }
+
+
+def _keras_app(out, ctor, notes, **kw):
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    return _keras_export(out, ctor(weights=None, input_shape=(224, 224, 3), **kw), (None, 224, 224, 3), tf.float32, notes)
+
+
+@model("keras_mobilenetv3small", "keras")
+def _k_mnv3(out):
+    import tensorflow as tf
+
+    return _keras_app(out, tf.keras.applications.MobileNetV3Small, "NHWC input, hard-swish as Clip/Mul, "
+                      "squeeze-excite through ReduceMean, a Transpose pair around most of them")
+
+
+@model("keras_efficientnetv2b0", "keras")
+def _k_effnet(out):
+    import tensorflow as tf
+
+    # A Keras Normalization layer (EfficientNet preprocessing) leaves its mean and variance as graph inputs in tf2onnx's
+    # export (no initializer): the exported model cannot run as written, so preprocessing stays outside
+    return _keras_app(out, tf.keras.applications.EfficientNetV2B0, "squeeze-excite as "
+                      "GlobalAveragePool + Reshape(x, [-1, C, 1, 1]) on an x already [N, C, 1, 1]",
+                      include_preprocessing=False)
+
+
+@model("keras_bilstm_attention_text", "keras")
+def _k_bilstm(out):
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    ids = tf.keras.Input((None,), dtype="int32")
+    x = tf.keras.layers.Embedding(1000, 64)(ids)
+    x = tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(32, return_sequences=True))(x)
+    x = tf.keras.layers.MultiHeadAttention(4, 16)(x, x)
+    x = tf.keras.layers.LayerNormalization()(x)
+    x = tf.keras.layers.GlobalAveragePooling1D()(x)
+    probs = tf.keras.layers.Dense(5, activation="softmax")(x)
+    return _keras_export(out, tf.keras.Model(ids, probs), (None, None), tf.int32,
+                         "int32 token ids, embedding, bidirectional LSTM whose zero initial states are built at run "
+                         "time (Expand + Unsqueeze + Concat), MultiHeadAttention as MatMul/Einsum, LayerNormalization")
+
+
+@model("keras_conv1d_gru_audio", "keras")
+def _k_gru(out):
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    wave = tf.keras.Input((16000, 1))
+    x = tf.keras.layers.Conv1D(16, 9, strides=4, padding="same")(wave)
+    x = tf.keras.layers.ReLU()(tf.keras.layers.BatchNormalization()(x))
+    x = tf.keras.layers.Conv1D(32, 9, strides=4, padding="valid")(x)
+    x = tf.keras.layers.Activation("swish")(tf.keras.layers.BatchNormalization()(x))
+    x = tf.keras.layers.GRU(32)(x)
+    return _keras_export(out, tf.keras.Model(wave, tf.keras.layers.Dense(10)(x)), (None, 16000, 1), tf.float32,
+                         "Conv1D as Conv over an unsqueezed axis, BatchNormalization as Mul/Add, GRU as a Loop")
