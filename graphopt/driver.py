@@ -489,12 +489,22 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
             emitted, report, problem = build(result_model)
         if tx:
             tx.commit(emitted)
+    if result_model.corrected_declarations:
+        name, declared, computed = result_model.corrected_declarations[0]
+        more = len(result_model.corrected_declarations) - 1
+        notes.append(f"the input declares shapes its nodes contradict, for {len(result_model.corrected_declarations)} "
+                     f"intermediate value(s); the output declares what the nodes compute (e.g. '{name}': declared "
+                     f"{_dims(declared)}, computed {_dims(computed)}" + (f", and {more} more)" if more else ")"))
     if skipped and status == "validated":
         status = skipped[-1]
     return Result(result_model, pm.records(), report, rolled_back, tx.target if tx else None, nodes_before,
                   result_model.graph.count_nodes(), time.perf_counter() - start, list(ctx.near_misses),
                   dict(ctx.reports), warnings + list(pm.warnings), status, notes,
                   input_problem[0] if input_problem and any(n.startswith(CHECKER_NOTE) for n in notes) else None)
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _calibrating(steps) -> bool:

@@ -270,3 +270,47 @@ def test_a_wrong_declaration_outside_subgraphs_keeps_the_shapes_declared_inside_
         infer_shapes(loaded)
         then_g = next(n for n in loaded.graph.nodes if n.op_type == "If").attrs["then_branch"].value
         assert loaded.inference_mode == mode and then_g.value("r").shape == (2, 5)
+
+
+def _relu_after_transpose(declared_dims, custom=False):
+    """jax2onnx's CNN: an NHWC input transposed to NCHW, whose Relu output it declares with the NHWC
+    dims. With `custom`, the Relu reads a custom op's output instead, which only its declaration
+    knows the shape of."""
+    first = helper.make_node("Foo", ["x"], ["t"], domain="custom") if custom else \
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2])
+    m = _model([first, helper.make_node("Relu", ["t"], ["r"]), helper.make_node("Neg", ["r"], ["y"])],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 5, 6, 4])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "C", "H", "W"])],
+               value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, declared_dims)])
+    if custom:
+        m.graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, declared_dims))
+        m.opset_import.append(helper.make_opsetid("custom", 1))
+    return m
+
+
+def test_an_intermediate_shape_the_nodes_contradict_is_corrected_and_said():
+    m = _relu_after_transpose(["B", 5, 6, 4])  # the Relu computes [B, 4, 5, 6]
+    with pytest.raises(onnx.shape_inference.InferenceError):
+        onnx.checker.check_model(m, full_check=True)
+    r = graphopt.optimize(m, "fuse,fold")
+    assert r.validation.ok
+    out = r.to_proto()
+    onnx.checker.check_model(out, full_check=True)  # the output passes where the input fails
+    declared = {v.name: _dims(v) for v in out.graph.value_info}
+    assert declared["r"] == ["B", 4, 5, 6]
+    assert any("'r': declared [B, 5, 6, 4], computed [B, 4, 5, 6]" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("declared,custom", [
+    (["B", 4, 5, 6], False),  # right: nothing to correct
+    (["B", 4, 5, "W"], False),  # a name where the size is known: not a contradiction
+    ([7, 7, 7, 7], True),  # only the declaration knows a custom op's output: it stays
+])
+def test_a_declaration_the_nodes_do_not_contradict_stays(declared, custom):
+    from graphopt.analysis.shapes import infer_shapes
+
+    loaded = graphopt.load(_relu_after_transpose(declared, custom))
+    infer_shapes(loaded)
+    assert loaded.corrected_declarations == ()
+    r_shape = loaded.graph.value("r").shape
+    assert r_shape == ((7, 7, 7, 7) if custom else ("B", 4, 5, 6))

@@ -28,6 +28,15 @@ def _absurd_dims(model: Model) -> bool:
 # inference is lenient, with every declaration.
 STRICT, LENIENT, SUBGRAPH_TYPES_ONLY = "strict", "lenient", "subgraph types only"
 
+# A declared intermediate shape the nodes contradict (jax2onnx declares an NCHW Relu's output with
+# NHWC dims) would stay: lenient inference keeps a declaration it disagrees with and infers what
+# follows from it, and the output would fail the checker the way the input does. So the first
+# inference of every model is strict; when that fails outside subgraphs, the main graph is
+# inferred once more with its intermediate values declared by element type only, and each
+# declared shape that inference contradicts (another rank, another size) is replaced and
+# remembered (Model.corrected_declarations). Where inference knows less than a declaration (a
+# custom op's output), the declaration stays. A model that passes strict inference pays nothing.
+
 
 def infer_shapes(model: Model) -> int:
     """Fill in dtype and shape of every value onnx can infer; returns how many values changed.
@@ -39,21 +48,26 @@ def infer_shapes(model: Model) -> int:
     data_prop = not _absurd_dims(model)
     owners = {n.op_type for g in model.graph.walk() for n in g.nodes if any(True for _ in n.subgraphs())}
     mode = model.inference_mode if owners else LENIENT
+    first, model.declarations_checked = not model.declarations_checked, True
+    corrected = 0
     try:
-        if mode == STRICT:
+        inferred = None
+        if mode == STRICT or first:
             try:
                 inferred = onnx.shape_inference.infer_shapes(light_proto(model), strict_mode=True, data_prop=data_prop)
             except onnx.shape_inference.InferenceError as e:
                 failed = set(re.findall(r"op_type:(\w+)", str(e)))
                 mode = model.inference_mode = SUBGRAPH_TYPES_ONLY if failed & owners else LENIENT
-        if mode != STRICT:
+                if first and mode == LENIENT:
+                    corrected = _correct_declarations(model, data_prop)
+        if inferred is None:
             inferred = onnx.shape_inference.infer_shapes(
                 light_proto(model, subgraph_shapes=mode != SUBGRAPH_TYPES_ONLY), data_prop=data_prop)
     except Exception:  # inference is best effort: passes work without it, just less
         return 0
     types: dict[str, onnx.TypeProto] = {}
     _collect(inferred.graph, types)
-    changed = 0
+    changed = corrected
     for g in model.graph.walk():
         for v in g.values:
             if v.is_capture or v.const is not None:
@@ -65,8 +79,7 @@ def infer_shapes(model: Model) -> int:
             dtype = tt.elem_type or v.dtype
             shape = v.shape
             if tt.HasField("shape"):
-                new = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
-                shape = _merge(v.shape, new)
+                shape = _merge(v.shape, _dims(tt))
             if (dtype, shape) != (v.dtype, v.shape):
                 v.dtype, v.shape = dtype, shape
                 changed += 1
@@ -74,6 +87,32 @@ def infer_shapes(model: Model) -> int:
         changed += _unsay_loop_state_ranks(model)
     model.shapes_inferred_at = (id(model.graph), model.graph.typing_changes)
     return changed
+
+
+def _correct_declarations(model: Model, data_prop: bool) -> int:
+    """Replace each declared shape of a main-graph intermediate value that inference, without
+    those declarations, contradicts; returns how many."""
+    from graphopt.onnx_io.emit import light_proto
+
+    types: dict[str, onnx.TypeProto] = {}
+    _collect(onnx.shape_inference.infer_shapes(light_proto(model, value_shapes=False), data_prop=data_prop).graph, types)
+    interface = {v.id for v in model.graph.inputs + model.graph.outputs}
+    corrected = []
+    for v in model.graph.values:
+        tp = types.get(v.name)
+        if v.id in interface or v.const is not None or tp is None or tp.WhichOneof("value") != "tensor_type" \
+                or not tp.tensor_type.HasField("shape"):
+            continue
+        computed = _dims(tp.tensor_type)
+        if _contradicts(v.shape, computed):
+            corrected.append((v.name, v.shape, computed))
+            v.shape = computed
+    model.corrected_declarations = tuple(corrected)
+    return len(corrected)
+
+
+def _dims(tt) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
 
 
 def _unsay_loop_state_ranks(model: Model) -> int:
@@ -92,6 +131,15 @@ def _unsay_loop_state_ranks(model: Model) -> int:
                     carried.shape = None
                     forgotten += 1
     return forgotten
+
+
+def _contradicts(declared, computed) -> bool:
+    """A declared shape the computed one rules out: another rank, or two sizes that differ."""
+    if declared is None:
+        return False
+    if len(declared) != len(computed):
+        return True
+    return any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(declared, computed))
 
 
 def _merge(old, new):

@@ -41,6 +41,8 @@ class Model:
     mapped_files: list = field(default_factory=list)  # MappedFiles the tensors read from
     shapes_inferred_at: Optional[tuple] = None  # (graph id, mutation count) of the last inference
     inference_mode: str = "strict"  # how analysis/shapes.py runs onnx's inference on this model
+    declarations_checked: bool = False  # the first inference weighed the declared shapes (analysis/shapes.py)
+    corrected_declarations: tuple = ()  # (value name, declared shape, computed shape) it replaced
 
     def release_mapped_pages(self) -> None:
         for f in self.mapped_files:

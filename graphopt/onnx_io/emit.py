@@ -105,14 +105,16 @@ class _Emitter:
     `stub_constants`, large float tensors held in attributes (a Paddle export's weights are
     Constant nodes) become stubs too: shape inference needs their dtype and dims, and reads the
     values of integer shape tensors only. Without `subgraph_shapes`, values inside subgraphs are
-    declared with their element types only (see light_proto)."""
+    declared with their element types only, and without `value_shapes` the main graph's
+    intermediate values too (see light_proto)."""
 
     def __init__(self, writer: Optional[ExternalDataWriter], defer_initializers: bool = False,
-                 stub_constants: bool = False, subgraph_shapes: bool = True):
+                 stub_constants: bool = False, subgraph_shapes: bool = True, value_shapes: bool = True):
         self.writer = writer
         self.defer_initializers = defer_initializers
         self.stub_constants = stub_constants
         self.subgraph_shapes = subgraph_shapes
+        self.value_shapes = value_shapes
         self.deferred: list[tuple[str, Tensor]] = []
 
     def model(self, m: Model) -> onnx.ModelProto:
@@ -163,7 +165,7 @@ class _Emitter:
         for node in order:
             for v in node.outputs:
                 if v is not None and v.id not in special and (v.dtype is not None or v.type_proto is not None):
-                    _value_info(v, gp.value_info.add(), with_shape=shapes)
+                    _value_info(v, gp.value_info.add(), with_shape=shapes and (self.value_shapes or not top))
         for v in g.outputs:
             _value_info(v, gp.output.add(), with_shape=shapes)
         for name, items in g.extra.items():
@@ -434,12 +436,14 @@ def _write_initializer_chunk(f, emitter: _Emitter, name: str, t: Tensor) -> tupl
 STUB_LOCATION = "stub.data"
 
 
-def light_proto(model: Model, subgraph_shapes: bool = True) -> onnx.ModelProto:
+def light_proto(model: Model, subgraph_shapes: bool = True, value_shapes: bool = True) -> onnx.ModelProto:
     """The model with its large weights (main-graph initializers, float Constants) replaced by
     external-data stubs (dtype and shape only): what shape inference needs, at a fraction of
     the memory and serialization time. Without `subgraph_shapes`, values inside subgraphs are
-    declared with their element types only (analysis/shapes.py says when)."""
-    emitter = _Emitter(None, defer_initializers=True, stub_constants=True, subgraph_shapes=subgraph_shapes)
+    declared with their element types only; without `value_shapes`, the main graph's
+    intermediate values (analysis/shapes.py says when)."""
+    emitter = _Emitter(None, defer_initializers=True, stub_constants=True, subgraph_shapes=subgraph_shapes,
+                       value_shapes=value_shapes)
     proto = emitter.model(model)
     _add_stub_initializers(proto, emitter)
     return proto
