@@ -49,7 +49,6 @@ from graphopt.runtime.validate import (
     Validator,
 )
 
-log = logging.getLogger("graphopt")
 # Warnings that change what a result means (not validated, a pass rolled back, validation
 # skipped): the CLI's -q hides progress and notes, never these (graphopt.cli.common.MEANING).
 meaning = logging.getLogger("graphopt.meaning")
@@ -447,9 +446,8 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
                     return None, None, (f"emitted model fails the ONNX checker: {added[0]} (beside the finding the "
                                         f"input model has)" if added else str(e))
                 note = f"{CHECKER_NOTE}: {str(e).split(': ', 1)[-1]}"
-                if note not in notes:
+                if note not in notes:  # the CLI prints the notes with the summary
                     notes.append(note)
-                    log.warning("%s", note)
                 emitted = backend.emit(m, dest.staging_dir(), dest.basename, external_data=external_data, check=False)
             if validator is None:
                 return emitted, None, None
