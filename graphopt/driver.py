@@ -491,7 +491,7 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         name, declared, computed = result_model.corrected_declarations[0]
         more = len(result_model.corrected_declarations) - 1
         notes.append(f"the input declares shapes its nodes contradict, for {len(result_model.corrected_declarations)} "
-                     f"intermediate value(s); the output declares what the nodes compute (e.g. '{name}': declared "
+                     f"intermediate value(s); graphopt used what the nodes compute instead (e.g. '{name}': declared "
                      f"{_dims(declared)}, computed {_dims(computed)}" + (f", and {more} more)" if more else ")"))
     if skipped and status == "validated":
         status = skipped[-1]

@@ -25,7 +25,8 @@ _ZERO_DEFAULTS = {"LSTM": (8, {5: "initial_h", 6: "initial_c"}), "GRU": (6, {5: 
                   "RNN": (6, {5: "initial_h"})}
 
 
-# Cast targets that keep +0 as +0 (float, double, float16, bfloat16 and the integers)
+# Cast targets that keep +0 as +0: float, double, float16, bfloat16 and the 8- to 64-bit integers
+# (not bool, the float8 types or int4, which this does not need)
 _FLOAT_OR_INT = {1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 16}
 
 

@@ -99,7 +99,13 @@ def _reshape_keeps(m: Match) -> bool:
     if len(target) != len(x.shape) or target.count(-1) > 1:
         return False
     copies = m.root.attr("allowzero", 0) == 0
-    return all(t == -1 or (t == 0 and copies) or (isinstance(d, int) and d == t) for d, t in zip(x.shape, target))
+    if not all(t == -1 or (t == 0 and copies) or (isinstance(d, int) and d == t) for d, t in zip(x.shape, target)):
+        return False
+    # a cross-check of x's shape, which may be a declaration: the output's must not say otherwise
+    # (a [0, -1] whose other dim is 0 at run time fails in onnxruntime; without it, it runs)
+    out = m.root.outputs[0].shape
+    return out is None or (len(out) == len(x.shape) and
+                           not any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(out, x.shape)))
 
 
 def _transpose(m: Match) -> Optional[str]:

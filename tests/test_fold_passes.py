@@ -309,7 +309,40 @@ def test_reshape_to_the_shape_a_symbolic_x_has_is_removed(body, removed):
     assert (ops == ["Relu"]) == removed and records[0].modified == removed
 
 
-@pytest.mark.parametrize("axis,removed", [(1, True), (-1, True), (0, False)])
+def _reshape_model(target, allowzero=None, opset=17, out_dims=None):
+    """x [N, 8, 1, 1] -> Identity -> Reshape -> r -> Relu -> y; r is a graph output too, declared `out_dims`
+    (a graph output's declaration is the interface: inference does not correct it)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 8, 1, 1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    r = onnx.helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, out_dims)
+    nodes = [onnx.helper.make_node("Identity", ["x"], ["a"])]
+    if opset < 5:  # the shape was an attribute then
+        nodes.append(onnx.helper.make_node("Reshape", ["a"], ["r"], shape=target))
+        inits = []
+    else:
+        kw = {} if allowzero is None else {"allowzero": allowzero}
+        nodes.append(onnx.helper.make_node("Reshape", ["a", "t"], ["r"], **kw))
+        inits = [onnx.numpy_helper.from_array(np.array(target, np.int64), "t")]
+    nodes.append(onnx.helper.make_node("Relu", ["r"], ["y"]))
+    g = onnx.helper.make_graph(nodes, "g", [x], [y, r] if out_dims else [y], inits)
+    return onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("target,allowzero,opset,out_dims,removed", [
+    ([-1, 8, 1, 1], None, 4, None, True),  # the opset-4 attribute form
+    ([0, 8, 1, 1], 1, 17, None, False),  # allowzero=1: 0 is a size of 0, not a copy of N
+    ([-1, 8, 1, 1], None, 17, ["N", 4, 2, 1], False),  # the output's declared shape disagrees with x's
+    ([-1, 8, 1, 1], None, 17, ["N", 8, 1, 1], True),  # its twin: the same graph output, agreeing
+])
+def test_reshape_no_op_rule_edges(target, allowzero, opset, out_dims, removed):
+    from graphopt import driver
+
+    result = driver.optimize(_reshape_model(target, allowzero, opset, out_dims), "eliminate-noops", validate=False)
+    ops = [n.op_type for n in result.model.graph.nodes]
+    assert ("Reshape" not in ops) == removed and result.records[0].modified == removed
+
+
+@pytest.mark.parametrize("axis,removed", [(1, True), (-1, True), (0, False), (2, False)])
 def test_flatten_of_a_matrix_at_axis_1_is_removed(axis, removed):
     text = header() + f"""
     m (float[N, 3] x) => (float[?, ?] z) {{
@@ -845,10 +878,15 @@ EXPANDED_ZEROS = """z = Constant <value = FILL> ()
         h0 = Concat <axis = 0> (u)"""
 
 
-def test_zeros_expanded_and_concatenated_are_dropped():
+@pytest.mark.parametrize("fill,make", [
+    ("float {0.0}", EXPANDED_ZEROS),
+    ("int64 {0}", EXPANDED_ZEROS.replace("e = Expand (z, bh)", "zf = Cast <to = 1> (z)\n        e = Expand (zf, bh)")),
+    ("float[1, 1] {0.0}", EXPANDED_ZEROS.replace("e = Expand (z, bh)", "e = Tile (z, bh)")),
+])
+def test_zeros_expanded_and_concatenated_are_dropped(fill, make):
     from helpers import model_from_text, seeded_feeds
 
-    proto = model_from_text(lstm_with_initial_state("float {0.0}", EXPANDED_ZEROS))
+    proto = model_from_text(lstm_with_initial_state(fill, make))
     ops, records, result = optimized(proto, "fold")
     assert ops == ["LSTM"]
     out = to_proto(result.model)
@@ -857,6 +895,8 @@ def test_zeros_expanded_and_concatenated_are_dropped():
 
 
 @pytest.mark.parametrize("fill,make", [
+    ("float[1] {0.0}", "c0 = ConstantOfShape <value = FILL> (hs)\n        cb = Cast <to = 9> (c0)\n"
+                       "        h0 = Cast <to = 1> (cb)"),  # through bool: not followed
     ("float[1] {0.5}", "h0 = ConstantOfShape <value = FILL> (hs)"),
     ("float[1] {-0.0}", "h0 = ConstantOfShape <value = FILL> (hs)"),
     ("float {0.5}", EXPANDED_ZEROS),

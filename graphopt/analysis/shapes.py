@@ -35,7 +35,9 @@ STRICT, LENIENT, SUBGRAPH_TYPES_ONLY = "strict", "lenient", "subgraph types only
 # inferred once more with its intermediate values declared by element type only, and each
 # declared shape that inference contradicts (another rank, another size) is replaced and
 # remembered (Model.corrected_declarations). Where inference knows less than a declaration (a
-# custom op's output), the declaration stays. A model that passes strict inference pays nothing.
+# custom op's output), the declaration stays. A model that passes strict inference pays nothing;
+# a run whose passes never infer shapes (-p none) keeps the declarations as they are, and so does a
+# model with an op onnx has no schema for (a custom domain): strict inference reports nothing there.
 
 
 def infer_shapes(model: Model) -> int:
@@ -50,16 +52,21 @@ def infer_shapes(model: Model) -> int:
     mode = model.inference_mode if owners else LENIENT
     first, model.declarations_checked = not model.declarations_checked, True
     corrected = 0
-    try:
-        inferred = None
-        if mode == STRICT or first:
-            try:
-                inferred = onnx.shape_inference.infer_shapes(light_proto(model), strict_mode=True, data_prop=data_prop)
-            except onnx.shape_inference.InferenceError as e:
-                failed = set(re.findall(r"op_type:(\w+)", str(e)))
-                mode = model.inference_mode = SUBGRAPH_TYPES_ONLY if failed & owners else LENIENT
-                if first and mode == LENIENT:
+    inferred = None
+    if mode == STRICT or first:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light_proto(model), strict_mode=True, data_prop=data_prop)
+        except onnx.shape_inference.InferenceError as e:
+            failed = set(re.findall(r"op_type:(\w+)", str(e)))
+            mode = model.inference_mode = SUBGRAPH_TYPES_ONLY if failed & owners else LENIENT
+            if first and mode == LENIENT:
+                try:
                     corrected = _correct_declarations(model, data_prop)
+                except Exception:  # best effort, like inference itself: the declarations stay
+                    pass
+        except Exception:  # not a finding about the model (a proto too large, say): lenient inference below
+            pass
+    try:
         if inferred is None:
             inferred = onnx.shape_inference.infer_shapes(
                 light_proto(model, subgraph_shapes=mode != SUBGRAPH_TYPES_ONLY), data_prop=data_prop)
@@ -105,8 +112,18 @@ def _correct_declarations(model: Model, data_prop: bool) -> int:
             continue
         computed = _dims(tp.tensor_type)
         if _contradicts(v.shape, computed):
+            # replaced whole: a declaration wrong in one dim (NHWC dims on an NCHW value) is not
+            # trusted in the others
             corrected.append((v.name, v.shape, computed))
             v.shape = computed
+    if corrected:  # subgraphs' captures copied the outer shapes when they were made
+        fixed = {model.graph.value(name).id for name, _, _ in corrected}
+        for g in model.graph.walk():
+            for c in g.captures():
+                source = g.capture_source(c)
+                if source.id in fixed:
+                    c.shape = source.shape
+                    fixed.add(c.id)
     model.corrected_declarations = tuple(corrected)
     return len(corrected)
 
