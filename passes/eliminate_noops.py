@@ -90,7 +90,8 @@ def _same_shape(m: Match) -> Optional[str]:
 def _reshape_keeps(m: Match) -> bool:
     """A target shape that names every dim of x, symbolic ones included: x's own size, 0 (copy
     x's dim, allowzero=0) or one -1, which the other dims' equality then pins to x's dim (exporters
-    write `Reshape(x, [-1, C, 1, 1])` on an x already [N, C, 1, 1])."""
+    write `Reshape(x, [-1, C, 1, 1])` on an x already [N, C, 1, 1]). Where another dim is 0 at run
+    time, onnxruntime cannot resolve the -1 and fails; without the Reshape, that input runs."""
     x = m.value("x")
     target = m.root.attr("shape") if m.ctx.opset < 5 else m.ctx.const(m.value("in1"))
     if x.shape is None or target is None:
@@ -102,7 +103,6 @@ def _reshape_keeps(m: Match) -> bool:
     if not all(t == -1 or (t == 0 and copies) or (isinstance(d, int) and d == t) for d, t in zip(x.shape, target)):
         return False
     # a cross-check of x's shape, which may be a declaration: the output's must not say otherwise
-    # (a [0, -1] whose other dim is 0 at run time fails in onnxruntime; without it, it runs)
     out = m.root.outputs[0].shape
     return out is None or (len(out) == len(x.shape) and
                            not any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(out, x.shape)))
