@@ -27,7 +27,7 @@ from graphopt.errors import (
     UsageError,
     ValidationError,
 )
-from graphopt.ir import Model
+from graphopt.ir import Model, format_shape
 from graphopt.onnx_io import emit as backend
 from graphopt.onnx_io import load as frontend
 from graphopt.onnx_io.write import OutputTransaction
@@ -492,17 +492,13 @@ def _optimize(model, passes, *, output, input_shapes, validate, strict, force, d
         more = len(result_model.corrected_declarations) - 1
         notes.append(f"the input declares shapes its nodes contradict, for {len(result_model.corrected_declarations)} "
                      f"intermediate value(s); graphopt used what the nodes compute instead (e.g. '{name}': declared "
-                     f"{_dims(declared)}, computed {_dims(computed)}" + (f", and {more} more)" if more else ")"))
+                     f"{format_shape(declared)}, computed {format_shape(computed)}" + (f", and {more} more)" if more else ")"))
     if skipped and status == "validated":
         status = skipped[-1]
     return Result(result_model, pm.records(), report, rolled_back, tx.target if tx else None, nodes_before,
                   result_model.graph.count_nodes(), time.perf_counter() - start, list(ctx.near_misses),
                   dict(ctx.reports), warnings + list(pm.warnings), status, notes,
                   input_problem[0] if input_problem and any(n.startswith(CHECKER_NOTE) for n in notes) else None)
-
-
-def _dims(shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _calibrating(steps) -> bool:

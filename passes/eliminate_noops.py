@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from graphopt.analysis.constants import INT64_MAX
+from graphopt.analysis.shapes import shapes_contradict
 from graphopt.rewrite import (
     Builder,
     Match,
@@ -103,9 +104,7 @@ def _reshape_keeps(m: Match) -> bool:
     if not all(t == -1 or (t == 0 and copies) or (isinstance(d, int) and d == t) for d, t in zip(x.shape, target)):
         return False
     # a cross-check of x's shape, which may be a declaration: the output's must not say otherwise
-    out = m.root.outputs[0].shape
-    return out is None or (len(out) == len(x.shape) and
-                           not any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(out, x.shape)))
+    return not shapes_contradict(m.root.outputs[0].shape, x.shape)
 
 
 def _transpose(m: Match) -> Optional[str]:

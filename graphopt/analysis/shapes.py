@@ -8,6 +8,7 @@ import re
 import onnx
 
 from graphopt.ir import Model
+from graphopt.onnx_io.load import declared_dims
 
 # onnx's data propagation sizes some buffers by declared dims (Gather by its indices' length):
 # a damaged file declaring a dim of 2**63-1 would have it allocate until the process is killed.
@@ -86,7 +87,7 @@ def infer_shapes(model: Model) -> int:
             dtype = tt.elem_type or v.dtype
             shape = v.shape
             if tt.HasField("shape"):
-                shape = _merge(v.shape, _dims(tt))
+                shape = _merge(v.shape, declared_dims(tt))
             if (dtype, shape) != (v.dtype, v.shape):
                 v.dtype, v.shape = dtype, shape
                 changed += 1
@@ -110,8 +111,8 @@ def _correct_declarations(model: Model, data_prop: bool) -> int:
         if v.id in interface or v.const is not None or tp is None or tp.WhichOneof("value") != "tensor_type" \
                 or not tp.tensor_type.HasField("shape"):
             continue
-        computed = _dims(tp.tensor_type)
-        if _contradicts(v.shape, computed):
+        computed = declared_dims(tp.tensor_type)
+        if shapes_contradict(v.shape, computed):
             # replaced whole: a declaration wrong in one dim (NHWC dims on an NCHW value) is not
             # trusted in the others
             corrected.append((v.name, v.shape, computed))
@@ -126,10 +127,6 @@ def _correct_declarations(model: Model, data_prop: bool) -> int:
                     fixed.add(c.id)
     model.corrected_declarations = tuple(corrected)
     return len(corrected)
-
-
-def _dims(tt) -> tuple:
-    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
 
 
 def _unsay_loop_state_ranks(model: Model) -> int:
@@ -150,9 +147,10 @@ def _unsay_loop_state_ranks(model: Model) -> int:
     return forgotten
 
 
-def _contradicts(declared, computed) -> bool:
-    """A declared shape the computed one rules out: another rank, or two sizes that differ."""
-    if declared is None:
+def shapes_contradict(declared, computed) -> bool:
+    """Whether one shape rules out the other: another rank, or two sizes that differ (None, a
+    symbol or an unknown rank rules nothing out)."""
+    if declared is None or computed is None:
         return False
     if len(declared) != len(computed):
         return True

@@ -743,6 +743,11 @@ class Graph:
         verify(self)
 
 
+def format_shape(shape) -> str:
+    """A shape as messages write it: [N, 3, ?, 224] (None, an unknown dim, as ?)."""
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 def _same_type(a: Value, b: Value) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.type_proto is None and b.type_proto is None
 

@@ -454,7 +454,7 @@ def _set_type(v, vi: onnx.ValueInfoProto) -> None:
     if tp.WhichOneof("value") == "tensor_type":
         tt = tp.tensor_type
         v.dtype = tt.elem_type or None
-        v.shape = _dims(tt) if tt.HasField("shape") else None
+        v.shape = declared_dims(tt) if tt.HasField("shape") else None
         v.type_proto = None
     else:
         v.type_proto = _copy(tp)
@@ -465,7 +465,7 @@ def _set_type(v, vi: onnx.ValueInfoProto) -> None:
 UNNAMED_DIMS = ("", "?")
 
 
-def _dims(tt) -> tuple:
+def declared_dims(tt) -> tuple:
     """Declared dims: ints, symbol names, None for unknown. Exporters write `dim_value: -1` (Paddle),
     an empty name or "?" for an unknown dim: all are unknown. A declared 0 is an empty dim."""
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0

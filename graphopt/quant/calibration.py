@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Un
 import numpy as np
 
 from graphopt.errors import UserInputError
-from graphopt.ir import Model, Tensor
+from graphopt.ir import Model, Tensor, format_shape
 from graphopt.runtime.inputs import InputSpec, Synthesizer, model_inputs
 
 log = logging.getLogger("graphopt")
@@ -314,13 +314,13 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], 
         shape = tuple(a.shape)
         if not batched:
             if not _fits(shape, s.shape):
-                raise CalibrationError(f"{where}: input {s.name!r} has shape {list(shape)}; the model takes {_dims(s.shape)}")
+                raise CalibrationError(f"{where}: input {s.name!r} has shape {list(shape)}; the model takes {format_shape(s.shape)}")
             n, st = 1, True
         else:
             n, st = _samples_of(shape, s)
             if n is None:
                 raise CalibrationError(f"{where}: input {s.name!r} has shape {list(shape)}; the model takes "
-                                       f"{_dims(s.shape)} (samples along the first axis)")
+                                       f"{format_shape(s.shape)} (samples along the first axis)")
         if count is not None and n != count:
             raise CalibrationError(f"{where}: inputs have different sample counts ({count} and {n} for {s.name!r})")
         count = n
@@ -352,10 +352,6 @@ def _samples_of(shape: tuple, spec: InputSpec) -> tuple[Optional[int], bool]:
 
 def _fits(shape: tuple, dims: tuple) -> bool:
     return len(shape) == len(dims) and all(not isinstance(d, int) or d == s for s, d in zip(shape, dims))
-
-
-def _dims(dims: tuple) -> str:
-    return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
 
 
 def split_samples(settings: CalibrationSettings, model: Model) -> tuple[Optional[SampleSet], Optional[SampleSet]]:

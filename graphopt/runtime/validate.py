@@ -24,9 +24,9 @@ from typing import Optional
 
 import numpy as np
 
-from graphopt.analysis.shapes import inferred_types
+from graphopt.analysis.shapes import inferred_types, shapes_contradict
 from graphopt.errors import GraphoptError
-from graphopt.ir import Model
+from graphopt.ir import Model, format_shape
 from graphopt.ir.dtypes import DataType
 from graphopt.onnx_io.emit import OrtModel  # noqa: F401 (re-exported)
 from graphopt.runtime.inputs import DEFAULT_BATCH, DIM_LADDER, GROWN_BATCH, Synthesizer, unnamed_batch_candidates
@@ -207,9 +207,8 @@ def misdeclared_outputs(model: Model, outputs: dict) -> list[str]:
         got = getattr(outputs.get(v.name), "shape", None)
         if v.shape is None or got is None or v.type_proto is not None:
             continue
-        if len(v.shape) != len(got) or any(isinstance(d, int) and d != g for d, g in zip(v.shape, got)):
-            declared = "[" + ", ".join("?" if d is None else str(d) for d in v.shape) + "]"
-            lines.append(f"output {v.name!r} is declared {declared} but the input model gives {list(got)} on the "
+        if shapes_contradict(v.shape, tuple(got)):
+            lines.append(f"output {v.name!r} is declared {format_shape(v.shape)} but the input model gives {list(got)} on the "
                          f"validation inputs; the declaration is kept as the input has it")
     return lines
 
